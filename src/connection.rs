@@ -1,0 +1,478 @@
+//! A connection to one Redis server that behaves as an ioredis user expects.
+//!
+//! One multiplexed socket carries every command (concurrent commands are pipelined on it). When
+//! the socket breaks, the connection reconnects in the background with the `retryStrategy`
+//! backoff; commands issued meanwhile wait (the offline queue) for at most
+//! `maxRetriesPerRequest` reconnection attempts, and a command that failed only because the socket
+//! broke is sent again on the new socket (`autoResendUnfulfilledCommands`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, Value};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::config::{Addr, ConnectionConfig, TlsConfig};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A boxed future, as the retry strategy returns it.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// `times => delay`: how long to wait before reconnection attempt `times` (from 1), or `None` to
+/// give up. ioredis's default is `min(times * 50, 2000)` ms.
+pub type RetryStrategy = Arc<dyn Fn(u32) -> BoxFuture<Option<Duration>> + Send + Sync>;
+
+/// ioredis's default retry strategy.
+pub fn default_retry_strategy() -> RetryStrategy {
+    Arc::new(|times| {
+        let ms = (u64::from(times) * 50).min(2000);
+        Box::pin(async move { Some(Duration::from_millis(ms)) })
+    })
+}
+
+/// The connection's life, named as ioredis names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// `lazyConnect`: nothing done until the first command.
+    Wait,
+    /// The first connection is being made.
+    Connecting,
+    /// Connected; commands flow.
+    Ready,
+    /// The connection broke and is being made again.
+    Reconnecting,
+    /// Closed for good (by `quit()`/`disconnect()`, or the retry strategy gave up).
+    End,
+}
+
+impl Status {
+    /// ioredis's name for the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Wait => "wait",
+            Status::Connecting => "connecting",
+            Status::Ready => "ready",
+            Status::Reconnecting => "reconnecting",
+            Status::End => "end",
+        }
+    }
+}
+
+struct State {
+    status: Status,
+    conn: Option<MultiplexedConnection>,
+    /// Bumped for every new socket, so that only the first failure on a socket reconnects.
+    generation: u64,
+    /// Failed connection attempts since the start, for `maxRetriesPerRequest`.
+    failed_attempts: u64,
+    last_error: Option<Error>,
+}
+
+struct Inner {
+    config: ConnectionConfig,
+    client: redis::Client,
+    async_config: AsyncConnectionConfig,
+    addr: String,
+    retry: RetryStrategy,
+    runtime: Handle,
+    state: watch::Sender<State>,
+}
+
+/// A reconnecting connection to one server. Cheap to clone: clones share the socket.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl Connection {
+    /// Creates the connection and, unless `lazy_connect`, starts connecting on `runtime`.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` when the TLS material cannot be used.
+    pub fn new(config: ConnectionConfig, retry: RetryStrategy, runtime: Handle) -> Result<Self> {
+        let addr = config.addr.to_string();
+        let client = build_client(&config)?;
+        let async_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(config.connect_timeout)
+            .set_response_timeout(config.command_timeout);
+        let lazy = config.lazy_connect;
+        let (state, _) = watch::channel(State {
+            status: if lazy { Status::Wait } else { Status::Connecting },
+            conn: None,
+            generation: 0,
+            failed_attempts: 0,
+            last_error: None,
+        });
+        let connection = Connection {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                async_config,
+                addr,
+                retry,
+                runtime,
+                state,
+            }),
+        };
+        if !lazy {
+            connection.spawn_connect_loop(false);
+        }
+        Ok(connection)
+    }
+
+    /// The server's address, for messages.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// The settings this connection was made with.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.inner.config
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.inner.state.borrow().status
+    }
+
+    /// Sends one command and returns its reply; a server error reply is an `ERR_REPLY` error.
+    ///
+    /// # Errors
+    /// `ERR_CONNECTION` when the server cannot be reached within the offline-queue bound,
+    /// `ERR_TIMEOUT` when `commandTimeout` runs out, `ERR_REPLY` for an error reply, `ERR_AUTH`,
+    /// `ERR_CLOSED` after `quit()`.
+    pub async fn send(&self, cmd: &Cmd) -> Result<Value> {
+        let start_attempts = self.inner.state.borrow().failed_attempts;
+        let max_resends = self.inner.config.max_retries_per_request.unwrap_or(u32::MAX);
+        let mut resends = 0u32;
+        loop {
+            let (mut conn, generation) = self.ready(start_attempts).await?;
+            match conn.send_packed_command(cmd).await {
+                Ok(Value::ServerError(err)) => {
+                    return Err(Error::from_redis(&err.into(), &self.inner.addr))
+                }
+                Ok(value) => return Ok(value),
+                Err(err) if is_socket_failure(&err) => {
+                    self.connection_lost(generation);
+                    if !self.inner.config.resend_unfulfilled || resends >= max_resends.max(1) {
+                        return Err(Error::from_redis(&err, &self.inner.addr));
+                    }
+                    resends += 1;
+                }
+                Err(err) => return Err(Error::from_redis(&err, &self.inner.addr)),
+            }
+        }
+    }
+
+    /// Waits for a usable socket, within the offline-queue rules.
+    async fn ready(&self, start_attempts: u64) -> Result<(MultiplexedConnection, u64)> {
+        let mut rx = self.inner.state.subscribe();
+        loop {
+            let start_lazy = {
+                let s = rx.borrow_and_update();
+                match s.status {
+                    Status::Ready => {
+                        if let Some(conn) = &s.conn {
+                            return Ok((conn.clone(), s.generation));
+                        }
+                        false
+                    }
+                    Status::End => {
+                        return Err(s.last_error.clone().unwrap_or_else(|| {
+                            Error::new(ErrorKind::Closed, "the connection is closed")
+                        }))
+                    }
+                    Status::Wait => true,
+                    Status::Connecting | Status::Reconnecting => {
+                        if let Some(err) = s.last_error.as_ref().filter(|e| e.kind() == ErrorKind::Auth) {
+                            return Err(err.clone());
+                        }
+                        if !self.inner.config.enable_offline_queue {
+                            return Err(Error::new(
+                                ErrorKind::Connection,
+                                format!(
+                                    "not connected to {} and enableOfflineQueue is false",
+                                    self.inner.addr
+                                ),
+                            ));
+                        }
+                        if let Some(max) = self.inner.config.max_retries_per_request {
+                            let waited = s.failed_attempts - start_attempts;
+                            if waited > u64::from(max) || (max == 0 && waited > 0) {
+                                return Err(self.gave_up_error(s.last_error.as_ref(), waited));
+                            }
+                        }
+                        false
+                    }
+                }
+            };
+            if start_lazy {
+                self.start_lazy();
+                continue;
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::new(ErrorKind::Closed, "the connection is closed"));
+            }
+        }
+    }
+
+    fn gave_up_error(&self, last: Option<&Error>, attempts: u64) -> Error {
+        let kind = last.map_or(ErrorKind::Connection, |e| match e.kind() {
+            ErrorKind::Timeout => ErrorKind::Timeout,
+            _ => ErrorKind::Connection,
+        });
+        let reason = last.map_or(String::new(), |e| format!(": {}", e.message()));
+        Error::new(
+            kind,
+            format!(
+                "could not reach {} after {attempts} reconnection attempts (maxRetriesPerRequest){reason}",
+                self.inner.addr
+            ),
+        )
+    }
+
+    fn start_lazy(&self) {
+        let mut start = false;
+        self.inner.state.send_if_modified(|s| {
+            if s.status == Status::Wait {
+                s.status = Status::Connecting;
+                start = true;
+            }
+            start
+        });
+        if start {
+            self.spawn_connect_loop(false);
+        }
+    }
+
+    /// Marks the socket of `generation` as broken and starts reconnecting (once per socket).
+    fn connection_lost(&self, generation: u64) {
+        let mut lost = false;
+        self.inner.state.send_if_modified(|s| {
+            if s.status == Status::Ready && s.generation == generation {
+                s.status = Status::Reconnecting;
+                s.conn = None;
+                lost = true;
+            }
+            lost
+        });
+        if lost {
+            self.spawn_connect_loop(true);
+        }
+    }
+
+    fn spawn_connect_loop(&self, after_drop: bool) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.runtime.spawn(connect_loop(weak, after_drop));
+    }
+
+    /// Sends `QUIT` when connected, then closes: waiting commands fail with `ERR_CLOSED`, commands
+    /// already sent still get their replies.
+    pub async fn quit(&self) {
+        let conn = self.inner.state.borrow().conn.clone();
+        if let Some(mut conn) = conn {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                conn.send_packed_command(&redis::cmd("QUIT")),
+            )
+            .await;
+        }
+        self.disconnect();
+    }
+
+    /// Closes at once: waiting commands fail with `ERR_CLOSED`, and reconnection stops.
+    pub fn disconnect(&self) {
+        self.inner.state.send_modify(|s| {
+            s.status = Status::End;
+            s.conn = None;
+            s.last_error = Some(Error::new(ErrorKind::Closed, "the connection was closed by the client"));
+        });
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The background loop holds only a weak reference: it stops on its own.
+        self.state.send_modify(|s| {
+            s.status = Status::End;
+            s.conn = None;
+        });
+    }
+}
+
+/// True when the command failed because the socket failed, so it may succeed on a new one.
+fn is_socket_failure(err: &redis::RedisError) -> bool {
+    !err.is_timeout() && (err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error())
+}
+
+/// Connects (after a first backoff when the socket dropped), retrying per the strategy, until a
+/// socket is up, the strategy gives up, or the connection is closed or dropped.
+async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
+    let mut times = 0u32;
+    if after_drop && !backoff(&weak, &mut times).await {
+        return;
+    }
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.state.borrow().status == Status::End {
+            return;
+        }
+        match connect_once(&inner).await {
+            Ok(conn) => {
+                inner.state.send_modify(|s| {
+                    if s.status != Status::End {
+                        s.status = Status::Ready;
+                        s.conn = Some(conn);
+                        s.generation += 1;
+                        s.last_error = None;
+                    }
+                });
+                return;
+            }
+            Err(err) => {
+                inner.state.send_modify(|s| {
+                    s.failed_attempts += 1;
+                    s.last_error = Some(err);
+                });
+            }
+        }
+        drop(inner);
+        if !backoff(&weak, &mut times).await {
+            return;
+        }
+    }
+}
+
+/// Waits as the retry strategy says before attempt `times + 1`; false when it gave up (the
+/// connection then ends) or the connection is gone.
+async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
+    *times = times.saturating_add(1);
+    let Some(retry) = weak.upgrade().map(|inner| inner.retry.clone()) else {
+        return false;
+    };
+    match retry(*times).await {
+        Some(delay) => {
+            tokio::time::sleep(delay).await;
+            weak.upgrade().is_some_and(|inner| inner.state.borrow().status != Status::End)
+        }
+        None => {
+            if let Some(inner) = weak.upgrade() {
+                let attempts = *times;
+                inner.state.send_modify(|s| {
+                    let reason = s.last_error.as_ref().map_or(String::new(), |e| format!(": {}", e.message()));
+                    let kind = match s.last_error.as_ref().map(Error::kind) {
+                        Some(ErrorKind::Auth) => ErrorKind::Auth,
+                        Some(ErrorKind::Timeout) => ErrorKind::Timeout,
+                        _ => ErrorKind::Connection,
+                    };
+                    s.status = Status::End;
+                    s.conn = None;
+                    s.last_error = Some(Error::new(
+                        kind,
+                        format!(
+                            "gave up reconnecting to {} after {attempts} attempts (retryStrategy returned no delay){reason}",
+                            inner.addr
+                        ),
+                    ));
+                });
+            }
+            false
+        }
+    }
+}
+
+/// One connection attempt, bounded by `connectTimeout` as a whole (TCP, TLS, AUTH, SELECT).
+async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
+    let attempt = async {
+        let mut conn = inner
+            .client
+            .get_multiplexed_async_connection_with_config(&inner.async_config)
+            .await
+            .map_err(|e| Error::from_redis(&e, &inner.addr))?;
+        if let Some(name) = &inner.config.connection_name {
+            let mut setname = redis::cmd("CLIENT");
+            setname.arg("SETNAME").arg(name);
+            match conn.send_packed_command(&setname).await {
+                Ok(Value::ServerError(err)) => return Err(Error::from_redis(&err.into(), &inner.addr)),
+                Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
+                Ok(_) => {}
+            }
+        }
+        Ok(conn)
+    };
+    match inner.config.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Timeout,
+                format!("connecting to {} timed out after {} ms (connectTimeout)", inner.addr, limit.as_millis()),
+            ))
+        }),
+        None => attempt.await,
+    }
+}
+
+/// Builds the redis-rs client for the settings.
+fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
+    let redis_settings = {
+        let mut r = redis::RedisConnectionInfo::default()
+            .set_db(config.db)
+            .set_skip_set_lib_name();
+        if let Some(user) = &config.username {
+            r = r.set_username(user);
+        }
+        if let Some(password) = &config.password {
+            r = r.set_password(&password.0);
+        }
+        r
+    };
+    let addr = match (&config.addr, &config.tls) {
+        (Addr::Tcp { host, port }, None) => redis::ConnectionAddr::Tcp(host.clone(), *port),
+        (Addr::Tcp { host, port }, Some(tls)) => {
+            if tls.servername.as_ref().is_some_and(|name| name != host) {
+                return Err(Error::config(
+                    "option `tls.servername` must equal `host`: certificates are verified against the host name",
+                ));
+            }
+            redis::ConnectionAddr::TcpTls {
+            host: host.clone(),
+            port: *port,
+            insecure: !tls.reject_unauthorized,
+            tls_params: None,
+        }
+        }
+        (Addr::Unix(path), _) => redis::ConnectionAddr::Unix(path.clone()),
+    };
+    let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(config.no_delay);
+    if let Some(delay) = config.keep_alive {
+        tcp = tcp.set_keepalive(redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay));
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(addr)
+        .map_err(|_| Error::config("invalid address"))?
+        .set_redis_settings(redis_settings)
+        .set_tcp_settings(tcp);
+    match &config.tls {
+        Some(tls) if tls.ca.is_some() || tls.cert.is_some() => {
+            redis::Client::build_with_tls(info, tls_certificates(tls)).map_err(|_| {
+                Error::config("option `tls`: the certificates or key could not be read as PEM")
+            })
+        }
+        _ => redis::Client::open(info).map_err(|_| Error::config("invalid connection settings")),
+    }
+}
+
+fn tls_certificates(tls: &TlsConfig) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: cert.as_bytes().to_vec(),
+                client_key: key.as_bytes().to_vec(),
+            }),
+            _ => None,
+        },
+        root_cert: tls.ca.as_ref().map(|ca| ca.as_bytes().to_vec()),
+    }
+}

@@ -1,0 +1,14 @@
+//! `@alova/storage-redis`: a Redis storage adapter and Redlock locker for alova 3.
+//!
+//! The core (everything but [`binding`]) is plain async Rust over tokio and redis-rs, with no
+//! napi in it; `cargo test --no-default-features` builds and tests it against real servers. The
+//! `napi` feature adds the thin JavaScript binding.
+
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod storage;
+
+#[cfg(feature = "napi")]
+mod binding;

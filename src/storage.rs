@@ -1,0 +1,138 @@
+//! The cache operations alova calls (`set`, `get`, `remove`, `clear`), over one connection.
+
+use redis::{Cmd, Value};
+
+use crate::codec::{prefix_pattern, prefixed, Expiry};
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How many keys one `SCAN` step asks for, and so one `UNLINK` removes at most.
+const SCAN_COUNT: usize = 1000;
+
+/// alova's cache storage in Redis: every key is `key_prefix + key`, every value a JSON string.
+#[derive(Clone)]
+pub struct Storage {
+    conn: Connection,
+    key_prefix: String,
+}
+
+impl Storage {
+    /// A storage over `conn` with `key_prefix`.
+    pub fn new(conn: Connection, key_prefix: String) -> Self {
+        Storage { conn, key_prefix }
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Stores the JSON text `json` under `key`, expiring at `expire_at` (ms since the epoch)
+    /// when given; an entry already expired is not written.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn set(&self, key: &str, json: &str, expire_at: Option<f64>) -> Result<()> {
+        let mut cmd = Cmd::new();
+        cmd.arg("SET").arg(prefixed(&self.key_prefix, key)).arg(json);
+        match Expiry::from_timestamp(expire_at) {
+            Expiry::Passed => return Ok(()),
+            Expiry::In(ms) => {
+                cmd.arg("PX").arg(ms);
+            }
+            Expiry::Never => {}
+        }
+        self.conn.send(&cmd).await.map(drop)
+    }
+
+    /// The JSON text stored under `key`, or `None`.
+    ///
+    /// # Errors
+    /// The connection's errors; `ERR_PROTOCOL` when the key holds a non-string value.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut cmd = Cmd::new();
+        cmd.arg("GET").arg(prefixed(&self.key_prefix, key));
+        match self.conn.send(&cmd).await? {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => Ok(Some(bytes)),
+            Value::SimpleString(s) => Ok(Some(s.into_bytes())),
+            _ => Err(Error::new(ErrorKind::Protocol, "GET returned a non-string reply")),
+        }
+    }
+
+    /// Deletes `key`.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn remove(&self, key: &str) -> Result<()> {
+        let mut cmd = Cmd::new();
+        cmd.arg("DEL").arg(prefixed(&self.key_prefix, key));
+        self.conn.send(&cmd).await.map(drop)
+    }
+
+    /// Removes every key under the prefix, and nothing else, by `SCAN` + `UNLINK`; returns how
+    /// many keys were removed.
+    ///
+    /// # Errors
+    /// `ERR_CLEAR_REFUSED` when the prefix is empty (that would empty the whole database); the
+    /// connection's errors.
+    pub async fn clear(&self) -> Result<u64> {
+        if self.key_prefix.is_empty() {
+            return Err(Error::new(
+                ErrorKind::ClearRefused,
+                "clear() refused: keyPrefix is empty, so it would remove every key of the database",
+            ));
+        }
+        let pattern = prefix_pattern(&self.key_prefix);
+        let mut cursor = 0u64;
+        let mut removed = 0u64;
+        loop {
+            let mut scan = Cmd::new();
+            scan.arg("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
+            let (next, keys) = parse_scan(self.conn.send(&scan).await?)?;
+            if !keys.is_empty() {
+                let mut unlink = Cmd::new();
+                unlink.arg("UNLINK").arg(keys);
+                if let Value::Int(n) = self.conn.send(&unlink).await? {
+                    removed += n.max(0) as u64;
+                }
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Splits a `SCAN` reply into the next cursor and the keys.
+fn parse_scan(reply: Value) -> Result<(u64, Vec<Vec<u8>>)> {
+    let bad = || Error::new(ErrorKind::Protocol, "SCAN returned an unexpected reply");
+    let Value::Array(mut parts) = reply else {
+        return Err(bad());
+    };
+    if parts.len() != 2 {
+        return Err(bad());
+    }
+    let keys = match parts.pop() {
+        Some(Value::Array(keys)) => keys
+            .into_iter()
+            .map(|k| match k {
+                Value::BulkString(b) => Ok(b),
+                _ => Err(bad()),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => return Err(bad()),
+    };
+    let cursor = match parts.pop() {
+        Some(Value::BulkString(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    Ok((cursor, keys))
+}
