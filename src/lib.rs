@@ -5,6 +5,7 @@
 //! `napi` feature adds the thin JavaScript binding.
 
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -1,0 +1,252 @@
+'use strict';
+
+// The JavaScript face of the native adapter: option normalising, JSON, argument checks.
+// Everything else happens in Rust (src/), reached through the generated loader binding.js.
+
+const { NativeAdapter, NativeClient } = require('./binding.js');
+const COMMANDS = require('./commands.js');
+
+const NATIVE = Symbol('alova.storage-redis.native');
+
+/** An Error (or TypeError) with a `code`, as the native side makes them. */
+function codeError(Ctor, code, message) {
+  const err = new Ctor(message);
+  err.code = code;
+  return err;
+}
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : typeof value;
+}
+
+/**
+ * Options as JSON for the core, which validates them all: functions become `{ $fn: true }`,
+ * numbers JSON cannot hold `{ $number }`, and binary TLS material PEM text.
+ */
+function optionsJson(options) {
+  try {
+    return JSON.stringify(options, function replace(key, value) {
+      const raw = this[key];
+      if (typeof raw === 'function') return { $fn: true };
+      if (typeof raw === 'bigint') return { $number: `${raw}n` };
+      if (typeof raw === 'number' && !Number.isFinite(raw)) return { $number: String(raw) };
+      if (raw instanceof Uint8Array) return Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8');
+      return value;
+    });
+  } catch (cause) {
+    const err = codeError(TypeError, 'ERR_INVALID_OPTION', `options could not be read: ${cause.message}`);
+    throw err;
+  }
+}
+
+function normaliseOptions(options) {
+  if (options === undefined || options === null) return {};
+  if (typeof options === 'string') return { url: options };
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw codeError(
+      TypeError,
+      'ERR_INVALID_OPTION',
+      `options must be an object or a redis:// URL, got ${describe(options)}`
+    );
+  }
+  return options;
+}
+
+/** Flattens command arguments as ioredis does: arrays spread, objects and Maps become pairs. */
+function commandArgs(args, out = []) {
+  for (const arg of args) {
+    if (typeof arg === 'string' || Buffer.isBuffer(arg)) out.push(arg);
+    else if (arg === null || arg === undefined) out.push('');
+    else if (Array.isArray(arg)) commandArgs(arg, out);
+    else if (arg instanceof Uint8Array) out.push(Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength));
+    else if (arg instanceof Map) for (const [k, v] of arg) commandArgs([k, v], out);
+    else if (typeof arg === 'object') for (const k of Object.keys(arg)) commandArgs([k, arg[k]], out);
+    else out.push(String(arg));
+  }
+  return out;
+}
+
+/** A client for one Redis server: `call(command, ...args)` and a method per Redis command. */
+class RedisClient {
+  /**
+   * @param {object|string} [options] ioredis RedisOptions, or a redis:// URL.
+   */
+  constructor(options) {
+    if (options === NATIVE) return; // RedisClient.wrap
+    const opts = normaliseOptions(options);
+    this[NATIVE] = new NativeClient(optionsJson(opts), opts.retryStrategy);
+  }
+
+  static wrap(native) {
+    const client = new RedisClient(NATIVE);
+    client[NATIVE] = native;
+    return client;
+  }
+
+  /** ioredis's status: 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end'. */
+  get status() {
+    return this[NATIVE].status;
+  }
+
+  /** Sends any command; resolves its reply as ioredis would. */
+  call(command, ...args) {
+    if (typeof command !== 'string') {
+      return Promise.reject(
+        codeError(TypeError, 'ERR_INVALID_ARG', `the command name must be a string, got ${describe(command)}`)
+      );
+    }
+    return this[NATIVE].call(command, commandArgs(args));
+  }
+
+  /** Sends QUIT and closes the connection; resolves 'OK'. */
+  quit() {
+    return this[NATIVE].quit();
+  }
+
+  /** Closes the connection at once. */
+  disconnect() {
+    this[NATIVE].disconnect();
+  }
+}
+
+/** Replies ioredis reshapes: HGETALL resolves an object. */
+function pairsToObject(reply) {
+  const out = {};
+  for (let i = 0; i + 1 < reply.length; i += 2) out[reply[i]] = reply[i + 1];
+  return out;
+}
+
+RedisClient.prototype.hgetall = function hgetall(...args) {
+  return this[NATIVE].call('hgetall', commandArgs(args)).then(pairsToObject);
+};
+
+for (const name of COMMANDS) {
+  if (name in RedisClient.prototype) continue;
+  Object.defineProperty(RedisClient.prototype, name, {
+    value: function command(...args) {
+      return this[NATIVE].call(name, commandArgs(args));
+    },
+    writable: true,
+    configurable: true,
+  });
+}
+
+function isIoredisRedis(client) {
+  return (
+    client !== null &&
+    typeof client === 'object' &&
+    typeof client.sendCommand === 'function' &&
+    client.options !== null &&
+    typeof client.options === 'object'
+  );
+}
+
+/** The connection options of an ioredis `Redis` that the native connection adopts. */
+function adoptedOptions(ioredis) {
+  const o = ioredis.options;
+  const adopted = {};
+  for (const key of ['host', 'port', 'path', 'username', 'password', 'db', 'tls']) {
+    if (o[key] !== undefined && o[key] !== null) adopted[key] = o[key];
+  }
+  return adopted;
+}
+
+function keyError(key) {
+  return Promise.reject(codeError(TypeError, 'ERR_INVALID_ARG', `the key must be a string, got ${describe(key)}`));
+}
+
+/**
+ * alova 3's `l2Cache` in Redis.
+ *
+ * @example
+ * const adapter = new RedisStorageAdapter({ host: 'localhost', port: 6379, keyPrefix: 'app:' });
+ * createAlova({ requestAdapter, l2Cache: adapter });
+ */
+class RedisStorageAdapter {
+  /**
+   * @param {object|string} [options] ioredis RedisOptions, `{ client }`, or a redis:// URL;
+   * each with keyPrefix, redlockOptions, redlockFilter, redlockTTL.
+   */
+  constructor(options) {
+    const opts = normaliseOptions(options);
+    let shared = null;
+    let client;
+    let rest = opts;
+    if ('client' in opts) {
+      ({ client, ...rest } = opts);
+      if (client instanceof RedisClient) {
+        shared = client[NATIVE];
+      } else if (client && client.isCluster) {
+        throw codeError(
+          TypeError,
+          'ERR_INVALID_OPTION',
+          'option `client`: an ioredis Cluster is not supported by this build yet'
+        );
+      } else if (isIoredisRedis(client)) {
+        rest = { ...adoptedOptions(client), ...rest };
+      } else {
+        throw codeError(
+          TypeError,
+          'ERR_INVALID_OPTION',
+          `option \`client\` must be a RedisClient of this package or an ioredis Redis instance, got ${describe(client)}`
+        );
+      }
+    }
+    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, rest.retryStrategy);
+    /** Always 'adapterRedis'. */
+    this.name = 'adapterRedis';
+    /** Prefix of every cache key. */
+    this.keyPrefix = this[NATIVE].keyPrefix;
+    /** The client in use: the one passed in, or a RedisClient over the adapter's connection. */
+    this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client());
+  }
+
+  /** Stores `value` as JSON; an array whose [1] is a number expires at that timestamp (ms). */
+  set(key, value) {
+    if (typeof key !== 'string') return keyError(key);
+    let json;
+    try {
+      json = JSON.stringify(value);
+    } catch (cause) {
+      return Promise.reject(
+        codeError(TypeError, 'ERR_INVALID_ARG', `the value for key "${key}" cannot be stored as JSON: ${cause.message}`)
+      );
+    }
+    if (json === undefined) {
+      return Promise.reject(
+        codeError(TypeError, 'ERR_INVALID_ARG', `the value for key "${key}" cannot be stored as JSON: ${describe(value)}`)
+      );
+    }
+    const expireAt = Array.isArray(value) && typeof value[1] === 'number' ? value[1] : undefined;
+    return this[NATIVE].set(key, json, expireAt);
+  }
+
+  /** The stored value, or undefined. */
+  get(key) {
+    if (typeof key !== 'string') return keyError(key);
+    return this[NATIVE].get(key);
+  }
+
+  /** Deletes the key. */
+  remove(key) {
+    if (typeof key !== 'string') return keyError(key);
+    return this[NATIVE].remove(key);
+  }
+
+  /** Removes every key under `keyPrefix`, and nothing else. */
+  clear() {
+    return this[NATIVE].clear();
+  }
+
+  /** Closes the adapter's own connection; a client passed in stays open. */
+  close() {
+    return this[NATIVE].close();
+  }
+}
+
+module.exports = RedisStorageAdapter;
+module.exports.default = RedisStorageAdapter;
+module.exports.RedisStorageAdapter = RedisStorageAdapter;
+module.exports.RedisClient = RedisClient;

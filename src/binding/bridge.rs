@@ -1,0 +1,377 @@
+//! Futures to JavaScript promises, settled in batches.
+//!
+//! Each JavaScript thread (the main thread, every worker) gets one bridge: a threadsafe function
+//! with no JavaScript callback, and a queue. A future runs on the tokio runtime; when it ends, its
+//! outcome joins the queue, and only the completion that finds the queue empty wakes the
+//! JavaScript thread. That wake settles every queued promise in one crossing, so at high
+//! concurrency many replies cost one thread hop. The threadsafe function holds the event loop
+//! open only while promises are pending, so an idle adapter never keeps Node from exiting.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::future::Future;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::{Env, Unknown};
+use napi::sys;
+use redis::Value;
+
+use crate::error::{Error, ErrorKind};
+
+/// What a finished future hands to JavaScript.
+pub enum Outcome {
+    /// `undefined`.
+    Undefined,
+    /// A string (UTF-8 bytes; invalid sequences become U+FFFD).
+    Str(Vec<u8>),
+    /// JSON text, resolved as `JSON.parse(text)`; `None` resolves `undefined`.
+    Json(Option<Vec<u8>>),
+    /// A Redis reply, converted as ioredis converts it.
+    Reply(Value),
+    /// A rejection.
+    Error(Error),
+}
+
+impl From<crate::error::Result<()>> for Outcome {
+    fn from(r: crate::error::Result<()>) -> Self {
+        match r {
+            Ok(()) => Outcome::Undefined,
+            Err(e) => Outcome::Error(e),
+        }
+    }
+}
+
+struct Deferred(sys::napi_deferred);
+// SAFETY: the pointer is only dereferenced by napi on the JavaScript thread that created it
+// (in `settle_all`); other threads only move it through the queue.
+unsafe impl Send for Deferred {}
+
+struct Tsfn(sys::napi_threadsafe_function);
+// SAFETY: napi threadsafe functions are made to be called from any thread.
+unsafe impl Send for Tsfn {}
+
+struct Shared {
+    /// `None` once the environment tore the threadsafe function down.
+    tsfn: Option<Tsfn>,
+    queue: Vec<(Deferred, Outcome)>,
+}
+
+/// One JavaScript thread's bridge.
+pub struct Bridge {
+    env: sys::napi_env,
+    shared: Mutex<Shared>,
+    /// Pending promises; touched only on the JavaScript thread.
+    pending: AtomicUsize,
+    /// A reference to `JSON.parse`.
+    json_parse: sys::napi_ref,
+}
+
+// SAFETY: `env` and `json_parse` are used only on the JavaScript thread (`promise`,
+// `settle_all`); other threads touch only the mutex-guarded queue and the threadsafe function.
+unsafe impl Send for Bridge {}
+unsafe impl Sync for Bridge {}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
+}
+
+fn check(status: sys::napi_status, what: &str) -> napi::Result<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(napi::Error::from_reason(format!("{what} failed (napi status {status})")))
+    }
+}
+
+impl Bridge {
+    /// This thread's bridge, made on first use.
+    fn current(env: &Env) -> napi::Result<Arc<Bridge>> {
+        let raw = env.raw();
+        CURRENT.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if let Some(b) = slot.as_ref() {
+                if b.env == raw && b.shared.lock().map(|s| s.tsfn.is_some()).unwrap_or(false) {
+                    return Ok(b.clone());
+                }
+            }
+            let bridge = Bridge::create(raw)?;
+            *slot = Some(bridge.clone());
+            Ok(bridge)
+        })
+    }
+
+    fn create(env: sys::napi_env) -> napi::Result<Arc<Bridge>> {
+        // SAFETY: called on the JavaScript thread of `env` with valid out-pointers.
+        unsafe {
+            let mut global = ptr::null_mut();
+            check(sys::napi_get_global(env, &mut global), "napi_get_global")?;
+            let mut json = ptr::null_mut();
+            check(sys::napi_get_named_property(env, global, c"JSON".as_ptr(), &mut json), "JSON")?;
+            let mut parse = ptr::null_mut();
+            check(sys::napi_get_named_property(env, json, c"parse".as_ptr(), &mut parse), "JSON.parse")?;
+            let mut json_parse = ptr::null_mut();
+            check(sys::napi_create_reference(env, parse, 1, &mut json_parse), "napi_create_reference")?;
+
+            let bridge = Arc::new(Bridge {
+                env,
+                shared: Mutex::new(Shared {
+                    tsfn: None,
+                    queue: Vec::new(),
+                }),
+                pending: AtomicUsize::new(0),
+                json_parse,
+            });
+            let mut name = ptr::null_mut();
+            let label = "alova-storage-redis";
+            check(
+                sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name),
+                "napi_create_string_utf8",
+            )?;
+            // The threadsafe function owns one strong count, given back in `finalize`.
+            let owned = Arc::into_raw(bridge.clone()) as *mut c_void;
+            let mut tsfn = ptr::null_mut();
+            let status = sys::napi_create_threadsafe_function(
+                env,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                name,
+                0,
+                1,
+                owned,
+                Some(finalize),
+                owned,
+                Some(settle_all),
+                &mut tsfn,
+            );
+            if status != sys::Status::napi_ok {
+                drop(Arc::from_raw(owned as *const Bridge));
+                return Err(napi::Error::from_reason("napi_create_threadsafe_function failed"));
+            }
+            check(sys::napi_unref_threadsafe_function(env, tsfn), "napi_unref_threadsafe_function")?;
+            bridge.shared.lock().expect("bridge lock").tsfn = Some(Tsfn(tsfn));
+            Ok(bridge)
+        }
+    }
+
+    fn complete(&self, deferred: Deferred, outcome: Outcome) {
+        let Ok(mut shared) = self.shared.lock() else {
+            return;
+        };
+        let Some(tsfn) = shared.tsfn.as_ref().map(|t| t.0) else {
+            // The environment is gone: nobody is left to tell.
+            return;
+        };
+        shared.queue.push((deferred, outcome));
+        if shared.queue.len() == 1 {
+            // SAFETY: the threadsafe function is alive (it is cleared under this lock in
+            // `finalize` before napi frees it).
+            unsafe {
+                sys::napi_call_threadsafe_function(tsfn, ptr::null_mut(), sys::ThreadsafeFunctionCallMode::nonblocking);
+            }
+        }
+    }
+
+    /// Counts a new pending promise; the first one holds the event loop open.
+    fn hold(&self) {
+        if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Some(tsfn) = self.shared.lock().ok().and_then(|s| s.tsfn.as_ref().map(|t| t.0)) {
+                // SAFETY: on the JavaScript thread, with a live threadsafe function.
+                unsafe { sys::napi_ref_threadsafe_function(self.env, tsfn) };
+            }
+        }
+    }
+
+    /// Counts `n` settled promises; the last one lets the event loop go.
+    fn release(&self, n: usize, tsfn: sys::napi_threadsafe_function) {
+        if n > 0 && self.pending.fetch_sub(n, Ordering::Relaxed) == n {
+            // SAFETY: on the JavaScript thread, with a live threadsafe function.
+            unsafe { sys::napi_unref_threadsafe_function(self.env, tsfn) };
+        }
+    }
+}
+
+/// Runs `fut` on the tokio runtime and returns a promise for its outcome.
+///
+/// # Errors
+/// Only when napi itself fails to make the promise.
+pub fn promise<'env, F>(env: &'env Env, fut: F) -> napi::Result<Unknown<'env>>
+where
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    let bridge = Bridge::current(env)?;
+    let mut deferred = ptr::null_mut();
+    let mut promise = ptr::null_mut();
+    // SAFETY: on the JavaScript thread of `env`, with valid out-pointers.
+    check(unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) }, "napi_create_promise")?;
+    bridge.hold();
+    let deferred = Deferred(deferred);
+    napi::bindgen_prelude::spawn(async move {
+        let outcome = fut.await;
+        bridge.complete(deferred, outcome);
+    });
+    // SAFETY: `promise` is a live value of `env`.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+}
+
+unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+    // SAFETY: `data` is the strong count given to the threadsafe function in `create`.
+    let bridge = unsafe { Arc::from_raw(data as *const Bridge) };
+    let queued = match bridge.shared.lock() {
+        Ok(mut shared) => {
+            shared.tsfn = None;
+            std::mem::take(&mut shared.queue)
+        }
+        Err(_) => Vec::new(),
+    };
+    drop(queued);
+}
+
+unsafe extern "C" fn settle_all(env: sys::napi_env, _js_cb: sys::napi_value, context: *mut c_void, _data: *mut c_void) {
+    if env.is_null() {
+        return;
+    }
+    // SAFETY: `context` is the bridge, kept alive by the threadsafe function's own count.
+    let bridge = unsafe { &*(context as *const Bridge) };
+    let (batch, tsfn) = match bridge.shared.lock() {
+        Ok(mut shared) => (std::mem::take(&mut shared.queue), shared.tsfn.as_ref().map(|t| t.0)),
+        Err(_) => return,
+    };
+    let n = batch.len();
+    for (deferred, outcome) in batch {
+        // SAFETY: on the JavaScript thread; each deferred is settled exactly once.
+        unsafe {
+            let mut scope = ptr::null_mut();
+            sys::napi_open_handle_scope(env, &mut scope);
+            settle(env, bridge, deferred.0, outcome);
+            sys::napi_close_handle_scope(env, scope);
+        }
+    }
+    if let Some(tsfn) = tsfn {
+        bridge.release(n, tsfn);
+    }
+}
+
+/// Settles one promise.
+unsafe fn settle(env: sys::napi_env, bridge: &Bridge, deferred: sys::napi_deferred, outcome: Outcome) {
+    // SAFETY (whole body): on the JavaScript thread of `env`.
+    unsafe {
+        let result = match outcome {
+            Outcome::Undefined => Ok(undefined(env)),
+            Outcome::Str(bytes) => Ok(string(env, &bytes)),
+            Outcome::Json(None) => Ok(undefined(env)),
+            Outcome::Json(Some(bytes)) => parse_json(env, bridge, &bytes),
+            Outcome::Reply(value) => Ok(reply(env, value)),
+            Outcome::Error(err) => Err(create_error(env, &err)),
+        };
+        match result {
+            Ok(value) => sys::napi_resolve_deferred(env, deferred, value),
+            Err(error) => sys::napi_reject_deferred(env, deferred, error),
+        };
+    }
+}
+
+unsafe fn undefined(env: sys::napi_env) -> sys::napi_value {
+    let mut v = ptr::null_mut();
+    unsafe { sys::napi_get_undefined(env, &mut v) };
+    v
+}
+
+unsafe fn string(env: sys::napi_env, bytes: &[u8]) -> sys::napi_value {
+    let mut v = ptr::null_mut();
+    unsafe { sys::napi_create_string_utf8(env, bytes.as_ptr().cast(), bytes.len() as isize, &mut v) };
+    v
+}
+
+/// `JSON.parse(text)`; a text that is not JSON rejects with `ERR_INVALID_VALUE`.
+unsafe fn parse_json(env: sys::napi_env, bridge: &Bridge, bytes: &[u8]) -> Result<sys::napi_value, sys::napi_value> {
+    unsafe {
+        let text = string(env, bytes);
+        let mut parse = ptr::null_mut();
+        sys::napi_get_reference_value(env, bridge.json_parse, &mut parse);
+        let mut out = ptr::null_mut();
+        let status = sys::napi_call_function(env, undefined(env), parse, 1, &text, &mut out);
+        if status == sys::Status::napi_ok {
+            return Ok(out);
+        }
+        let mut exception = ptr::null_mut();
+        sys::napi_get_and_clear_last_exception(env, &mut exception);
+        Err(create_error_code(
+            env,
+            "ERR_INVALID_VALUE",
+            "the stored value is not valid JSON, so it cannot be returned",
+            false,
+        ))
+    }
+}
+
+/// A JavaScript `Error` (a `TypeError` for wrong arguments and options) with `code`.
+///
+/// # Safety
+/// On the JavaScript thread of `env`.
+pub unsafe fn create_error(env: sys::napi_env, err: &Error) -> sys::napi_value {
+    let type_error = matches!(err.kind(), ErrorKind::Config | ErrorKind::InvalidArgument);
+    unsafe { create_error_code(env, err.code(), err.message(), type_error) }
+}
+
+unsafe fn create_error_code(env: sys::napi_env, code: &str, message: &str, type_error: bool) -> sys::napi_value {
+    unsafe {
+        let code = string(env, code.as_bytes());
+        let msg = string(env, message.as_bytes());
+        let mut error = ptr::null_mut();
+        if type_error {
+            sys::napi_create_type_error(env, code, msg, &mut error);
+        } else {
+            sys::napi_create_error(env, code, msg, &mut error);
+        }
+        error
+    }
+}
+
+/// A Redis reply as ioredis gives it: strings, numbers, null, arrays, `Error`s inside arrays.
+unsafe fn reply(env: sys::napi_env, value: Value) -> sys::napi_value {
+    unsafe {
+        let mut v = ptr::null_mut();
+        match value {
+            Value::Nil => {
+                sys::napi_get_null(env, &mut v);
+            }
+            Value::Int(n) => {
+                sys::napi_create_int64(env, n, &mut v);
+            }
+            Value::Double(d) => {
+                sys::napi_create_double(env, d, &mut v);
+            }
+            Value::Boolean(b) => {
+                sys::napi_get_boolean(env, b, &mut v);
+            }
+            Value::BulkString(bytes) => v = string(env, &bytes),
+            Value::SimpleString(s) => v = string(env, s.as_bytes()),
+            Value::VerbatimString { text, .. } => v = string(env, text.as_bytes()),
+            Value::Okay => v = string(env, b"OK"),
+            Value::BigNumber(digits) => v = string(env, &digits),
+            Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+                sys::napi_create_array_with_length(env, items.len(), &mut v);
+                for (i, item) in items.into_iter().enumerate() {
+                    sys::napi_set_element(env, v, i as u32, reply(env, item));
+                }
+            }
+            Value::Map(pairs) => {
+                sys::napi_create_array_with_length(env, pairs.len() * 2, &mut v);
+                for (i, (k, val)) in pairs.into_iter().enumerate() {
+                    sys::napi_set_element(env, v, (2 * i) as u32, reply(env, k));
+                    sys::napi_set_element(env, v, (2 * i + 1) as u32, reply(env, val));
+                }
+            }
+            Value::Attribute { data, .. } => v = reply(env, *data),
+            Value::ServerError(err) => {
+                let e = Error::from_redis(&err.into(), "the server");
+                v = create_error(env, &e);
+            }
+            // A reply kind newer than this code: say so rather than guess.
+            _ => v = string(env, b"[unsupported reply type]"),
+        }
+        v
+    }
+}
