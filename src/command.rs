@@ -9,22 +9,52 @@ use crate::error::{Error, Result};
 
 /// Commands refused on the shared connection, with what to do instead.
 const REFUSED: &[(&str, &str)] = &[
-    ("MULTI", "transactions need a connection of their own; use EVAL with a script"),
-    ("EXEC", "transactions need a connection of their own; use EVAL with a script"),
-    ("DISCARD", "transactions need a connection of their own; use EVAL with a script"),
-    ("WATCH", "transactions need a connection of their own; use EVAL with a script"),
-    ("UNWATCH", "transactions need a connection of their own; use EVAL with a script"),
-    ("SELECT", "it would switch the database of every caller; set the `db` option instead"),
-    ("AUTH", "it would switch the user of every caller; set `username`/`password` instead"),
+    (
+        "MULTI",
+        "transactions need a connection of their own; use EVAL with a script",
+    ),
+    (
+        "EXEC",
+        "transactions need a connection of their own; use EVAL with a script",
+    ),
+    (
+        "DISCARD",
+        "transactions need a connection of their own; use EVAL with a script",
+    ),
+    (
+        "WATCH",
+        "transactions need a connection of their own; use EVAL with a script",
+    ),
+    (
+        "UNWATCH",
+        "transactions need a connection of their own; use EVAL with a script",
+    ),
+    (
+        "SELECT",
+        "it would switch the database of every caller; set the `db` option instead",
+    ),
+    (
+        "AUTH",
+        "it would switch the user of every caller; set `username`/`password` instead",
+    ),
     ("HELLO", "the protocol is chosen by the client"),
     ("RESET", "it would reset the connection of every caller"),
     ("QUIT", "use client.quit()"),
     ("SUBSCRIBE", "subscriptions need a connection of their own"),
     ("PSUBSCRIBE", "subscriptions need a connection of their own"),
     ("SSUBSCRIBE", "subscriptions need a connection of their own"),
-    ("UNSUBSCRIBE", "subscriptions need a connection of their own"),
-    ("PUNSUBSCRIBE", "subscriptions need a connection of their own"),
-    ("SUNSUBSCRIBE", "subscriptions need a connection of their own"),
+    (
+        "UNSUBSCRIBE",
+        "subscriptions need a connection of their own",
+    ),
+    (
+        "PUNSUBSCRIBE",
+        "subscriptions need a connection of their own",
+    ),
+    (
+        "SUNSUBSCRIBE",
+        "subscriptions need a connection of their own",
+    ),
     ("MONITOR", "monitor mode needs a connection of its own"),
     ("SYNC", "replication commands are not for clients"),
     ("PSYNC", "replication commands are not for clients"),
@@ -32,16 +62,46 @@ const REFUSED: &[(&str, &str)] = &[
     ("READONLY", "it changes the state of the shared connection"),
     ("READWRITE", "it changes the state of the shared connection"),
     ("ASKING", "it changes the state of the shared connection"),
-    ("BLPOP", "blocking commands would stall every caller of the shared connection"),
-    ("BRPOP", "blocking commands would stall every caller of the shared connection"),
-    ("BRPOPLPUSH", "blocking commands would stall every caller of the shared connection"),
-    ("BLMOVE", "blocking commands would stall every caller of the shared connection"),
-    ("BLMPOP", "blocking commands would stall every caller of the shared connection"),
-    ("BZPOPMIN", "blocking commands would stall every caller of the shared connection"),
-    ("BZPOPMAX", "blocking commands would stall every caller of the shared connection"),
-    ("BZMPOP", "blocking commands would stall every caller of the shared connection"),
-    ("WAIT", "blocking commands would stall every caller of the shared connection"),
-    ("WAITAOF", "blocking commands would stall every caller of the shared connection"),
+    (
+        "BLPOP",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "BRPOP",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "BRPOPLPUSH",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "BLMOVE",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "BLMPOP",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "BZPOPMIN",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "BZPOPMAX",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "BZMPOP",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "WAIT",
+        "blocking commands would stall every caller of the shared connection",
+    ),
+    (
+        "WAITAOF",
+        "blocking commands would stall every caller of the shared connection",
+    ),
 ];
 
 /// Checks that `name` (with its first argument, for subcommands) may be sent on the shared
@@ -51,7 +111,9 @@ const REFUSED: &[(&str, &str)] = &[
 /// `ERR_INVALID_ARG` naming the command and the reason.
 pub fn check(name: &str, first_arg: Option<&[u8]>) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::invalid_argument("the command name must not be empty"));
+        return Err(Error::invalid_argument(
+            "the command name must not be empty",
+        ));
     }
     if let Some((_, why)) = REFUSED.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)) {
         return Err(Error::invalid_argument(format!(
@@ -79,7 +141,11 @@ mod tests {
         assert!(check("get", None).is_ok());
         assert!(check("CLIENT", Some(b"LIST")).is_ok());
         for name in ["multi", "Select", "BLPOP", "subscribe", ""] {
-            assert_eq!(check(name, None).unwrap_err().code(), "ERR_INVALID_ARG", "{name}");
+            assert_eq!(
+                check(name, None).unwrap_err().code(),
+                "ERR_INVALID_ARG",
+                "{name}"
+            );
         }
         assert!(check("client", Some(b"reply")).is_err());
     }

@@ -204,17 +204,18 @@ const UNSUPPORTED_OPTIONS: &[(&str, &str)] = &[
     ("reconnectOnError", "reconnectOnError is not supported"),
     ("scripts", "scripts (defineCommand) are not supported"),
     ("monitor", "monitor mode is not supported"),
-    ("readOnly", "readOnly applies to cluster replicas and is not supported here"),
-    ("socketTimeout", "socketTimeout is not supported; use commandTimeout"),
+    (
+        "readOnly",
+        "readOnly applies to cluster replicas and is not supported here",
+    ),
+    (
+        "socketTimeout",
+        "socketTimeout is not supported; use commandTimeout",
+    ),
 ];
 
 /// The adapter's own keys, beside the connection's.
-const ADAPTER_OPTIONS: &[&str] = &[
-    "keyPrefix",
-    "redlockOptions",
-    "redlockFilter",
-    "redlockTTL",
-];
+const ADAPTER_OPTIONS: &[&str] = &["keyPrefix", "redlockOptions", "redlockFilter", "redlockTTL"];
 
 const CONNECTION_OPTIONS: &[&str] = &[
     "url",
@@ -290,7 +291,9 @@ impl AdapterConfig {
             }
         }
         let r = Reader(obj);
-        let key_prefix = r.string("keyPrefix")?.unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+        let key_prefix = r
+            .string("keyPrefix")?
+            .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
         let mut lock = match obj.get("redlockOptions") {
             None | Some(Value::Null) => LockConfig::default(),
             Some(Value::Object(o)) => LockConfig::from_object(o)?,
@@ -399,7 +402,9 @@ impl ConnectionConfig {
             }
         }
         if matches!(c.addr, Addr::Unix(_)) && c.tls.is_some() {
-            return Err(Error::config("option `tls` cannot be used with a unix socket `path`"));
+            return Err(Error::config(
+                "option `tls` cannot be used with a unix socket `path`",
+            ));
         }
         if let Some(t) = r.millis("connectTimeout", 0)? {
             c.connect_timeout = Some(t).filter(|t| !t.is_zero());
@@ -436,8 +441,9 @@ impl ConnectionConfig {
             None => {}
             Some(Value::Null) => c.max_retries_per_request = None,
             Some(_) => {
-                c.max_retries_per_request =
-                    r.integer("maxRetriesPerRequest", 0, i64::from(u32::MAX))?.map(|n| n as u32)
+                c.max_retries_per_request = r
+                    .integer("maxRetriesPerRequest", 0, i64::from(u32::MAX))?
+                    .map(|n| n as u32)
             }
         }
         Ok(c)
@@ -449,7 +455,8 @@ impl ConnectionConfig {
             self.addr = Addr::Unix(url.into());
             return Ok(());
         }
-        let bad = || Error::config("option `url` is not a valid redis://, rediss:// or unix:// URL");
+        let bad =
+            || Error::config("option `url` is not a valid redis://, rediss:// or unix:// URL");
         let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| bad())?;
         match info.addr() {
             redis::ConnectionAddr::Tcp(host, port) => {
@@ -458,7 +465,12 @@ impl ConnectionConfig {
                     port: *port,
                 }
             }
-            redis::ConnectionAddr::TcpTls { host, port, insecure, .. } => {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => {
                 self.addr = Addr::Tcp {
                     host: host.clone(),
                     port: *port,
@@ -503,7 +515,9 @@ impl TlsConfig {
             servername: r.string("servername")?,
         };
         if tls.cert.is_some() != tls.key.is_some() {
-            return Err(Error::config("options `tls.cert` and `tls.key` must be given together"));
+            return Err(Error::config(
+                "options `tls.cert` and `tls.key` must be given together",
+            ));
         }
         Ok(tls)
     }
@@ -520,7 +534,9 @@ impl LockConfig {
             "db",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(Error::config(format!("unknown option `redlockOptions.{k}`")));
+            return Err(Error::config(format!(
+                "unknown option `redlockOptions.{k}`"
+            )));
         }
         let r = Reader(o).named("redlockOptions.");
         let mut c = LockConfig::default();
@@ -562,11 +578,17 @@ struct Named<'a> {
 
 impl<'a> Reader<'a> {
     fn named(&self, prefix: &'static str) -> Named<'a> {
-        Named { obj: self.0, prefix }
+        Named {
+            obj: self.0,
+            prefix,
+        }
     }
 
     fn as_named(&self) -> Named<'a> {
-        Named { obj: self.0, prefix: "" }
+        Named {
+            obj: self.0,
+            prefix: "",
+        }
     }
 
     fn get(&self, key: &str) -> Option<&'a Value> {
@@ -613,7 +635,9 @@ impl<'a> Reader<'a> {
         };
         let n = match v {
             Value::Number(n) => n.as_f64().ok_or_else(|| bad(v))?,
-            Value::String(s) if !s.trim().is_empty() => s.trim().parse::<f64>().map_err(|_| bad(v))?,
+            Value::String(s) if !s.trim().is_empty() => {
+                s.trim().parse::<f64>().map_err(|_| bad(v))?
+            }
             _ => return Err(bad(v)),
         };
         if n.fract() != 0.0 || !(1.0..=65535.0).contains(&n) {
@@ -763,9 +787,23 @@ mod tests {
     #[test]
     fn port_takes_numbers_and_numeric_strings() {
         let c = conn(r#"{"host":"127.0.0.1","port":"6380"}"#);
-        assert_eq!(c.addr, Addr::Tcp { host: "127.0.0.1".into(), port: 6380 });
+        assert_eq!(
+            c.addr,
+            Addr::Tcp {
+                host: "127.0.0.1".into(),
+                port: 6380
+            }
+        );
         assert_eq!(conn(r#"{"port":7000}"#).addr.to_string(), "localhost:7000");
-        for bad in [r#""abc""#, "0", "70000", "1.5", "true", r#"{"$number":"NaN"}"#, r#""""#] {
+        for bad in [
+            r#""abc""#,
+            "0",
+            "70000",
+            "1.5",
+            "true",
+            r#"{"$number":"NaN"}"#,
+            r#""""#,
+        ] {
             let e = parse(&format!(r#"{{"port":{bad}}}"#)).unwrap_err();
             assert_eq!(e.code(), "ERR_INVALID_OPTION");
             assert!(e.message().contains("`port`"), "{e}");
@@ -782,7 +820,10 @@ mod tests {
             (r#"{"connectTimeout":-5}"#, "`connectTimeout`"),
             (r#"{"redlockTTL":0}"#, "`redlockTTL`"),
             (r#"{"redlockTTL":-1}"#, "`redlockTTL`"),
-            (r#"{"redlockOptions":{"retryCount":-2}}"#, "`redlockOptions.retryCount`"),
+            (
+                r#"{"redlockOptions":{"retryCount":-2}}"#,
+                "`redlockOptions.retryCount`",
+            ),
             (r#"{"retryStrategy":5}"#, "`retryStrategy`"),
             (r#"{"foo":1}"#, "`foo`"),
             (r#"{"sentinels":[]}"#, "Sentinel"),
@@ -799,14 +840,26 @@ mod tests {
     #[test]
     fn url_form() {
         let c = conn(r#"{"url":"redis://user:p%40ss@10.0.0.1:6390/4"}"#);
-        assert_eq!(c.addr, Addr::Tcp { host: "10.0.0.1".into(), port: 6390 });
+        assert_eq!(
+            c.addr,
+            Addr::Tcp {
+                host: "10.0.0.1".into(),
+                port: 6390
+            }
+        );
         assert_eq!(c.db, 4);
         assert_eq!(c.username.as_deref(), Some("user"));
         assert_eq!(c.password, Some(Secret("p@ss".into())));
         let tls = conn(r#"{"url":"rediss://h:1"}"#);
         assert!(tls.tls.unwrap().reject_unauthorized);
-        assert_eq!(conn(r#"{"url":"/tmp/r.sock"}"#).addr, Addr::Unix("/tmp/r.sock".into()));
-        assert_eq!(conn(r#"{"url":"unix:///tmp/r.sock"}"#).addr, Addr::Unix("/tmp/r.sock".into()));
+        assert_eq!(
+            conn(r#"{"url":"/tmp/r.sock"}"#).addr,
+            Addr::Unix("/tmp/r.sock".into())
+        );
+        assert_eq!(
+            conn(r#"{"url":"unix:///tmp/r.sock"}"#).addr,
+            Addr::Unix("/tmp/r.sock".into())
+        );
         let e = parse(r#"{"url":"http://user:secret@x"}"#).unwrap_err();
         assert!(!e.message().contains("secret"));
     }
@@ -850,8 +903,10 @@ mod tests {
 
     #[test]
     fn lock_options() {
-        let c = parse(r#"{"redlockTTL":1000,"redlockOptions":{"retryCount":-1,"retryDelay":50,"db":2}}"#)
-            .unwrap();
+        let c = parse(
+            r#"{"redlockTTL":1000,"redlockOptions":{"retryCount":-1,"retryDelay":50,"db":2}}"#,
+        )
+        .unwrap();
         assert_eq!(c.lock.ttl, Duration::from_millis(1000));
         assert_eq!(c.lock.retry_count, None);
         assert_eq!(c.lock.retry_delay, Duration::from_millis(50));

@@ -101,7 +101,11 @@ impl Connection {
             .set_response_timeout(config.command_timeout);
         let lazy = config.lazy_connect;
         let (state, _) = watch::channel(State {
-            status: if lazy { Status::Wait } else { Status::Connecting },
+            status: if lazy {
+                Status::Wait
+            } else {
+                Status::Connecting
+            },
             conn: None,
             generation: 0,
             failed_attempts: 0,
@@ -147,7 +151,11 @@ impl Connection {
     /// `ERR_CLOSED` after `quit()`.
     pub async fn send(&self, cmd: &Cmd) -> Result<Value> {
         let start_attempts = self.inner.state.borrow().failed_attempts;
-        let max_resends = self.inner.config.max_retries_per_request.unwrap_or(u32::MAX);
+        let max_resends = self
+            .inner
+            .config
+            .max_retries_per_request
+            .unwrap_or(u32::MAX);
         let mut resends = 0u32;
         loop {
             let (mut conn, generation) = self.ready(start_attempts).await?;
@@ -188,7 +196,11 @@ impl Connection {
                     }
                     Status::Wait => true,
                     Status::Connecting | Status::Reconnecting => {
-                        if let Some(err) = s.last_error.as_ref().filter(|e| e.kind() == ErrorKind::Auth) {
+                        if let Some(err) = s
+                            .last_error
+                            .as_ref()
+                            .filter(|e| e.kind() == ErrorKind::Auth)
+                        {
                             return Err(err.clone());
                         }
                         if !self.inner.config.enable_offline_queue {
@@ -289,7 +301,10 @@ impl Connection {
         self.inner.state.send_modify(|s| {
             s.status = Status::End;
             s.conn = None;
-            s.last_error = Some(Error::new(ErrorKind::Closed, "the connection was closed by the client"));
+            s.last_error = Some(Error::new(
+                ErrorKind::Closed,
+                "the connection was closed by the client",
+            ));
         });
     }
 }
@@ -306,7 +321,8 @@ impl Drop for Inner {
 
 /// True when the command failed because the socket failed, so it may succeed on a new one.
 fn is_socket_failure(err: &redis::RedisError) -> bool {
-    !err.is_timeout() && (err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error())
+    !err.is_timeout()
+        && (err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error())
 }
 
 /// Connects (after a first backoff when the socket dropped), retrying per the strategy, until a
@@ -357,7 +373,8 @@ async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
     match retry(*times).await {
         Some(delay) => {
             tokio::time::sleep(delay).await;
-            weak.upgrade().is_some_and(|inner| inner.state.borrow().status != Status::End)
+            weak.upgrade()
+                .is_some_and(|inner| inner.state.borrow().status != Status::End)
         }
         None => {
             if let Some(inner) = weak.upgrade() {
@@ -397,7 +414,9 @@ async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
             let mut setname = redis::cmd("CLIENT");
             setname.arg("SETNAME").arg(name);
             match conn.send_packed_command(&setname).await {
-                Ok(Value::ServerError(err)) => return Err(Error::from_redis(&err.into(), &inner.addr)),
+                Ok(Value::ServerError(err)) => {
+                    return Err(Error::from_redis(&err.into(), &inner.addr))
+                }
                 Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
                 Ok(_) => {}
             }
@@ -405,12 +424,18 @@ async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
         Ok(conn)
     };
     match inner.config.connect_timeout {
-        Some(limit) => tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Timeout,
-                format!("connecting to {} timed out after {} ms (connectTimeout)", inner.addr, limit.as_millis()),
-            ))
-        }),
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "connecting to {} timed out after {} ms (connectTimeout)",
+                        inner.addr,
+                        limit.as_millis()
+                    ),
+                ))
+            }),
         None => attempt.await,
     }
 }
@@ -438,11 +463,11 @@ fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
                 ));
             }
             redis::ConnectionAddr::TcpTls {
-            host: host.clone(),
-            port: *port,
-            insecure: !tls.reject_unauthorized,
-            tls_params: None,
-        }
+                host: host.clone(),
+                port: *port,
+                insecure: !tls.reject_unauthorized,
+                tls_params: None,
+            }
         }
         (Addr::Unix(path), _) => redis::ConnectionAddr::Unix(path.clone()),
     };

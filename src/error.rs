@@ -114,7 +114,10 @@ impl Error {
                     );
                 }
                 let detail = err.detail().unwrap_or("");
-                Error::new(ErrorKind::Reply, format!("{code} {detail}").trim_end().to_owned())
+                Error::new(
+                    ErrorKind::Reply,
+                    format!("{code} {detail}").trim_end().to_owned(),
+                )
             }
             K::Io | K::ClusterConnectionNotFound => Error::new(
                 ErrorKind::Connection,
@@ -123,7 +126,9 @@ impl Error {
             K::Parse | K::UnexpectedReturnType => {
                 Error::new(ErrorKind::Protocol, format!("unexpected reply from {addr}"))
             }
-            K::InvalidClientConfig => Error::config(format!("invalid connection settings for {addr}")),
+            K::InvalidClientConfig => {
+                Error::config(format!("invalid connection settings for {addr}"))
+            }
             _ if err.is_connection_dropped() || err.is_unrecoverable_error() => Error::new(
                 ErrorKind::Connection,
                 format!("connection to {addr} was lost"),
@@ -166,7 +171,8 @@ mod tests {
 
     #[test]
     fn maps_redis_errors_by_kind() {
-        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let io =
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         let e = Error::from_redis(&io, "127.0.0.1:1");
         assert_eq!(e.kind(), ErrorKind::Connection);
         assert!(e.message().contains("connection refused"), "{e}");
@@ -180,6 +186,9 @@ mod tests {
 
     #[test]
     fn display_has_code_and_message() {
-        assert_eq!(Error::config("port is wrong").to_string(), "ERR_INVALID_OPTION: port is wrong");
+        assert_eq!(
+            Error::config("port is wrong").to_string(),
+            "ERR_INVALID_OPTION: port is wrong"
+        );
     }
 }

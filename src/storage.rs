@@ -39,7 +39,9 @@ impl Storage {
     /// The connection's errors.
     pub async fn set(&self, key: &str, json: &str, expire_at: Option<f64>) -> Result<()> {
         let mut cmd = Cmd::new();
-        cmd.arg("SET").arg(prefixed(&self.key_prefix, key)).arg(json);
+        cmd.arg("SET")
+            .arg(prefixed(&self.key_prefix, key))
+            .arg(json);
         match Expiry::from_timestamp(expire_at) {
             Expiry::Passed => return Ok(()),
             Expiry::In(ms) => {
@@ -61,7 +63,10 @@ impl Storage {
             Value::Nil => Ok(None),
             Value::BulkString(bytes) => Ok(Some(bytes)),
             Value::SimpleString(s) => Ok(Some(s.into_bytes())),
-            _ => Err(Error::new(ErrorKind::Protocol, "GET returned a non-string reply")),
+            _ => Err(Error::new(
+                ErrorKind::Protocol,
+                "GET returned a non-string reply",
+            )),
         }
     }
 
@@ -93,7 +98,12 @@ impl Storage {
         let mut removed = 0u64;
         loop {
             let mut scan = Cmd::new();
-            scan.arg("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
+            scan.arg("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
             let (next, keys) = parse_scan(self.conn.send(&scan).await?)?;
             if !keys.is_empty() {
                 let mut unlink = Cmd::new();

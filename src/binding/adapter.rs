@@ -28,13 +28,14 @@ impl NativeAdapter {
         client: Option<&NativeClient>,
         retry_strategy: Option<Function<'_, u32, Option<f64>>>,
     ) -> napi::Result<Self> {
-        let config =
-            AdapterConfig::from_json(&options_json, client.is_some()).map_err(|e| throw(&env, &e))?;
+        let config = AdapterConfig::from_json(&options_json, client.is_some())
+            .map_err(|e| throw(&env, &e))?;
         let (conn, owns_connection) = match (client, config.connection) {
             (Some(client), _) => (client.conn.clone(), false),
             (None, Some(conn_config)) => {
                 let retry = super::retry::from_js(retry_strategy)?;
-                let conn = Connection::new(conn_config, retry, runtime()).map_err(|e| throw(&env, &e))?;
+                let conn =
+                    Connection::new(conn_config, retry, runtime()).map_err(|e| throw(&env, &e))?;
                 (conn, true)
             }
             (None, None) => unreachable!("a config without a shared client has a connection"),
@@ -69,7 +70,9 @@ impl NativeAdapter {
         expire_at: Option<f64>,
     ) -> napi::Result<Unknown<'env>> {
         let storage = self.storage.clone();
-        bridge::promise(env, async move { storage.set(&key, &json, expire_at).await.into() })
+        bridge::promise(env, async move {
+            storage.set(&key, &json, expire_at).await.into()
+        })
     }
 
     /// Resolves the parsed value under `key`, or `undefined`.
@@ -101,7 +104,9 @@ impl NativeAdapter {
     /// Closes the adapter's own connection (a shared client stays open).
     #[napi]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
-        let conn = self.owns_connection.then(|| self.storage.connection().clone());
+        let conn = self
+            .owns_connection
+            .then(|| self.storage.connection().clone());
         bridge::promise(env, async move {
             if let Some(conn) = conn {
                 conn.quit().await;

@@ -81,7 +81,9 @@ fn check(status: sys::napi_status, what: &str) -> napi::Result<()> {
     if status == sys::Status::napi_ok {
         Ok(())
     } else {
-        Err(napi::Error::from_reason(format!("{what} failed (napi status {status})")))
+        Err(napi::Error::from_reason(format!(
+            "{what} failed (napi status {status})"
+        )))
     }
 }
 
@@ -108,11 +110,20 @@ impl Bridge {
             let mut global = ptr::null_mut();
             check(sys::napi_get_global(env, &mut global), "napi_get_global")?;
             let mut json = ptr::null_mut();
-            check(sys::napi_get_named_property(env, global, c"JSON".as_ptr(), &mut json), "JSON")?;
+            check(
+                sys::napi_get_named_property(env, global, c"JSON".as_ptr(), &mut json),
+                "JSON",
+            )?;
             let mut parse = ptr::null_mut();
-            check(sys::napi_get_named_property(env, json, c"parse".as_ptr(), &mut parse), "JSON.parse")?;
+            check(
+                sys::napi_get_named_property(env, json, c"parse".as_ptr(), &mut parse),
+                "JSON.parse",
+            )?;
             let mut json_parse = ptr::null_mut();
-            check(sys::napi_create_reference(env, parse, 1, &mut json_parse), "napi_create_reference")?;
+            check(
+                sys::napi_create_reference(env, parse, 1, &mut json_parse),
+                "napi_create_reference",
+            )?;
 
             let bridge = Arc::new(Bridge {
                 env,
@@ -126,7 +137,12 @@ impl Bridge {
             let mut name = ptr::null_mut();
             let label = "alova-storage-redis";
             check(
-                sys::napi_create_string_utf8(env, label.as_ptr().cast(), label.len() as isize, &mut name),
+                sys::napi_create_string_utf8(
+                    env,
+                    label.as_ptr().cast(),
+                    label.len() as isize,
+                    &mut name,
+                ),
                 "napi_create_string_utf8",
             )?;
             // The threadsafe function owns one strong count, given back in `finalize`.
@@ -147,9 +163,14 @@ impl Bridge {
             );
             if status != sys::Status::napi_ok {
                 drop(Arc::from_raw(owned as *const Bridge));
-                return Err(napi::Error::from_reason("napi_create_threadsafe_function failed"));
+                return Err(napi::Error::from_reason(
+                    "napi_create_threadsafe_function failed",
+                ));
             }
-            check(sys::napi_unref_threadsafe_function(env, tsfn), "napi_unref_threadsafe_function")?;
+            check(
+                sys::napi_unref_threadsafe_function(env, tsfn),
+                "napi_unref_threadsafe_function",
+            )?;
             bridge.shared.lock().expect("bridge lock").tsfn = Some(Tsfn(tsfn));
             Ok(bridge)
         }
@@ -168,7 +189,11 @@ impl Bridge {
             // SAFETY: the threadsafe function is alive (it is cleared under this lock in
             // `finalize` before napi frees it).
             unsafe {
-                sys::napi_call_threadsafe_function(tsfn, ptr::null_mut(), sys::ThreadsafeFunctionCallMode::nonblocking);
+                sys::napi_call_threadsafe_function(
+                    tsfn,
+                    ptr::null_mut(),
+                    sys::ThreadsafeFunctionCallMode::nonblocking,
+                );
             }
         }
     }
@@ -176,7 +201,12 @@ impl Bridge {
     /// Counts a new pending promise; the first one holds the event loop open.
     fn hold(&self) {
         if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
-            if let Some(tsfn) = self.shared.lock().ok().and_then(|s| s.tsfn.as_ref().map(|t| t.0)) {
+            if let Some(tsfn) = self
+                .shared
+                .lock()
+                .ok()
+                .and_then(|s| s.tsfn.as_ref().map(|t| t.0))
+            {
                 // SAFETY: on the JavaScript thread, with a live threadsafe function.
                 unsafe { sys::napi_ref_threadsafe_function(self.env, tsfn) };
             }
@@ -204,7 +234,10 @@ where
     let mut deferred = ptr::null_mut();
     let mut promise = ptr::null_mut();
     // SAFETY: on the JavaScript thread of `env`, with valid out-pointers.
-    check(unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) }, "napi_create_promise")?;
+    check(
+        unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) },
+        "napi_create_promise",
+    )?;
     bridge.hold();
     let deferred = Deferred(deferred);
     napi::bindgen_prelude::spawn(async move {
@@ -228,14 +261,22 @@ unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mu
     drop(queued);
 }
 
-unsafe extern "C" fn settle_all(env: sys::napi_env, _js_cb: sys::napi_value, context: *mut c_void, _data: *mut c_void) {
+unsafe extern "C" fn settle_all(
+    env: sys::napi_env,
+    _js_cb: sys::napi_value,
+    context: *mut c_void,
+    _data: *mut c_void,
+) {
     if env.is_null() {
         return;
     }
     // SAFETY: `context` is the bridge, kept alive by the threadsafe function's own count.
     let bridge = unsafe { &*(context as *const Bridge) };
     let (batch, tsfn) = match bridge.shared.lock() {
-        Ok(mut shared) => (std::mem::take(&mut shared.queue), shared.tsfn.as_ref().map(|t| t.0)),
+        Ok(mut shared) => (
+            std::mem::take(&mut shared.queue),
+            shared.tsfn.as_ref().map(|t| t.0),
+        ),
         Err(_) => return,
     };
     let n = batch.len();
@@ -254,7 +295,12 @@ unsafe extern "C" fn settle_all(env: sys::napi_env, _js_cb: sys::napi_value, con
 }
 
 /// Settles one promise.
-unsafe fn settle(env: sys::napi_env, bridge: &Bridge, deferred: sys::napi_deferred, outcome: Outcome) {
+unsafe fn settle(
+    env: sys::napi_env,
+    bridge: &Bridge,
+    deferred: sys::napi_deferred,
+    outcome: Outcome,
+) {
     // SAFETY (whole body): on the JavaScript thread of `env`.
     unsafe {
         let result = match outcome {
@@ -280,12 +326,18 @@ unsafe fn undefined(env: sys::napi_env) -> sys::napi_value {
 
 unsafe fn string(env: sys::napi_env, bytes: &[u8]) -> sys::napi_value {
     let mut v = ptr::null_mut();
-    unsafe { sys::napi_create_string_utf8(env, bytes.as_ptr().cast(), bytes.len() as isize, &mut v) };
+    unsafe {
+        sys::napi_create_string_utf8(env, bytes.as_ptr().cast(), bytes.len() as isize, &mut v)
+    };
     v
 }
 
 /// `JSON.parse(text)`; a text that is not JSON rejects with `ERR_INVALID_VALUE`.
-unsafe fn parse_json(env: sys::napi_env, bridge: &Bridge, bytes: &[u8]) -> Result<sys::napi_value, sys::napi_value> {
+unsafe fn parse_json(
+    env: sys::napi_env,
+    bridge: &Bridge,
+    bytes: &[u8],
+) -> Result<sys::napi_value, sys::napi_value> {
     unsafe {
         let text = string(env, bytes);
         let mut parse = ptr::null_mut();
@@ -315,7 +367,12 @@ pub unsafe fn create_error(env: sys::napi_env, err: &Error) -> sys::napi_value {
     unsafe { create_error_code(env, err.code(), err.message(), type_error) }
 }
 
-unsafe fn create_error_code(env: sys::napi_env, code: &str, message: &str, type_error: bool) -> sys::napi_value {
+unsafe fn create_error_code(
+    env: sys::napi_env,
+    code: &str,
+    message: &str,
+    type_error: bool,
+) -> sys::napi_value {
     unsafe {
         let code = string(env, code.as_bytes());
         let msg = string(env, message.as_bytes());

@@ -1,0 +1,189 @@
+//! Connection behaviour against real servers: reconnects, the offline queue, timeouts, errors.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use alova_storage_redis::config::{Addr, Secret};
+use alova_storage_redis::connection::Status;
+use common::{cmd, connect, free_port, RedisServer};
+use redis::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_server_restart_without_failing_the_next_command() {
+    let mut server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["SET", "k", "v"])).await.unwrap();
+    server.restart();
+    // The socket broke under us; the command waits for the reconnect and is sent again.
+    assert_eq!(
+        conn.send(&cmd(&["SET", "k", "w"])).await.unwrap(),
+        Value::Okay
+    );
+    assert_eq!(conn.status(), Status::Ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_queue_waits_for_the_server_then_succeeds() {
+    let mut server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["PING"])).await.unwrap();
+    server.kill();
+    let pending = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.send(&cmd(&["SET", "k", "v"])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    assert_eq!(pending.await.unwrap().unwrap(), Value::Okay);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_queue_is_bounded_by_max_retries_per_request() {
+    let mut server = RedisServer::start(&[]);
+    let mut config = server.config();
+    config.max_retries_per_request = Some(2);
+    let conn = connect(config);
+    conn.send(&cmd(&["PING"])).await.unwrap();
+    server.kill();
+    let err = conn.send(&cmd(&["GET", "k"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_CONNECTION", "{err}");
+    assert!(err.message().contains("maxRetriesPerRequest"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_offline_queue_fails_at_once_while_disconnected() {
+    let mut server = RedisServer::start(&[]);
+    let mut config = server.config();
+    config.enable_offline_queue = false;
+    let conn = connect(config);
+    // The first connect still completes: wait for it.
+    while conn.status() != Status::Ready {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill();
+    // The first command finds the broken socket; after that the client is reconnecting.
+    let _ = conn.send(&cmd(&["PING"])).await;
+    let err = conn.send(&cmd(&["PING"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_CONNECTION");
+    assert!(err.message().contains("enableOfflineQueue"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_port_fails_with_a_connection_error() {
+    let mut config = alova_storage_redis::config::ConnectionConfig {
+        addr: Addr::Tcp {
+            host: "127.0.0.1".into(),
+            port: free_port(),
+        },
+        ..Default::default()
+    };
+    config.max_retries_per_request = Some(1);
+    let conn = connect(config);
+    let err = conn.send(&cmd(&["PING"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_CONNECTION", "{err}");
+    assert!(err.message().contains("connection refused"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_a_silent_server() {
+    // Accepts TCP connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _hold = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            sockets.push(s);
+        }
+    });
+    let mut config = alova_storage_redis::config::ConnectionConfig {
+        addr: Addr::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        password: Some(Secret("pw".into())),
+        ..Default::default()
+    };
+    config.connect_timeout = Some(Duration::from_millis(200));
+    config.max_retries_per_request = Some(0);
+    let started = Instant::now();
+    let err = connect(config).send(&cmd(&["PING"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_TIMEOUT", "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_timeout() {
+    let server = RedisServer::start(&[]);
+    let other = server.connect();
+    let mut config = server.config();
+    config.command_timeout = Some(Duration::from_millis(100));
+    let conn = connect(config);
+    conn.send(&cmd(&["PING"])).await.unwrap();
+    other
+        .send(&cmd(&["CLIENT", "PAUSE", "1000", "ALL"]))
+        .await
+        .unwrap();
+    let err = conn.send(&cmd(&["GET", "k"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_TIMEOUT", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_an_auth_error_without_the_password() {
+    let server = RedisServer::start(&["--requirepass", "right-secret"]);
+    let mut config = server.config();
+    config.password = Some(Secret("wrong-secret".into()));
+    let err = connect(config).send(&cmd(&["PING"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_AUTH", "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+
+    let mut config = server.config();
+    config.password = Some(Secret("right-secret".into()));
+    assert_eq!(
+        connect(config).send(&cmd(&["PING"])).await.unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_connect_waits_for_the_first_command_and_quit_closes() {
+    let server = RedisServer::start(&[]);
+    let mut config = server.config();
+    config.lazy_connect = true;
+    config.db = 3;
+    config.connection_name = Some("alova-test".into());
+    let conn = connect(config);
+    assert_eq!(conn.status(), Status::Wait);
+    conn.send(&cmd(&["SET", "in3", "1"])).await.unwrap();
+    assert_eq!(conn.status(), Status::Ready);
+    let name = conn.send(&cmd(&["CLIENT", "GETNAME"])).await.unwrap();
+    assert_eq!(name, Value::BulkString(b"alova-test".to_vec()));
+    let other = server.connect();
+    assert_eq!(
+        other.send(&cmd(&["EXISTS", "in3"])).await.unwrap(),
+        Value::Int(0)
+    );
+    conn.quit().await;
+    assert_eq!(conn.status(), Status::End);
+    assert_eq!(
+        conn.send(&cmd(&["PING"])).await.unwrap_err().code(),
+        "ERR_CLOSED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_reply_is_a_reply_error() {
+    let server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["SET", "s", "x"])).await.unwrap();
+    let err = conn.send(&cmd(&["INCR", "s"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_REPLY");
+    assert!(
+        err.message().starts_with("ERR value is not an integer"),
+        "{err}"
+    );
+}
