@@ -170,6 +170,9 @@ pub struct AdapterConfig {
     pub key_prefix: String,
     /// Lock settings.
     pub lock: LockConfig,
+    /// `redlockNodes`: independent servers that vote on locks instead of the adapter's own
+    /// connection (empty: the adapter's connection votes alone).
+    pub lock_nodes: Vec<ConnectionConfig>,
     /// A `retryStrategy` function was given (the binding holds it).
     pub has_retry_strategy: bool,
     /// A `redlockFilter` function was given (the binding holds it).
@@ -215,7 +218,13 @@ const UNSUPPORTED_OPTIONS: &[(&str, &str)] = &[
 ];
 
 /// The adapter's own keys, beside the connection's.
-const ADAPTER_OPTIONS: &[&str] = &["keyPrefix", "redlockOptions", "redlockFilter", "redlockTTL"];
+const ADAPTER_OPTIONS: &[&str] = &[
+    "keyPrefix",
+    "redlockOptions",
+    "redlockFilter",
+    "redlockTTL",
+    "redlockNodes",
+];
 
 const CONNECTION_OPTIONS: &[&str] = &[
     "url",
@@ -307,6 +316,20 @@ impl AdapterConfig {
         if let Some(ttl) = r.millis("redlockTTL", 1)? {
             lock.ttl = ttl;
         }
+        let lock_nodes = match obj.get("redlockNodes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(nodes)) if !nodes.is_empty() => nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| ConnectionConfig::lock_node(node, i))
+                .collect::<Result<_>>()?,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `redlockNodes` must be a non-empty array of RedisOptions or redis:// URLs, got {}",
+                    describe(other)
+                )))
+            }
+        };
         let connection = if shared_client {
             None
         } else {
@@ -316,6 +339,7 @@ impl AdapterConfig {
             connection,
             key_prefix,
             lock,
+            lock_nodes,
             has_retry_strategy: r.function("retryStrategy")?,
             has_redlock_filter: r.function("redlockFilter")?,
         })
@@ -347,6 +371,35 @@ impl ConnectionConfig {
                 describe(other)
             ))),
         }
+    }
+
+    /// One entry of `redlockNodes`: connection options or a URL.
+    fn lock_node(value: &Value, index: usize) -> Result<Self> {
+        let obj = match value {
+            Value::String(url) => {
+                return Self::from_reader(&Reader(&Map::from_iter([(
+                    "url".to_owned(),
+                    Value::String(url.clone()),
+                )])))
+            }
+            Value::Object(obj) => obj,
+            other => {
+                return Err(Error::config(format!(
+                    "option `redlockNodes[{index}]` must be RedisOptions or a redis:// URL, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        for key in obj.keys() {
+            let allowed = (CONNECTION_OPTIONS.contains(&key.as_str()) && key != "retryStrategy")
+                || NO_OP_OPTIONS.contains(&key.as_str());
+            if !allowed {
+                return Err(Error::config(format!(
+                    "option `redlockNodes[{index}].{key}` is not supported"
+                )));
+            }
+        }
+        Self::from_reader(&Reader(obj))
     }
 
     fn from_reader(r: &Reader<'_>) -> Result<Self> {
@@ -899,6 +952,29 @@ mod tests {
         let c = AdapterConfig::from_json(r#"{"keyPrefix":"p:"}"#, true).unwrap();
         assert!(c.connection.is_none());
         assert!(AdapterConfig::from_json(r#"{"port":1}"#, true).is_err());
+    }
+
+    #[test]
+    fn lock_nodes() {
+        let c =
+            parse(r#"{"redlockNodes":["redis://127.0.0.1:7001",{"port":7002,"password":"x"}]}"#)
+                .unwrap();
+        assert_eq!(c.lock_nodes.len(), 2);
+        assert_eq!(c.lock_nodes[0].addr.to_string(), "127.0.0.1:7001");
+        assert_eq!(c.lock_nodes[1].addr.to_string(), "localhost:7002");
+        for bad in [
+            r#"[]"#,
+            r#"5"#,
+            r#"[5]"#,
+            r#"[{"foo":1}]"#,
+            r#"[{"port":"x"}]"#,
+        ] {
+            let e = parse(&format!(r#"{{"redlockNodes":{bad}}}"#)).unwrap_err();
+            assert!(
+                e.message().contains("redlockNodes") || e.message().contains("`port`"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

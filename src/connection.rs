@@ -150,6 +150,16 @@ impl Connection {
     /// `ERR_TIMEOUT` when `commandTimeout` runs out, `ERR_REPLY` for an error reply, `ERR_AUTH`,
     /// `ERR_CLOSED` after `quit()`.
     pub async fn send(&self, cmd: &Cmd) -> Result<Value> {
+        self.send_with(cmd, true).await
+    }
+
+    /// Sends one command; with `offline_queue` false it fails at once with `ERR_CONNECTION` while
+    /// the connection is being re-made, instead of waiting (lock votes must not wait on a node
+    /// that is down).
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn send_with(&self, cmd: &Cmd, offline_queue: bool) -> Result<Value> {
         let start_attempts = self.inner.state.borrow().failed_attempts;
         let max_resends = self
             .inner
@@ -158,7 +168,7 @@ impl Connection {
             .unwrap_or(u32::MAX);
         let mut resends = 0u32;
         loop {
-            let (mut conn, generation) = self.ready(start_attempts).await?;
+            let (mut conn, generation) = self.ready(start_attempts, offline_queue).await?;
             match conn.send_packed_command(cmd).await {
                 Ok(Value::ServerError(err)) => {
                     return Err(Error::from_redis(&err.into(), &self.inner.addr))
@@ -177,7 +187,11 @@ impl Connection {
     }
 
     /// Waits for a usable socket, within the offline-queue rules.
-    async fn ready(&self, start_attempts: u64) -> Result<(MultiplexedConnection, u64)> {
+    async fn ready(
+        &self,
+        start_attempts: u64,
+        offline_queue: bool,
+    ) -> Result<(MultiplexedConnection, u64)> {
         let mut rx = self.inner.state.subscribe();
         loop {
             let start_lazy = {
@@ -202,6 +216,12 @@ impl Connection {
                             .filter(|e| e.kind() == ErrorKind::Auth)
                         {
                             return Err(err.clone());
+                        }
+                        if s.status == Status::Reconnecting && !offline_queue {
+                            return Err(Error::new(
+                                ErrorKind::Connection,
+                                format!("not connected to {} (reconnecting)", self.inner.addr),
+                            ));
                         }
                         if !self.inner.config.enable_offline_queue {
                             return Err(Error::new(

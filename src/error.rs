@@ -26,6 +26,8 @@ pub enum ErrorKind {
     ClearRefused,
     /// A reply had a shape the operation did not expect.
     Protocol,
+    /// A lock could not be acquired within its attempts.
+    LockNotAcquired,
 }
 
 impl ErrorKind {
@@ -41,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Reply => "ERR_REPLY",
             ErrorKind::ClearRefused => "ERR_CLEAR_REFUSED",
             ErrorKind::Protocol => "ERR_PROTOCOL",
+            ErrorKind::LockNotAcquired => "ERR_LOCK_NOT_ACQUIRED",
         }
     }
 }
@@ -87,6 +90,13 @@ impl Error {
     /// The message, without the code.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The server's error code (`NOSCRIPT`, `WRONGTYPE`, ...) of an error reply.
+    pub fn reply_code(&self) -> Option<&str> {
+        (self.kind == ErrorKind::Reply)
+            .then(|| self.message.split(' ').next())
+            .flatten()
     }
 
     /// True when the failure is the connection's, so that the same command may succeed on a new

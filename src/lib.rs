@@ -9,6 +9,7 @@ pub mod command;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod lock;
 pub mod storage;
 
 #[cfg(feature = "napi")]

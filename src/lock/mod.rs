@@ -1,0 +1,506 @@
+//! Redlock, as the Redis distributed-lock page defines it, with what the original lacked: fair
+//! hand-off between callers of one process, automatic extension while held, and a validity
+//! check after quorum.
+//!
+//! - Inside the process, callers of one resource queue in FIFO order (one async mutex per
+//!   resource, taken in sorted order so that multi-resource locks cannot deadlock). Only the
+//!   head of a queue talks to Redis; when it unlocks, its key is deleted first and the next
+//!   caller is woken at once, so a hand-off costs two round trips, not a retry delay.
+//! - Across processes, an attempt runs the acquire script on every voting node at once; it wins
+//!   with a majority and positive validity (ttl - elapsed - drift), and otherwise releases what
+//!   it got and retries after `retryDelay` +- `retryJitter`.
+//! - A held lock is extended `automaticExtensionThreshold` before it expires until it is
+//!   unlocked; a lock that could not be extended in time is marked lost and reported by
+//!   `unlock`.
+
+pub mod scripts;
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::runtime::Handle;
+use tokio::sync::{watch, OwnedMutexGuard};
+
+use crate::config::LockConfig;
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+use scripts::{Script, ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT};
+
+/// The lock's view of one node's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    /// The script did its work on every key.
+    Yes,
+    /// Another holder's key stood in the way (or, for extend, the value was gone).
+    No,
+    /// The node could not be asked.
+    Failed(String),
+}
+
+/// What `unlock` found, for the binding to report.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnlockReport {
+    /// Locks released (each once, whatever the number of its resources).
+    pub released: usize,
+    /// Resources of locks that had been lost before the unlock (expired and not extendable).
+    pub lost: Vec<String>,
+    /// Nodes whose release failed (their keys expire after the TTL).
+    pub failures: Vec<String>,
+}
+
+/// A lock this locker holds.
+struct Held {
+    resources: Vec<String>,
+    value: String,
+    /// The in-process queue places, dropped on unlock to wake the next caller.
+    guards: Mutex<Vec<OwnedMutexGuard<()>>>,
+    lost: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+struct Inner {
+    voters: Vec<Connection>,
+    config: LockConfig,
+    runtime: Handle,
+    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    held: Mutex<HashMap<String, Arc<Held>>>,
+}
+
+/// A Redlock locker over a set of voting nodes.
+#[derive(Clone)]
+pub struct Locker {
+    inner: Arc<Inner>,
+}
+
+impl Locker {
+    /// A locker whose votes come from `voters`.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` when there is no voter.
+    pub fn new(voters: Vec<Connection>, config: LockConfig, runtime: Handle) -> Result<Self> {
+        if voters.is_empty() {
+            return Err(Error::config("No redis client available"));
+        }
+        Ok(Locker {
+            inner: Arc::new(Inner {
+                voters,
+                config,
+                runtime,
+                queues: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LockConfig {
+        &self.inner.config
+    }
+
+    /// How many voting nodes there are.
+    pub fn voters(&self) -> usize {
+        self.inner.voters.len()
+    }
+
+    /// Acquires one lock on all of `resources`, waiting behind callers of this locker that hold
+    /// or wait for any of them.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_ARG` for an empty list; `ERR_LOCK_NOT_ACQUIRED` naming the resources, the
+    /// attempts and each node's last vote when the attempts run out.
+    pub async fn lock(&self, resources: &[String]) -> Result<()> {
+        let resources = normalise(resources)?;
+        let deadline = self.budget().map(|b| Instant::now() + b);
+        let mut guards = Vec::with_capacity(resources.len());
+        for resource in &resources {
+            let queue = self.inner.queue(resource);
+            let guard = match deadline {
+                None => queue.lock_owned().await,
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline.into(), queue.lock_owned()).await {
+                        Ok(guard) => guard,
+                        Err(_) => {
+                            drop(guards);
+                            self.inner.forget_queues(&resources);
+                            return Err(Error::new(
+                            ErrorKind::LockNotAcquired,
+                            format!(
+                                "could not lock {}: other callers of this process held it for longer than the {} ms the retries allow",
+                                list(&resources),
+                                self.budget().unwrap_or_default().as_millis()
+                            ),
+                        ));
+                        }
+                    }
+                }
+            };
+            guards.push(guard);
+        }
+        let value = random_hex();
+        match self.acquire(&resources, &value).await {
+            Ok(start) => {
+                let (stop, stop_rx) = watch::channel(false);
+                let held = Arc::new(Held {
+                    resources: resources.clone(),
+                    value,
+                    guards: Mutex::new(guards),
+                    lost: AtomicBool::new(false),
+                    stop,
+                });
+                {
+                    let mut map = self.inner.held.lock().expect("lock map");
+                    for r in &resources {
+                        map.insert(r.clone(), held.clone());
+                    }
+                }
+                let weak = Arc::downgrade(&self.inner);
+                self.inner
+                    .runtime
+                    .spawn(keep_extended(weak, held, start, stop_rx));
+                Ok(())
+            }
+            Err(e) => {
+                drop(guards);
+                self.inner.forget_queues(&resources);
+                Err(e)
+            }
+        }
+    }
+
+    /// Releases the locks that hold any of `resources`, each once; a resource this locker does
+    /// not hold is left alone. Never fails for the server's sake: what went wrong is in the
+    /// report (the keys then expire after the TTL).
+    ///
+    /// # Errors
+    /// `ERR_INVALID_ARG` for an empty list.
+    pub async fn unlock(&self, resources: &[String]) -> Result<UnlockReport> {
+        let resources = normalise(resources)?;
+        let locks = self.inner.take_held(&resources);
+        let mut report = UnlockReport::default();
+        for held in locks {
+            self.inner.release(&held, &mut report).await;
+        }
+        Ok(report)
+    }
+
+    /// Releases every lock this locker holds.
+    pub async fn release_all(&self) -> UnlockReport {
+        let all: Vec<String> = self
+            .inner
+            .held
+            .lock()
+            .expect("lock map")
+            .keys()
+            .cloned()
+            .collect();
+        let locks = self.inner.take_held(&all);
+        let mut report = UnlockReport::default();
+        for held in locks {
+            self.inner.release(&held, &mut report).await;
+        }
+        report
+    }
+
+    /// How long a `lock` may take at most: every attempt and pause; `None` when unlimited.
+    fn budget(&self) -> Option<Duration> {
+        let c = &self.inner.config;
+        c.retry_count
+            .map(|n| (c.retry_delay + c.retry_jitter) * (n + 1) + c.ttl)
+    }
+
+    /// Redlock attempts until one wins or they run out; returns when the winning attempt began.
+    async fn acquire(&self, resources: &[String], value: &str) -> Result<Instant> {
+        let c = &self.inner.config;
+        let max_attempts = c.retry_count.map(|n| u64::from(n) + 1);
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            let start = Instant::now();
+            let votes = self.inner.vote(&ACQUIRE_SCRIPT, resources, value).await;
+            if self.inner.won(&votes, start) {
+                return Ok(start);
+            }
+            if votes.iter().any(|v| *v != Vote::No) {
+                // Give back what this attempt got (the script deletes only our value).
+                self.inner.vote(&RELEASE_SCRIPT, resources, value).await;
+            }
+            if max_attempts.is_some_and(|max| attempt >= max) {
+                return Err(Error::new(
+                    ErrorKind::LockNotAcquired,
+                    format!(
+                        "could not lock {} after {attempt} attempts; last votes ({} needed): {}",
+                        list(resources),
+                        self.inner.quorum(),
+                        self.inner.describe(&votes)
+                    ),
+                ));
+            }
+            tokio::time::sleep(jittered(c.retry_delay, c.retry_jitter)).await;
+        }
+    }
+}
+
+impl Inner {
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn drift(&self) -> Duration {
+        self.config.ttl.mul_f64(self.config.drift_factor) + Duration::from_millis(2)
+    }
+
+    /// A majority said yes and time is left on the lock.
+    fn won(&self, votes: &[Vote], start: Instant) -> bool {
+        let yes = votes.iter().filter(|v| **v == Vote::Yes).count();
+        yes >= self.quorum() && start.elapsed() + self.drift() < self.config.ttl
+    }
+
+    /// How long one node may take to answer: small next to the TTL, as Redlock asks.
+    fn vote_timeout(&self) -> Duration {
+        (self.config.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Runs `script` on every voter at once; the votes come back in voter order.
+    async fn vote(&self, script: &'static Script, resources: &[String], value: &str) -> Vec<Vote> {
+        let ttl = self.config.ttl.as_millis() as u64;
+        let db = self.config.db;
+        let limit = self.vote_timeout();
+        let ask = |conn: Connection, keys: Vec<String>, value: String| async move {
+            match tokio::time::timeout(limit, script.run(&conn, &keys, db, &value, ttl)).await {
+                Ok(Ok(n)) if n > 0 => Vote::Yes,
+                Ok(Ok(_)) => Vote::No,
+                Ok(Err(e)) => Vote::Failed(e.message().to_owned()),
+                Err(_) => Vote::Failed(format!("no answer within {} ms", limit.as_millis())),
+            }
+        };
+        if let [only] = self.voters.as_slice() {
+            return vec![ask(only.clone(), resources.to_vec(), value.to_owned()).await];
+        }
+        let handles: Vec<_> = self
+            .voters
+            .iter()
+            .map(|conn| {
+                self.runtime
+                    .spawn(ask(conn.clone(), resources.to_vec(), value.to_owned()))
+            })
+            .collect();
+        let mut votes = Vec::with_capacity(handles.len());
+        for h in handles {
+            votes.push(
+                h.await
+                    .unwrap_or_else(|_| Vote::Failed("the vote was cancelled".into())),
+            );
+        }
+        votes
+    }
+
+    fn describe(&self, votes: &[Vote]) -> String {
+        self.voters
+            .iter()
+            .zip(votes)
+            .map(|(conn, vote)| match vote {
+                Vote::Yes => format!("{} yes", conn.addr()),
+                Vote::No => format!("{} held by another", conn.addr()),
+                Vote::Failed(why) => format!("{} failed ({why})", conn.addr()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn queue(&self, resource: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut queues = self.queues.lock().expect("queue map");
+        queues.entry(resource.to_owned()).or_default().clone()
+    }
+
+    /// Drops the queues nobody uses any more, so that the map does not grow.
+    fn forget_queues(&self, resources: &[String]) {
+        let mut queues = self.queues.lock().expect("queue map");
+        for r in resources {
+            if queues.get(r).is_some_and(|q| Arc::strong_count(q) == 1) {
+                queues.remove(r);
+            }
+        }
+    }
+
+    /// Takes out of the held map every lock holding any of `resources` (each lock once).
+    fn take_held(&self, resources: &[String]) -> Vec<Arc<Held>> {
+        let mut map = self.held.lock().expect("lock map");
+        let mut locks: Vec<Arc<Held>> = Vec::new();
+        for r in resources {
+            if let Some(held) = map.get(r).cloned() {
+                for other in &held.resources {
+                    map.remove(other);
+                }
+                if !locks.iter().any(|l| Arc::ptr_eq(l, &held)) {
+                    locks.push(held);
+                }
+            }
+        }
+        locks
+    }
+
+    /// Stops extending `held`, deletes its keys, then wakes the next caller of this process.
+    async fn release(&self, held: &Held, report: &mut UnlockReport) {
+        let _ = held.stop.send(true);
+        let votes = self
+            .vote(&RELEASE_SCRIPT, &held.resources, &held.value)
+            .await;
+        for (conn, vote) in self.voters.iter().zip(&votes) {
+            if let Vote::Failed(why) = vote {
+                report.failures.push(format!("{}: {why}", conn.addr()));
+            }
+        }
+        if held.lost.load(Ordering::Relaxed) {
+            report.lost.extend(held.resources.iter().cloned());
+        }
+        report.released += 1;
+        drop(std::mem::take(&mut *held.guards.lock().expect("guards")));
+        self.forget_queues(&held.resources);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(map) = self.held.lock() {
+            for held in map.values() {
+                let _ = held.stop.send(true);
+            }
+        }
+    }
+}
+
+/// Extends `held` before it expires until it is unlocked (or the locker is gone); marks it lost
+/// when an extension does not succeed before the lock expires.
+async fn keep_extended(
+    weak: Weak<Inner>,
+    held: Arc<Held>,
+    mut start: Instant,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (ttl, lead) = match weak.upgrade() {
+        Some(inner) => {
+            let ttl = inner.config.ttl;
+            (ttl, inner.config.automatic_extension_threshold.min(ttl / 2))
+        }
+        None => return,
+    };
+    loop {
+        let due = start + ttl - lead;
+        tokio::select! {
+            _ = tokio::time::sleep_until(due.into()) => {}
+            _ = stop.changed() => return,
+        }
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let attempt = Instant::now();
+            let votes = inner
+                .vote(&EXTEND_SCRIPT, &held.resources, &held.value)
+                .await;
+            if inner.won(&votes, attempt) {
+                start = attempt;
+                break;
+            }
+            let taken = votes.iter().filter(|v| **v == Vote::No).count() >= inner.quorum();
+            if taken || Instant::now() + inner.drift() >= start + ttl {
+                held.lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            drop(inner);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Sorted, without duplicates; an empty list is refused.
+fn normalise(resources: &[String]) -> Result<Vec<String>> {
+    if resources.is_empty() {
+        return Err(Error::invalid_argument(
+            "the resource list is empty: name at least one resource to lock",
+        ));
+    }
+    let mut out = resources.to_vec();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn list(resources: &[String]) -> String {
+    format!(
+        "[{}]",
+        resources
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// `delay` +- a random part of `jitter`.
+fn jittered(delay: Duration, jitter: Duration) -> Duration {
+    if jitter.is_zero() {
+        return delay;
+    }
+    let span = jitter.as_micros() as u64 * 2 + 1;
+    let offset = random_u64() % span;
+    (delay + Duration::from_micros(offset)).saturating_sub(jitter)
+}
+
+/// A random number: SipHash with the process's random keys over a counter and the clock.
+/// Lock values need to be unique and unguessable by other holders, not cryptographic.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// 16 random bytes as 32 lowercase hex characters, as @sesamecare-oss/redlock makes its values.
+pub fn random_hex() -> String {
+    format!("{:016x}{:016x}", random_u64(), random_u64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_32_hex_and_distinct() {
+        let a = random_hex();
+        let b = random_hex();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_millis(200), Duration::from_millis(100));
+            assert!(
+                d >= Duration::from_millis(100) && d <= Duration::from_millis(300),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resources_are_sorted_and_deduplicated() {
+        let r = normalise(&["b".into(), "a".into(), "b".into()]).unwrap();
+        assert_eq!(r, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(normalise(&[]).unwrap_err().code(), "ERR_INVALID_ARG");
+    }
+}

@@ -1,0 +1,127 @@
+//! The Lua scripts of the lock, with the semantics of @sesamecare-oss/redlock key for key.
+//!
+//! Each script first selects the lock database (`ARGV[1]`; inside a script the SELECT does not
+//! change the calling connection's database), then works on every key at once, so a lock on
+//! several resources is taken, extended and released all-or-nothing on each node. `ARGV[2]` is
+//! the lock's value (32 lowercase hex characters), `ARGV[3]` the time to live in milliseconds.
+
+use std::sync::LazyLock;
+
+use redis::{Cmd, Value};
+
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Sets every key to the value with `PX ttl` when none of them exists; returns how many were set
+/// (0 when any key exists).
+const ACQUIRE: &str = r#"
+redis.pcall("SELECT", tonumber(ARGV[1]))
+for _, key in ipairs(KEYS) do
+  if redis.call("EXISTS", key) == 1 then
+    return 0
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call("SET", key, ARGV[2], "PX", ARGV[3])
+end
+return #KEYS
+"#;
+
+/// Resets the time to live of every key when all of them still hold the value; returns how many
+/// were extended (0 when any key holds another value or is gone).
+const EXTEND: &str = r#"
+redis.pcall("SELECT", tonumber(ARGV[1]))
+for _, key in ipairs(KEYS) do
+  if redis.call("GET", key) ~= ARGV[2] then
+    return 0
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call("SET", key, ARGV[2], "PX", ARGV[3])
+end
+return #KEYS
+"#;
+
+/// Deletes the keys that hold the value, and only those; returns how many were deleted.
+const RELEASE: &str = r#"
+redis.pcall("SELECT", tonumber(ARGV[1]))
+local count = 0
+for _, key in ipairs(KEYS) do
+  if redis.call("GET", key) == ARGV[2] then
+    redis.pcall("DEL", key)
+    count = count + 1
+  end
+end
+return count
+"#;
+
+/// A script and its SHA1, sent by `EVALSHA` with an `EVAL` fallback.
+pub struct Script {
+    code: &'static str,
+    hash: String,
+}
+
+impl Script {
+    fn new(code: &'static str) -> Self {
+        Script {
+            code,
+            hash: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    fn command(&self, by_hash: bool, keys: &[String], args: &[&[u8]]) -> Cmd {
+        let mut cmd = Cmd::new();
+        if by_hash {
+            cmd.arg("EVALSHA").arg(&self.hash);
+        } else {
+            cmd.arg("EVAL").arg(self.code);
+        }
+        cmd.arg(keys.len()).arg(keys);
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd
+    }
+
+    /// Runs the script on `conn` for `keys` (never waiting for a connection that is down) and
+    /// returns its integer result.
+    ///
+    /// # Errors
+    /// The connection's errors; `ERR_PROTOCOL` for a non-integer result.
+    pub async fn run(
+        &self,
+        conn: &Connection,
+        keys: &[String],
+        db: i64,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<i64> {
+        let db = db.to_string();
+        let ttl = ttl_ms.to_string();
+        let args: [&[u8]; 3] = [db.as_bytes(), value.as_bytes(), ttl.as_bytes()];
+        let reply = match conn
+            .send_with(&self.command(true, keys, &args), false)
+            .await
+        {
+            Err(e) if e.reply_code() == Some("NOSCRIPT") => {
+                conn.send_with(&self.command(false, keys, &args), false)
+                    .await?
+            }
+            other => other?,
+        };
+        match reply {
+            Value::Int(n) => Ok(n),
+            _ => Err(Error::new(
+                ErrorKind::Protocol,
+                "a lock script returned a non-integer",
+            )),
+        }
+    }
+}
+
+/// The acquire script.
+pub static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+/// The extend script.
+pub static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND));
+/// The release script.
+pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));

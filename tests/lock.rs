@@ -1,0 +1,191 @@
+//! Redlock against real servers: exclusion, hand-off, extension, quorum, bad input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use alova_storage_redis::config::LockConfig;
+use alova_storage_redis::connection::Connection;
+use alova_storage_redis::lock::Locker;
+use common::{cmd, RedisServer};
+use redis::Value;
+
+fn locker(voters: Vec<Connection>, config: LockConfig) -> Locker {
+    Locker::new(voters, config, tokio::runtime::Handle::current()).unwrap()
+}
+
+fn res(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+async fn int(conn: &Connection, words: &[&str]) -> i64 {
+    match conn.send(&cmd(words)).await.unwrap() {
+        Value::Int(n) => n,
+        Value::BulkString(b) => String::from_utf8(b).unwrap().parse().unwrap(),
+        Value::Nil => 0,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excludes_callers_of_one_and_of_two_lockers() {
+    let server = RedisServer::start(&[]);
+    // Two lockers on two connections, as two processes would have.
+    let lockers = [
+        locker(vec![server.connect()], LockConfig::default()),
+        locker(vec![server.connect()], LockConfig::default()),
+    ];
+    let data = server.connect();
+    let mut tasks = Vec::new();
+    for l in &lockers {
+        for _ in 0..8 {
+            let (l, data) = (l.clone(), data.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    l.lock(&res(&["counter-lock"])).await.unwrap();
+                    let n = int(&data, &["GET", "counter"]).await;
+                    data.send(&cmd(&["SET", "counter", &(n + 1).to_string()])).await.unwrap();
+                    l.unlock(&res(&["counter-lock"])).await.unwrap();
+                }
+            }));
+        }
+    }
+    let started = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(int(&data, &["GET", "counter"]).await, 400);
+    assert_eq!(int(&data, &["EXISTS", "counter-lock"]).await, 0, "no lock key left behind");
+    // A hand-off that slept out retry delays would take minutes; this bounds a stall, not speed.
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_resource_lock_is_all_or_nothing_and_released_once() {
+    let server = RedisServer::start(&[]);
+    let a = locker(vec![server.connect()], LockConfig::default());
+    let quick = LockConfig {
+        retry_count: Some(1),
+        retry_delay: Duration::from_millis(20),
+        retry_jitter: Duration::ZERO,
+        ..LockConfig::default()
+    };
+    let b = locker(vec![server.connect()], quick);
+    let data = server.connect();
+
+    a.lock(&res(&["x", "y"])).await.unwrap();
+    let value = data.send(&cmd(&["GET", "x"])).await.unwrap();
+    assert_eq!(value, data.send(&cmd(&["GET", "y"])).await.unwrap());
+    let err = b.lock(&res(&["y", "z"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_LOCK_NOT_ACQUIRED");
+    assert!(err.message().contains("\"y\"") && err.message().contains("2 attempts"), "{err}");
+    assert!(err.message().contains("held by another"), "{err}");
+    assert_eq!(int(&data, &["EXISTS", "z"]).await, 0, "a failed attempt leaves nothing");
+
+    let report = a.unlock(&res(&["x", "y"])).await.unwrap();
+    assert_eq!(report.released, 1);
+    assert!(report.failures.is_empty() && report.lost.is_empty());
+    assert_eq!(int(&data, &["EXISTS", "x", "y"]).await, 0);
+    b.lock(&res(&["y", "z"])).await.unwrap();
+    b.unlock(&res(&["z"])).await.unwrap();
+    assert_eq!(int(&data, &["EXISTS", "y", "z"]).await, 0, "unlocking one resource frees the lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlock_never_touches_another_holders_key() {
+    let server = RedisServer::start(&[]);
+    let l = locker(vec![server.connect()], LockConfig::default());
+    let data = server.connect();
+    // Not held: resolves without effect.
+    data.send(&cmd(&["SET", "theirs", "someone-else"])).await.unwrap();
+    let report = l.unlock(&res(&["theirs"])).await.unwrap();
+    assert_eq!(report.released, 0);
+    assert_eq!(int(&data, &["EXISTS", "theirs"]).await, 1);
+    assert_eq!(l.unlock(&[]).await.unwrap_err().code(), "ERR_INVALID_ARG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_is_extended_past_its_ttl() {
+    let server = RedisServer::start(&[]);
+    let config = LockConfig {
+        ttl: Duration::from_millis(300),
+        automatic_extension_threshold: Duration::from_millis(100),
+        ..LockConfig::default()
+    };
+    let holder = locker(vec![server.connect()], config.clone());
+    let other = locker(vec![server.connect()], LockConfig { retry_count: Some(0), ..config });
+    holder.lock(&res(&["long"])).await.unwrap();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            other.lock(&res(&["long"])).await.unwrap_err().code(),
+            "ERR_LOCK_NOT_ACQUIRED",
+            "the lock must hold for the whole section"
+        );
+    }
+    let report = holder.unlock(&res(&["long"])).await.unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+    other.lock(&res(&["long"])).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_taken_over_is_reported_lost() {
+    let server = RedisServer::start(&[]);
+    let config = LockConfig {
+        ttl: Duration::from_millis(200),
+        automatic_extension_threshold: Duration::from_millis(80),
+        ..LockConfig::default()
+    };
+    let holder = locker(vec![server.connect()], config);
+    let data = server.connect();
+    holder.lock(&res(&["stolen"])).await.unwrap();
+    // Another holder's value replaces ours (as after an expiry during a network split).
+    data.send(&cmd(&["SET", "stolen", "someone-else", "PX", "10000"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = holder.unlock(&res(&["stolen"])).await.unwrap();
+    assert_eq!(report.lost, res(&["stolen"]));
+    let value = data.send(&cmd(&["GET", "stolen"])).await.unwrap();
+    assert_eq!(value, Value::BulkString(b"someone-else".to_vec()), "their key stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_of_independent_nodes() {
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&[])).collect();
+    let config = LockConfig {
+        retry_count: Some(2),
+        retry_delay: Duration::from_millis(20),
+        ..LockConfig::default()
+    };
+    let l = locker(servers.iter().map(|s| s.connect()).collect(), config);
+    l.lock(&res(&["q"])).await.unwrap();
+    l.unlock(&res(&["q"])).await.unwrap();
+
+    servers[0].kill();
+    l.lock(&res(&["q"])).await.unwrap();
+    let report = l.unlock(&res(&["q"])).await.unwrap();
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+
+    servers[1].kill();
+    let err = l.lock(&res(&["q"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_LOCK_NOT_ACQUIRED");
+    assert!(err.message().contains("2 needed") && err.message().contains("failed"), "{err}");
+    let survivor = servers[2].connect();
+    assert_eq!(int(&survivor, &["EXISTS", "q"]).await, 0, "the minority's key was given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_keys_live_in_the_lock_db() {
+    let server = RedisServer::start(&[]);
+    let l = locker(vec![server.connect()], LockConfig { db: 2, ..LockConfig::default() });
+    l.lock(&res(&["in-db-2"])).await.unwrap();
+    let mut config = server.config();
+    config.db = 2;
+    let db2 = common::connect(config);
+    let Value::BulkString(v) = db2.send(&cmd(&["GET", "in-db-2"])).await.unwrap() else {
+        panic!("the lock key is in db 2")
+    };
+    assert_eq!(v.len(), 32);
+    assert_eq!(int(&server.connect(), &["EXISTS", "in-db-2"]).await, 0);
+    l.unlock(&res(&["in-db-2"])).await.unwrap();
+    assert_eq!(int(&db2, &["EXISTS", "in-db-2"]).await, 0);
+}
