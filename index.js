@@ -7,6 +7,8 @@ const { NativeAdapter, NativeClient } = require('./binding.js');
 const COMMANDS = require('./commands.js');
 
 const NATIVE = Symbol('alova.storage-redis.native');
+const LOCKER = Symbol('alova.storage-redis.locker');
+const LOCK_SETUP = Symbol('alova.storage-redis.lock-setup');
 
 /** An Error (or TypeError) with a `code`, as the native side makes them. */
 function codeError(Ctor, code, message) {
@@ -153,6 +155,74 @@ function adoptedOptions(ioredis) {
   return adopted;
 }
 
+/** Resources as the native locker takes them: a non-empty array of strings. */
+function resourceList(resource) {
+  const list = Array.isArray(resource) ? resource : [resource];
+  if (list.length === 0) {
+    return codeError(TypeError, 'ERR_INVALID_ARG', 'the resource list is empty: name at least one resource to lock');
+  }
+  for (const r of list) {
+    if (typeof r !== 'string') {
+      return codeError(TypeError, 'ERR_INVALID_ARG', `lock resources must be strings, got ${describe(r)}`);
+    }
+  }
+  return list;
+}
+
+/** Tells about locks lost while held, and releases that failed, without failing the caller. */
+function reportUnlock(report) {
+  if (!report) return;
+  if (report.lost.length > 0) {
+    process.emitWarning(
+      `lock on ${JSON.stringify(report.lost)} was lost while held (it expired and could not be extended, or another holder took it): the critical section may not have been exclusive`,
+      { code: 'ERR_LOCK_LOST', detail: JSON.stringify(report) }
+    );
+  }
+  if (report.failures.length > 0) {
+    process.emitWarning(
+      `releasing a lock failed on ${report.failures.length} node(s); the keys expire after redlockTTL: ${report.failures.join('; ')}`,
+      { code: 'ERR_LOCK_RELEASE' }
+    );
+  }
+}
+
+/**
+ * The Redlock locker alova's `atomize` uses: `lock(resource)` / `unlock(resource)`, where
+ * `resource` is a string or an array of strings.
+ */
+class RedisLocker {
+  constructor(native, options) {
+    this[NATIVE] = native;
+    /** The effective Redlock settings, with their defaults. */
+    this.options = options;
+  }
+
+  /** Acquires one lock on all the resources; rejects with code ERR_LOCK_NOT_ACQUIRED. */
+  lock(resource) {
+    const list = resourceList(resource);
+    return Array.isArray(list) ? this[NATIVE].lock(list) : Promise.reject(list);
+  }
+
+  /**
+   * Releases the lock holding the resources. Resolves also when nothing was held; a lock lost
+   * while held, or a release that failed, is reported by a process warning (ERR_LOCK_LOST,
+   * ERR_LOCK_RELEASE), never by a rejection.
+   */
+  unlock(resource) {
+    const list = resourceList(resource);
+    return Array.isArray(list) ? this[NATIVE].unlock(list).then(reportUnlock) : Promise.reject(list);
+  }
+}
+
+const LOCK_DEFAULTS = {
+  driftFactor: 0.01,
+  retryCount: 10,
+  retryDelay: 200,
+  retryJitter: 100,
+  automaticExtensionThreshold: 500,
+  db: 0,
+};
+
 function keyError(key) {
   return Promise.reject(codeError(TypeError, 'ERR_INVALID_ARG', `the key must be a string, got ${describe(key)}`));
 }
@@ -195,12 +265,45 @@ class RedisStorageAdapter {
       }
     }
     this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, rest.retryStrategy);
+    this[LOCK_SETUP] = {
+      filter: rest.redlockFilter,
+      options: { ...LOCK_DEFAULTS, ...rest.redlockOptions },
+      ttl: rest.redlockTTL ?? 5000,
+      // The original hands redlockFilter the ioredis client itself: so do we, when we have one.
+      ioredis: isIoredisRedis(client) && !rest.redlockNodes ? client : null,
+    };
+    this[LOCKER] = null;
     /** Always 'adapterRedis'. */
     this.name = 'adapterRedis';
     /** Prefix of every cache key. */
     this.keyPrefix = this[NATIVE].keyPrefix;
     /** The client in use: the one passed in, or a RedisClient over the adapter's connection. */
     this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client());
+  }
+
+  /**
+   * The Redlock locker (the same object on every read). `redlockFilter` picks the voting nodes
+   * when it is first read; none left throws `No redis client available`.
+   */
+  get locker() {
+    if (this[LOCKER] === null) {
+      const setup = this[LOCK_SETUP];
+      const infos = this[NATIVE].lockNodes();
+      const nodes = infos.map((info) =>
+        setup.ioredis ? setup.ioredis : { options: { host: info.host, port: info.port, path: info.path, db: info.db } }
+      );
+      const chosen = [];
+      nodes.forEach((node, i) => {
+        if (typeof setup.filter !== 'function' || setup.filter(node)) chosen.push(i);
+      });
+      if (chosen.length === 0) {
+        throw codeError(Error, 'ERR_NO_LOCK_NODE', 'No redis client available');
+      }
+      const options = { ...setup.options };
+      Object.defineProperty(options, 'ttl', { value: setup.ttl, enumerable: false });
+      this[LOCKER] = new RedisLocker(this[NATIVE].locker(chosen), options);
+    }
+    return this[LOCKER];
   }
 
   /** Stores `value` as JSON; an array whose [1] is a number expires at that timestamp (ms). */
@@ -240,9 +343,9 @@ class RedisStorageAdapter {
     return this[NATIVE].clear();
   }
 
-  /** Closes the adapter's own connection; a client passed in stays open. */
+  /** Releases held locks, then closes the adapter's own connections; a client passed in stays open. */
   close() {
-    return this[NATIVE].close();
+    return this[NATIVE].close().then(reportUnlock);
   }
 }
 
@@ -250,3 +353,4 @@ module.exports = RedisStorageAdapter;
 module.exports.default = RedisStorageAdapter;
 module.exports.RedisStorageAdapter = RedisStorageAdapter;
 module.exports.RedisClient = RedisClient;
+module.exports.RedisLocker = RedisLocker;

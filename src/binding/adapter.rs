@@ -3,11 +3,16 @@
 use napi::bindgen_prelude::{Env, Function, Unknown};
 use napi_derive::napi;
 
+use std::sync::Mutex;
+
 use super::bridge::{self, Outcome};
 use super::client::{runtime, NativeClient};
 use super::error::throw;
-use crate::config::AdapterConfig;
-use crate::connection::Connection;
+use super::locker::{report_outcome, LockNodeInfo, NativeLocker};
+use crate::config::{AdapterConfig, Addr, ConnectionConfig, LockConfig};
+use crate::connection::{default_retry_strategy, Connection};
+use crate::error::Error;
+use crate::lock::Locker;
 use crate::storage::Storage;
 
 /// The storage half of the adapter; the JavaScript face adds JSON and argument checks.
@@ -16,6 +21,10 @@ pub struct NativeAdapter {
     storage: Storage,
     /// The connection is this adapter's own (not a shared client's).
     owns_connection: bool,
+    lock_config: LockConfig,
+    /// `redlockNodes`; empty when the adapter's connection votes alone.
+    lock_nodes: Vec<ConnectionConfig>,
+    locker: Mutex<Option<Locker>>,
 }
 
 #[napi]
@@ -43,7 +52,68 @@ impl NativeAdapter {
         Ok(NativeAdapter {
             storage: Storage::new(conn, config.key_prefix),
             owns_connection,
+            lock_config: config.lock,
+            lock_nodes: config.lock_nodes,
+            locker: Mutex::new(None),
         })
+    }
+
+    /// The nodes that may vote on locks, in order, for `redlockFilter`.
+    #[napi]
+    pub fn lock_nodes(&self) -> Vec<LockNodeInfo> {
+        let own = [self.storage.connection().config().clone()];
+        let nodes = if self.lock_nodes.is_empty() {
+            &own[..]
+        } else {
+            &self.lock_nodes[..]
+        };
+        nodes
+            .iter()
+            .map(|c| match &c.addr {
+                Addr::Tcp { host, port } => LockNodeInfo {
+                    host: Some(host.clone()),
+                    port: Some(u32::from(*port)),
+                    path: None,
+                    db: c.db,
+                },
+                Addr::Unix(path) => LockNodeInfo {
+                    host: None,
+                    port: None,
+                    path: Some(path.display().to_string()),
+                    db: c.db,
+                },
+            })
+            .collect()
+    }
+
+    /// Makes the locker over the chosen nodes (indexes into `lockNodes()`).
+    #[napi]
+    pub fn locker(&self, env: Env, chosen: Vec<u32>) -> napi::Result<NativeLocker> {
+        let voters: Vec<Connection> = if self.lock_nodes.is_empty() {
+            chosen
+                .iter()
+                .filter(|&&i| i == 0)
+                .map(|_| self.storage.connection().clone())
+                .collect()
+        } else {
+            let mut voters = Vec::new();
+            for &i in &chosen {
+                if let Some(config) = self.lock_nodes.get(i as usize) {
+                    let conn = Connection::new(config.clone(), default_retry_strategy(), runtime())
+                        .map_err(|e| throw(&env, &e))?;
+                    voters.push(conn);
+                }
+            }
+            voters
+        };
+        let locker = Locker::new(voters, self.lock_config.clone(), runtime())
+            .map_err(|e| throw(&env, &e))?;
+        *self
+            .locker
+            .lock()
+            .map_err(|_| throw(&env, &Error::config("locker state is poisoned")))? =
+            Some(locker.clone());
+        Ok(NativeLocker { locker })
     }
 
     /// The key prefix.
@@ -101,17 +171,27 @@ impl NativeAdapter {
         bridge::promise(env, async move { storage.clear().await.map(drop).into() })
     }
 
-    /// Closes the adapter's own connection (a shared client stays open).
+    /// Releases the locks held, then closes the adapter's own connections (a shared client
+    /// stays open); resolves like `unlock` (a report when a lock was lost).
     #[napi]
     pub fn close<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
         let conn = self
             .owns_connection
             .then(|| self.storage.connection().clone());
+        let locker = self.locker.lock().ok().and_then(|mut l| l.take());
+        let own_voters = !self.lock_nodes.is_empty();
         bridge::promise(env, async move {
+            let mut outcome = Outcome::Undefined;
+            if let Some(locker) = locker {
+                outcome = report_outcome(&locker.release_all().await);
+                if own_voters {
+                    locker.close_voters().await;
+                }
+            }
             if let Some(conn) = conn {
                 conn.quit().await;
             }
-            Outcome::Undefined
+            outcome
         })
     }
 }

@@ -5,4 +5,5 @@ mod adapter;
 mod bridge;
 mod client;
 mod error;
+mod locker;
 mod retry;

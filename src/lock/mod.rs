@@ -205,6 +205,13 @@ impl Locker {
         report
     }
 
+    /// Closes the voters' connections (after `release_all`), for voters the locker owns.
+    pub async fn close_voters(&self) {
+        for conn in &self.inner.voters {
+            conn.quit().await;
+        }
+    }
+
     /// How long a `lock` may take at most: every attempt and pause; `None` when unlimited.
     fn budget(&self) -> Option<Duration> {
         let c = &self.inner.config;

@@ -1,0 +1,62 @@
+//! `NativeLocker`: the Redlock locker behind `adapter.locker`.
+
+use napi::bindgen_prelude::{Env, Unknown};
+use napi_derive::napi;
+
+use super::bridge::{self, Outcome};
+use crate::lock::{Locker, UnlockReport};
+
+/// A voting node as `redlockFilter` sees it (the face wraps it as `{ options }`).
+#[napi(object)]
+pub struct LockNodeInfo {
+    pub host: Option<String>,
+    pub port: Option<u32>,
+    pub path: Option<String>,
+    pub db: i64,
+}
+
+/// The locker; settings and voters are fixed when it is made.
+#[napi]
+pub struct NativeLocker {
+    pub(crate) locker: Locker,
+}
+
+#[napi]
+impl NativeLocker {
+    /// Acquires one lock on all of `resources`.
+    #[napi]
+    pub fn lock<'env>(
+        &self,
+        env: &'env Env,
+        resources: Vec<String>,
+    ) -> napi::Result<Unknown<'env>> {
+        let locker = self.locker.clone();
+        bridge::promise(env, async move { locker.lock(&resources).await.into() })
+    }
+
+    /// Releases the locks holding `resources`; resolves `undefined`, or a report object
+    /// `{ lost, failures }` when something needs telling.
+    #[napi]
+    pub fn unlock<'env>(
+        &self,
+        env: &'env Env,
+        resources: Vec<String>,
+    ) -> napi::Result<Unknown<'env>> {
+        let locker = self.locker.clone();
+        bridge::promise(env, async move {
+            match locker.unlock(&resources).await {
+                Ok(report) => report_outcome(&report),
+                Err(e) => Outcome::Error(e),
+            }
+        })
+    }
+}
+
+/// `undefined` for a clean unlock, else the report as an object.
+pub(crate) fn report_outcome(report: &UnlockReport) -> Outcome {
+    if report.lost.is_empty() && report.failures.is_empty() {
+        return Outcome::Undefined;
+    }
+    let json = serde_json::json!({ "lost": report.lost, "failures": report.failures });
+    Outcome::Json(Some(json.to_string().into_bytes()))
+}
