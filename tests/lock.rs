@@ -44,7 +44,9 @@ async fn excludes_callers_of_one_and_of_two_lockers() {
                 for _ in 0..25 {
                     l.lock(&res(&["counter-lock"])).await.unwrap();
                     let n = int(&data, &["GET", "counter"]).await;
-                    data.send(&cmd(&["SET", "counter", &(n + 1).to_string()])).await.unwrap();
+                    data.send(&cmd(&["SET", "counter", &(n + 1).to_string()]))
+                        .await
+                        .unwrap();
                     l.unlock(&res(&["counter-lock"])).await.unwrap();
                 }
             }));
@@ -55,9 +57,17 @@ async fn excludes_callers_of_one_and_of_two_lockers() {
         t.await.unwrap();
     }
     assert_eq!(int(&data, &["GET", "counter"]).await, 400);
-    assert_eq!(int(&data, &["EXISTS", "counter-lock"]).await, 0, "no lock key left behind");
+    assert_eq!(
+        int(&data, &["EXISTS", "counter-lock"]).await,
+        0,
+        "no lock key left behind"
+    );
     // A hand-off that slept out retry delays would take minutes; this bounds a stall, not speed.
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,9 +88,16 @@ async fn multi_resource_lock_is_all_or_nothing_and_released_once() {
     assert_eq!(value, data.send(&cmd(&["GET", "y"])).await.unwrap());
     let err = b.lock(&res(&["y", "z"])).await.unwrap_err();
     assert_eq!(err.code(), "ERR_LOCK_NOT_ACQUIRED");
-    assert!(err.message().contains("\"y\"") && err.message().contains("2 attempts"), "{err}");
+    assert!(
+        err.message().contains("\"y\"") && err.message().contains("2 attempts"),
+        "{err}"
+    );
     assert!(err.message().contains("held by another"), "{err}");
-    assert_eq!(int(&data, &["EXISTS", "z"]).await, 0, "a failed attempt leaves nothing");
+    assert_eq!(
+        int(&data, &["EXISTS", "z"]).await,
+        0,
+        "a failed attempt leaves nothing"
+    );
 
     let report = a.unlock(&res(&["x", "y"])).await.unwrap();
     assert_eq!(report.released, 1);
@@ -88,7 +105,11 @@ async fn multi_resource_lock_is_all_or_nothing_and_released_once() {
     assert_eq!(int(&data, &["EXISTS", "x", "y"]).await, 0);
     b.lock(&res(&["y", "z"])).await.unwrap();
     b.unlock(&res(&["z"])).await.unwrap();
-    assert_eq!(int(&data, &["EXISTS", "y", "z"]).await, 0, "unlocking one resource frees the lock");
+    assert_eq!(
+        int(&data, &["EXISTS", "y", "z"]).await,
+        0,
+        "unlocking one resource frees the lock"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +118,9 @@ async fn unlock_never_touches_another_holders_key() {
     let l = locker(vec![server.connect()], LockConfig::default());
     let data = server.connect();
     // Not held: resolves without effect.
-    data.send(&cmd(&["SET", "theirs", "someone-else"])).await.unwrap();
+    data.send(&cmd(&["SET", "theirs", "someone-else"]))
+        .await
+        .unwrap();
     let report = l.unlock(&res(&["theirs"])).await.unwrap();
     assert_eq!(report.released, 0);
     assert_eq!(int(&data, &["EXISTS", "theirs"]).await, 1);
@@ -113,7 +136,13 @@ async fn a_held_lock_is_extended_past_its_ttl() {
         ..LockConfig::default()
     };
     let holder = locker(vec![server.connect()], config.clone());
-    let other = locker(vec![server.connect()], LockConfig { retry_count: Some(0), ..config });
+    let other = locker(
+        vec![server.connect()],
+        LockConfig {
+            retry_count: Some(0),
+            ..config
+        },
+    );
     holder.lock(&res(&["long"])).await.unwrap();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -140,12 +169,18 @@ async fn a_lock_taken_over_is_reported_lost() {
     let data = server.connect();
     holder.lock(&res(&["stolen"])).await.unwrap();
     // Another holder's value replaces ours (as after an expiry during a network split).
-    data.send(&cmd(&["SET", "stolen", "someone-else", "PX", "10000"])).await.unwrap();
+    data.send(&cmd(&["SET", "stolen", "someone-else", "PX", "10000"]))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let report = holder.unlock(&res(&["stolen"])).await.unwrap();
     assert_eq!(report.lost, res(&["stolen"]));
     let value = data.send(&cmd(&["GET", "stolen"])).await.unwrap();
-    assert_eq!(value, Value::BulkString(b"someone-else".to_vec()), "their key stays");
+    assert_eq!(
+        value,
+        Value::BulkString(b"someone-else".to_vec()),
+        "their key stays"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,15 +203,28 @@ async fn quorum_of_independent_nodes() {
     servers[1].kill();
     let err = l.lock(&res(&["q"])).await.unwrap_err();
     assert_eq!(err.code(), "ERR_LOCK_NOT_ACQUIRED");
-    assert!(err.message().contains("2 needed") && err.message().contains("failed"), "{err}");
+    assert!(
+        err.message().contains("2 needed") && err.message().contains("failed"),
+        "{err}"
+    );
     let survivor = servers[2].connect();
-    assert_eq!(int(&survivor, &["EXISTS", "q"]).await, 0, "the minority's key was given back");
+    assert_eq!(
+        int(&survivor, &["EXISTS", "q"]).await,
+        0,
+        "the minority's key was given back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_keys_live_in_the_lock_db() {
     let server = RedisServer::start(&[]);
-    let l = locker(vec![server.connect()], LockConfig { db: 2, ..LockConfig::default() });
+    let l = locker(
+        vec![server.connect()],
+        LockConfig {
+            db: 2,
+            ..LockConfig::default()
+        },
+    );
     l.lock(&res(&["in-db-2"])).await.unwrap();
     let mut config = server.config();
     config.db = 2;
