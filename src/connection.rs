@@ -429,7 +429,7 @@ async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
             .client
             .get_multiplexed_async_connection_with_config(&inner.async_config)
             .await
-            .map_err(|e| Error::from_redis(&e, &inner.addr))?;
+            .map_err(|e| connect_error(&e, inner))?;
         if let Some(name) = &inner.config.connection_name {
             let mut setname = redis::cmd("CLIENT");
             setname.arg("SETNAME").arg(name);
@@ -458,6 +458,22 @@ async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
             }),
         None => attempt.await,
     }
+}
+
+/// A failed connection attempt; with TLS, an I/O failure that is not a refusal is most often the
+/// handshake (an untrusted certificate, a name mismatch, a server without TLS), so say so.
+fn connect_error(err: &redis::RedisError, inner: &Inner) -> Error {
+    let mapped = Error::from_redis(err, &inner.addr);
+    if inner.config.tls.is_some() && err.is_io_error() && !err.is_connection_refusal() {
+        return Error::new(
+            ErrorKind::Connection,
+            format!(
+                "TLS connection to {} failed: the handshake did not complete (is the server's certificate trusted by `tls.ca`, and is TLS enabled on that port?)",
+                inner.addr
+            ),
+        );
+    }
+    mapped
 }
 
 /// Builds the redis-rs client for the settings.

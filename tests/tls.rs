@@ -1,0 +1,161 @@
+//! TLS against a real `redis-server` with a certificate made for the test by the `openssl` CLI.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use alova_storage_redis::config::{Addr, ConnectionConfig, TlsConfig};
+use common::{cmd, connect, free_port};
+use redis::Value;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        status.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+/// A CA and a server certificate for localhost / 127.0.0.1, in `dir`.
+fn make_certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=alova-test-ca",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+}
+
+fn tls_config(port: u16, host: &str, tls: TlsConfig) -> ConnectionConfig {
+    ConnectionConfig {
+        addr: Addr::Tcp {
+            host: host.into(),
+            port,
+        },
+        tls: Some(tls),
+        max_retries_per_request: Some(0),
+        ..ConnectionConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_trusted_ca_insecure_mode_and_an_untrusted_certificate() {
+    let dir = std::env::temp_dir().join(format!("alova-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_certificates(&dir);
+    let port = free_port();
+    let cert = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let server = common::RedisServer::start(&[
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &cert("server.crt"),
+        "--tls-key-file",
+        &cert("server.key"),
+        "--tls-ca-cert-file",
+        &cert("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+
+    let trusted = connect(tls_config(
+        port,
+        "localhost",
+        TlsConfig {
+            ca: Some(ca),
+            reject_unauthorized: true,
+            ..TlsConfig::default()
+        },
+    ));
+    assert_eq!(
+        trusted.send(&cmd(&["SET", "k", "v"])).await.unwrap(),
+        Value::Okay
+    );
+
+    let insecure = connect(tls_config(
+        port,
+        "127.0.0.1",
+        TlsConfig {
+            reject_unauthorized: false,
+            ..TlsConfig::default()
+        },
+    ));
+    assert_eq!(
+        insecure.send(&cmd(&["GET", "k"])).await.unwrap(),
+        Value::BulkString(b"v".to_vec())
+    );
+
+    let untrusted = connect(tls_config(
+        port,
+        "localhost",
+        TlsConfig {
+            reject_unauthorized: true,
+            ..TlsConfig::default()
+        },
+    ));
+    let err = untrusted.send(&cmd(&["PING"])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_CONNECTION", "{err}");
+    assert!(err.message().contains("TLS"), "{err}");
+
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
