@@ -198,7 +198,17 @@ async fn quorum_of_independent_nodes() {
     servers[0].kill();
     l.lock(&res(&["q"])).await.unwrap();
     let report = l.unlock(&res(&["q"])).await.unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "the node that was down never held the key: {report:?}"
+    );
+
+    // A node that goes down while the lock is held is reported by the release.
+    l.lock(&res(&["q"])).await.unwrap();
+    servers[1].kill();
+    let report = l.unlock(&res(&["q"])).await.unwrap();
     assert_eq!(report.failures.len(), 1, "{report:?}");
+    servers[1].restart();
 
     servers[1].kill();
     let err = l.lock(&res(&["q"])).await.unwrap_err();

@@ -60,6 +60,17 @@ struct Held {
     guards: Mutex<Vec<OwnedMutexGuard<()>>>,
     lost: AtomicBool,
     stop: watch::Sender<bool>,
+    /// Which voters may hold the key: those that did not fail the last acquire or extend. A
+    /// release that fails elsewhere is no news (the key was never set there).
+    may_hold: Mutex<Vec<bool>>,
+}
+
+/// Which voters may have set the key in answer to `votes`.
+fn may_hold(votes: &[Vote]) -> Vec<bool> {
+    votes
+        .iter()
+        .map(|v| !matches!(v, Vote::Failed(_)))
+        .collect()
 }
 
 struct Inner {
@@ -142,7 +153,7 @@ impl Locker {
         }
         let value = random_hex();
         match self.acquire(&resources, &value).await {
-            Ok(start) => {
+            Ok((start, holders)) => {
                 let (stop, stop_rx) = watch::channel(false);
                 let held = Arc::new(Held {
                     resources: resources.clone(),
@@ -150,6 +161,7 @@ impl Locker {
                     guards: Mutex::new(guards),
                     lost: AtomicBool::new(false),
                     stop,
+                    may_hold: Mutex::new(holders),
                 });
                 {
                     let mut map = self.inner.held.lock().expect("lock map");
@@ -220,7 +232,7 @@ impl Locker {
     }
 
     /// Redlock attempts until one wins or they run out; returns when the winning attempt began.
-    async fn acquire(&self, resources: &[String], value: &str) -> Result<Instant> {
+    async fn acquire(&self, resources: &[String], value: &str) -> Result<(Instant, Vec<bool>)> {
         let c = &self.inner.config;
         let max_attempts = c.retry_count.map(|n| u64::from(n) + 1);
         let mut attempt = 0u64;
@@ -229,7 +241,7 @@ impl Locker {
             let start = Instant::now();
             let votes = self.inner.vote(&ACQUIRE_SCRIPT, resources, value).await;
             if self.inner.won(&votes, start) {
-                return Ok(start);
+                return Ok((start, may_hold(&votes)));
             }
             if votes.iter().any(|v| *v != Vote::No) {
                 // Give back what this attempt got (the script deletes only our value).
@@ -356,9 +368,12 @@ impl Inner {
         let votes = self
             .vote(&RELEASE_SCRIPT, &held.resources, &held.value)
             .await;
-        for (conn, vote) in self.voters.iter().zip(&votes) {
+        let holders = held.may_hold.lock().expect("holders").clone();
+        for ((conn, vote), may_hold) in self.voters.iter().zip(&votes).zip(holders) {
             if let Vote::Failed(why) = vote {
-                report.failures.push(format!("{}: {why}", conn.addr()));
+                if may_hold {
+                    report.failures.push(format!("{}: {why}", conn.addr()));
+                }
             }
         }
         if held.lost.load(Ordering::Relaxed) {
@@ -408,6 +423,7 @@ async fn keep_extended(
                 .vote(&EXTEND_SCRIPT, &held.resources, &held.value)
                 .await;
             if inner.won(&votes, attempt) {
+                *held.may_hold.lock().expect("holders") = may_hold(&votes);
                 start = attempt;
                 break;
             }

@@ -1,0 +1,183 @@
+'use strict';
+
+// alova's `atomize` (alova/server) end to end: child processes (fixtures/lock-atomize.js), each
+// with its own alova instance whose l2Cache is an adapter on one real redis-server, send requests
+// through atomize to a local HTTP server that records which requests overlap.
+//
+// atomize (alova 3.5, @alova/server): `atomize(method, { channel = 'default', timeout = 5000,
+// interval = 100 })` returns a hooked method whose `send()` loops `await l2Cache.locker.lock(channel)`
+// until success or `timeout`, sends the request, then `await locker.unlock(channel)` in finally.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const path = require('node:path');
+const { fork } = require('node:child_process');
+const { startRedis } = require('./servers');
+const { within, ioredisFor, closeAll } = require('./helpers');
+
+const FIXTURES = path.join(__dirname, 'fixtures');
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+const children = new Set();
+
+function forkFixture(name, config) {
+  const child = fork(path.join(FIXTURES, name), [JSON.stringify(config)], {
+    execPath: process.execPath,
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  children.add(child);
+  const messages = [];
+  const waiters = [];
+  let exited = null;
+  child.on('message', (msg) => {
+    messages.push(msg);
+    for (const w of waiters.splice(0)) w();
+  });
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+    children.delete(child);
+    for (const w of waiters.splice(0)) w();
+  });
+  child.on('error', () => {});
+  return {
+    child,
+    async next(type, ms = 30000) {
+      return within(
+        ms,
+        (async () => {
+          for (;;) {
+            const found = messages.find((m) => m.type === type);
+            if (found) return found;
+            const error = messages.find((m) => m.type === 'error');
+            if (error) throw new Error(`${name} failed: ${error.message}`);
+            if (exited) throw new Error(`${name} exited (${JSON.stringify(exited)}) before '${type}'`);
+            await new Promise((resolve) => waiters.push(resolve));
+          }
+        })(),
+        `${name} '${type}'`,
+      );
+    },
+  };
+}
+
+function killChildren() {
+  for (const child of children) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  children.clear();
+}
+process.on('exit', killChildren);
+
+// ---------------------------------------------------------------------------------------------
+
+describe('atomize with the locker', () => {
+  let redis;
+  let observer;
+  let httpServer;
+  let baseURL;
+  const open = [];
+
+  /** What the HTTP server saw: overlaps overall and between requests sharing a channel. */
+  let seen;
+  function resetSeen() {
+    seen = { total: 0, maxOverlap: 0, conflicts: [], disjointOverlaps: 0 };
+  }
+  const active = new Map(); // request id -> its channels
+
+  before(async () => {
+    redis = await startRedis();
+    observer = ioredisFor(redis, {}, open);
+    resetSeen();
+    httpServer = http.createServer((req, res) => {
+      const url = new URL(req.url, 'http://x');
+      const id = url.searchParams.get('id');
+      const channels = (url.searchParams.get('ch') || 'default').split(',');
+      const ms = Number(url.searchParams.get('ms') || 0);
+      seen.total += 1;
+      for (const [otherId, otherChannels] of active) {
+        if (channels.some((c) => otherChannels.includes(c))) seen.conflicts.push(`${id} (${channels}) during ${otherId} (${otherChannels})`);
+        else seen.disjointOverlaps += 1;
+      }
+      active.set(id, channels);
+      seen.maxOverlap = Math.max(seen.maxOverlap, active.size);
+      setTimeout(() => {
+        active.delete(id);
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ id }));
+      }, ms);
+    });
+    await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+    baseURL = `http://127.0.0.1:${httpServer.address().port}`;
+  });
+
+  after(async () => {
+    killChildren();
+    await closeAll(open);
+    httpServer?.closeAllConnections();
+    await new Promise((resolve) => (httpServer ? httpServer.close(resolve) : resolve()));
+    await redis?.stop();
+  });
+
+  /** Runs one fixture per entry of `perProcess` (its requests) at once; resolves with their results. */
+  async function runProcesses(perProcess, extra = {}, ms = 90000) {
+    resetSeen();
+    const procs = perProcess.map((requests) =>
+      forkFixture('lock-atomize.js', { port: redis.port, baseURL, timeout: 60000, requests, ...extra }),
+    );
+    await Promise.all(procs.map((p) => p.next('ready')));
+    for (const p of procs) p.child.send('go');
+    const results = await Promise.all(procs.map((p) => p.next('done', ms)));
+    for (const r of results) {
+      assert.deepEqual(r.failures, [], 'some atomized requests failed');
+      assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), [], 'a lock was lost while held');
+    }
+    return results;
+  }
+
+  it('serialises 3 processes x 20 concurrent atomized requests on the default channel', { timeout: 120000 }, async () => {
+    const perProcess = [0, 1, 2].map((p) =>
+      Array.from({ length: 20 }, (_, i) => ({ id: `p${p}-${i}`, ms: 20 })),
+    );
+    const results = await runProcesses(perProcess);
+    assert.deepEqual(results.map((r) => r.ok), [20, 20, 20]);
+    assert.equal(seen.total, 60);
+    assert.deepEqual(seen.conflicts, []);
+    assert.equal(seen.maxOverlap, 1);
+    assert.equal(await observer.exists('default'), 0, 'the lock key was left behind');
+  });
+
+  it('keeps requests 3x longer than redlockTTL exclusive (the lock is extended)', { timeout: 120000 }, async () => {
+    const perProcess = [0, 1, 2].map((p) =>
+      Array.from({ length: 3 }, (_, i) => ({ id: `long-p${p}-${i}`, channel: 'long', ms: 900 })),
+    );
+    const results = await runProcesses(perProcess, { redlockTTL: 300 });
+    assert.deepEqual(results.map((r) => r.ok), [3, 3, 3]);
+    assert.equal(seen.total, 9);
+    assert.deepEqual(seen.conflicts, [], 'two requests of one channel overlapped: a lock expired under a long request');
+    assert.equal(seen.maxOverlap, 1);
+    assert.equal(await observer.exists('long'), 0, 'the lock key was left behind');
+  });
+
+  it('excludes requests that share any channel of a multi-channel atomize', { timeout: 120000 }, async () => {
+    const perProcess = [0, 1, 2].map((p) => [
+      ...Array.from({ length: 4 }, (_, i) => ({ id: `ab-p${p}-${i}`, channel: ['a', 'b'], ms: 50 })),
+      ...Array.from({ length: 4 }, (_, i) => ({ id: `bc-p${p}-${i}`, channel: ['b', 'c'], ms: 50 })),
+      ...Array.from({ length: 4 }, (_, i) => ({ id: `d-p${p}-${i}`, channel: ['d'], ms: 50 })),
+    ]);
+    const results = await runProcesses(perProcess);
+    assert.deepEqual(results.map((r) => r.ok), [12, 12, 12]);
+    assert.equal(seen.total, 36);
+    assert.deepEqual(seen.conflicts, [], 'requests sharing a channel overlapped');
+    // 'd' shares nothing with ['a','b'] / ['b','c']: the lock is per resource, not global.
+    assert.ok(seen.disjointOverlaps > 0, 'a channel-d request never ran alongside an a/b/c request');
+    assert.equal(await observer.exists('a', 'b', 'c', 'd'), 0, 'a lock key was left behind');
+  });
+});
