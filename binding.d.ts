@@ -13,6 +13,10 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeAdapter {
   /** Parses the adapter's options (JSON) and connects, or shares `client`'s connection. */
   constructor(optionsJson: string, client?: NativeClient | undefined | null, retryStrategy?: ((arg: number) => number | null) | undefined | null)
+  /** The nodes that may vote on locks, in order, for `redlockFilter`. */
+  lockNodes(): Array<LockNodeInfo>
+  /** Makes the locker over the chosen nodes (indexes into `lockNodes()`). */
+  locker(chosen: Array<number>): NativeLocker
   /** The key prefix. */
   get keyPrefix(): string
   /** A client object over this adapter's connection. */
@@ -25,7 +29,10 @@ export declare class NativeAdapter {
   remove(key: string): unknown
   /** Removes every key under the prefix. */
   clear(): unknown
-  /** Closes the adapter's own connection (a shared client stays open). */
+  /**
+   * Releases the locks held, then closes the adapter's own connections (a shared client
+   * stays open); resolves like `unlock` (a report when a lock was lost).
+   */
   close(): unknown
 }
 
@@ -41,4 +48,23 @@ export declare class NativeClient {
   quit(): unknown
   /** Closes at once. */
   disconnect(): void
+}
+
+/** The locker; settings and voters are fixed when it is made. */
+export declare class NativeLocker {
+  /** Acquires one lock on all of `resources`. */
+  lock(resources: Array<string>): unknown
+  /**
+   * Releases the locks holding `resources`; resolves `undefined`, or a report object
+   * `{ lost, failures }` when something needs telling.
+   */
+  unlock(resources: Array<string>): unknown
+}
+
+/** A voting node as `redlockFilter` sees it (the face wraps it as `{ options }`). */
+export interface LockNodeInfo {
+  host?: string
+  port?: number
+  path?: string
+  db: number
 }

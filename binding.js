@@ -780,3 +780,4 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeAdapter = nativeBinding.NativeAdapter
 module.exports.NativeClient = nativeBinding.NativeClient
+module.exports.NativeLocker = nativeBinding.NativeLocker

@@ -1,0 +1,944 @@
+// Public types of @alova/storage-redis (native).
+//
+// Written by hand: the generated `binding.d.ts` describes the internal native binding, not this
+// API. Nothing here needs `@types/node`, `ioredis` or `alova` at type level: ioredis clients are
+// described by their shape (so `{ client: new Redis() }` keeps the type `Redis`), binary values
+// are `Uint8Array` (a Node `Buffer` is one), and the adapter satisfies alova's
+// `AlovaGlobalCacheAdapter` structurally.
+//
+// CommonJS: `module.exports` is the adapter class, with `RedisStorageAdapter` and `RedisClient`
+// on it. ESM (`index.mjs`): default export the class, named exports the same two.
+
+/**
+ * alova 3's `l2Cache` in Redis, backed by a native (Rust) client.
+ *
+ * `T` is the shape of the options it was created with; it decides the type of
+ * {@link RedisStorageAdapter.client | client}: the object passed as `{ client }`, otherwise this
+ * package's {@link RedisStorageAdapter.RedisClient | RedisClient}.
+ *
+ * @example
+ * const { createAlova } = require('alova');
+ * const RedisStorageAdapter = require('@alova/storage-redis');
+ *
+ * const alova = createAlova({
+ *   // ...
+ *   l2Cache: new RedisStorageAdapter({ host: 'localhost', port: 6379, db: 0, keyPrefix: 'my-app:' })
+ * });
+ *
+ * @example
+ * // An existing ioredis client: `adapter.client` is typed as that client.
+ * import Redis from 'ioredis';
+ * const adapter = new RedisStorageAdapter({ client: new Redis(process.env.REDIS_URL!) });
+ */
+declare class RedisStorageAdapter<
+  T extends RedisStorageAdapter.RedisStorageAdapterConfig = RedisStorageAdapter.RedisStorageAdapterOptions
+> {
+  /**
+   * Connects with ioredis-style options (`{ host, port, ... }`), shares a client
+   * (`{ client }`), or, later, a cluster (`{ nodes, options }`). Every option is checked here:
+   * a wrong or unknown one throws a `TypeError` with `code: 'ERR_INVALID_OPTION'` naming it.
+   *
+   * @throws {RedisStorageAdapter.RedisStorageError} `ERR_INVALID_OPTION`
+   */
+  constructor(options: T & RedisStorageAdapter.NoInference<RedisStorageAdapter.NoUnknownOptions<T>>);
+  /**
+   * Connects to a `redis://`, `rediss://` or `unix://` URL (or a unix socket path); without an
+   * argument, to `localhost:6379`.
+   *
+   * @example
+   * new RedisStorageAdapter('redis://user:secret@localhost:6379/2');
+   * @throws {RedisStorageAdapter.RedisStorageError} `ERR_INVALID_OPTION`
+   */
+  constructor(url?: string);
+
+  /** Always `'adapterRedis'`. */
+  readonly name: 'adapterRedis';
+
+  /**
+   * Prefix of every cache key (`keyPrefix + key`).
+   * @default 'alova:'
+   */
+  readonly keyPrefix: string;
+
+  /**
+   * The client in use: exactly the object passed as `{ client }`, otherwise a
+   * {@link RedisStorageAdapter.RedisClient | RedisClient} over the adapter's own connection.
+   */
+  readonly client: RedisStorageAdapter.ClientOf<T>;
+
+  /**
+   * The Redlock locker that alova's `atomize` strategy uses: the same object on every read,
+   * created on first read, when `redlockFilter` picks the voting nodes.
+   *
+   * @throws {RedisStorageAdapter.RedisStorageError} `ERR_NO_LOCK_NODE` (message
+   *   `No redis client available`) when `redlockFilter` leaves no node.
+   */
+  readonly locker: RedisStorageAdapter.RedisLocker;
+
+  /**
+   * Stores `JSON.stringify(value)` under `keyPrefix + key`. When `value` is an array whose `[1]`
+   * is a number (alova's `[data, expireTimestamp, tag]`), the key expires at that timestamp (ms);
+   * a timestamp already past writes nothing.
+   *
+   * @throws {RedisStorageAdapter.RedisStorageError} (rejects) `ERR_INVALID_ARG` for a key that is
+   *   not a string or a value JSON cannot hold (circular, BigInt), in which case nothing is
+   *   written; a connection error code otherwise.
+   */
+  set(key: string, value: any): Promise<void>;
+
+  /**
+   * The parsed value stored under `keyPrefix + key`, or `undefined` when there is none.
+   *
+   * @throws {RedisStorageAdapter.RedisStorageError} (rejects) `ERR_INVALID_VALUE` when the stored
+   *   text is not JSON; `ERR_INVALID_ARG`; a connection error code.
+   */
+  get<V = any>(key: string): Promise<V | undefined>;
+
+  /**
+   * Deletes `keyPrefix + key`.
+   * @throws {RedisStorageAdapter.RedisStorageError} (rejects) `ERR_INVALID_ARG`; a connection error code.
+   */
+  remove(key: string): Promise<void>;
+
+  /**
+   * Removes every key under `keyPrefix`, and nothing else (incrementally, with `SCAN`; never
+   * `KEYS` or `FLUSHDB`). alova calls it from `invalidateCache()` without arguments.
+   *
+   * @throws {RedisStorageAdapter.RedisStorageError} (rejects) `ERR_CLEAR_REFUSED` when `keyPrefix`
+   *   is `''` (it would remove every key of the database); a connection error code.
+   */
+  clear(): Promise<void>;
+
+  /**
+   * Closes the connection the adapter opened. A client passed as `{ client }` stays open (its
+   * owner closes it). Node exits once nothing else is pending, even without `close()`.
+   */
+  close(): Promise<void>;
+}
+
+declare namespace RedisStorageAdapter {
+  // ----------------------------------------------------------------------------------------
+  // Errors
+  // ----------------------------------------------------------------------------------------
+
+  /**
+   * The `code` of every error this package raises. Branch on it, never on the message.
+   *
+   * | code | when |
+   * | --- | --- |
+   * | `ERR_INVALID_OPTION` | a wrong or unknown option, at construction |
+   * | `ERR_INVALID_ARG` | a wrong argument (non-string key, value JSON cannot hold, refused command) |
+   * | `ERR_INVALID_VALUE` | a stored value is not JSON |
+   * | `ERR_CONNECTION` | the server cannot be reached, or the connection broke and did not come back |
+   * | `ERR_TIMEOUT` | `connectTimeout` or `commandTimeout` ran out |
+   * | `ERR_AUTH` | the server refused the credentials |
+   * | `ERR_CLOSED` | the client or adapter was closed |
+   * | `ERR_REPLY` | the server answered with an error reply |
+   * | `ERR_CLEAR_REFUSED` | `clear()` with an empty `keyPrefix` |
+   * | `ERR_PROTOCOL` | a reply of an unexpected shape |
+   * | `ERR_LOCK_NOT_ACQUIRED` | `locker.lock()` ran out of attempts |
+   * | `ERR_NO_LOCK_NODE` | `redlockFilter` left no node to lock on (`No redis client available`) |
+   *
+   * Two more codes are process warnings (`process.on('warning')`), never rejections:
+   * `ERR_LOCK_LOST` (a held lock expired or was taken before `unlock`) and `ERR_LOCK_RELEASE`
+   * (a release failed on some node; the keys expire after `redlockTTL`).
+   */
+  type ErrorCode =
+    | 'ERR_INVALID_OPTION'
+    | 'ERR_INVALID_ARG'
+    | 'ERR_INVALID_VALUE'
+    | 'ERR_CONNECTION'
+    | 'ERR_TIMEOUT'
+    | 'ERR_AUTH'
+    | 'ERR_CLOSED'
+    | 'ERR_REPLY'
+    | 'ERR_CLEAR_REFUSED'
+    | 'ERR_PROTOCOL'
+    | 'ERR_LOCK_NOT_ACQUIRED'
+    | 'ERR_NO_LOCK_NODE';
+
+  /**
+   * What this package throws and rejects with: an `Error` (a `TypeError` for wrong options and
+   * arguments) with a {@link ErrorCode | code}. Messages never contain a password.
+   *
+   * @example
+   * try {
+   *   await adapter.get('key');
+   * } catch (e) {
+   *   if ((e as RedisStorageAdapter.RedisStorageError).code === 'ERR_TIMEOUT') retryLater();
+   *   else throw e;
+   * }
+   */
+  interface RedisStorageError extends Error {
+    code: ErrorCode;
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Connection options (ioredis RedisOptions)
+  // ----------------------------------------------------------------------------------------
+
+  /** TLS settings (`tls: { ... }`). */
+  interface RedisTlsOptions {
+    /**
+     * Trusted CA certificate(s), PEM. The system's root certificates when absent.
+     * @default undefined
+     */
+    ca?: string | Uint8Array | ReadonlyArray<string | Uint8Array>;
+    /**
+     * Client certificate chain, PEM, for mutual TLS; give `key` with it.
+     * @default undefined
+     */
+    cert?: string | Uint8Array | ReadonlyArray<string | Uint8Array>;
+    /**
+     * Client private key, PEM, for mutual TLS; give `cert` with it.
+     * @default undefined
+     */
+    key?: string | Uint8Array | ReadonlyArray<string | Uint8Array>;
+    /**
+     * Verify the server's certificate. `false` accepts any certificate (tests only).
+     * @default true
+     */
+    rejectUnauthorized?: boolean;
+    /**
+     * The name the certificate is checked against. Must equal `host` (certificates are verified
+     * against the host name), so it is only a consistency check.
+     * @default the value of `host`
+     */
+    servername?: string;
+  }
+
+  /**
+   * `times => delay`: milliseconds to wait before reconnection attempt `times` (from 1), or
+   * `null`/`undefined` to stop reconnecting (pending and later commands then fail with
+   * `ERR_CONNECTION`).
+   */
+  type RetryStrategy = (times: number) => number | null | undefined | void;
+
+  /**
+   * How to reach one Redis server: the ioredis `RedisOptions` this package supports. The
+   * defaults are ioredis's.
+   *
+   * Accepted but without effect (so existing ioredis option objects keep working):
+   * `family`, `showFriendlyErrorStack`, `enableReadyCheck`, `autoResubscribe`,
+   * `enableAutoPipelining`, `autoPipeliningIgnoredPrefixes`, `stringNumbers`,
+   * `disconnectTimeout`, `maxLoadingRetryTime`, `offlineQueue`.
+   *
+   * Refused with `ERR_INVALID_OPTION` (typed `never`): `sentinels`, `name`, `role`,
+   * `sentinelPassword`, `Connector`, `reconnectOnError`, `scripts`, `monitor`, `readOnly`,
+   * `socketTimeout`; and any key not listed here.
+   */
+  interface RedisClientOptions {
+    /**
+     * Server host name or IP address.
+     * @default 'localhost'
+     */
+    host?: string;
+    /**
+     * Server port: a number or a numeric string (`'6379'`), 1 to 65535.
+     * @default 6379
+     */
+    port?: number | string;
+    /**
+     * Unix socket path; replaces `host` and `port`.
+     * @default undefined
+     * @example '/run/redis/redis.sock'
+     */
+    path?: string;
+    /**
+     * ACL user name (Redis >= 6), sent with `AUTH`.
+     * @default undefined (the `default` user)
+     */
+    username?: string;
+    /**
+     * Password, sent with `AUTH`. Never appears in an error message.
+     * @default undefined (no AUTH)
+     */
+    password?: string;
+    /**
+     * Database index.
+     * @default 0
+     */
+    db?: number;
+    /**
+     * TLS: `true` for the system's roots, or settings. A `rediss://` URL turns it on, too.
+     * @default undefined (plain TCP)
+     * @example { ca: fs.readFileSync('ca.pem'), servername: 'redis.internal' }
+     */
+    tls?: boolean | RedisTlsOptions;
+    /**
+     * A `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) or `unix://` URL, or a
+     * unix socket path. Options given beside it override what it says.
+     * @default undefined
+     * @example 'redis://default:secret@localhost:6379/0'
+     */
+    url?: string;
+    /**
+     * Milliseconds a connection attempt may take; `0` waits as long as the system does.
+     * @default 10000
+     */
+    connectTimeout?: number;
+    /**
+     * Milliseconds a command may wait for its reply before it rejects with `ERR_TIMEOUT`.
+     * @default undefined (no limit)
+     */
+    commandTimeout?: number;
+    /**
+     * Name set with `CLIENT SETNAME` on every connection (shows in `CLIENT LIST`). No spaces.
+     * @default undefined
+     */
+    connectionName?: string;
+    /**
+     * TCP keep-alive initial delay in milliseconds; `0` leaves keep-alive off.
+     * @default 0
+     */
+    keepAlive?: number | boolean;
+    /**
+     * Disable Nagle's algorithm (`TCP_NODELAY`).
+     * @default true
+     */
+    noDelay?: boolean;
+    /**
+     * Connect on the first command instead of at construction (`status` is `'wait'` until then).
+     * @default false
+     */
+    lazyConnect?: boolean;
+    /**
+     * Commands issued while disconnected wait for the connection instead of failing at once.
+     * @default true
+     */
+    enableOfflineQueue?: boolean;
+    /**
+     * Reconnection attempts a waiting command sits through before it rejects with
+     * `ERR_CONNECTION`; `null` waits as long as the client reconnects.
+     * @default 20
+     */
+    maxRetriesPerRequest?: number | null;
+    /**
+     * Delay before each reconnection attempt.
+     * @default times => Math.min(times * 50, 2000)
+     * @example retryStrategy: times => (times > 10 ? null : times * 100)
+     */
+    retryStrategy?: RetryStrategy | null;
+    /**
+     * Commands that failed only because the connection dropped are sent again once it is back.
+     * @default true
+     */
+    autoResendUnfulfilledCommands?: boolean;
+
+    // Accepted, no effect.
+
+    /**
+     * No effect: the address family follows the host name's resolution.
+     * @default 4
+     */
+    family?: number;
+    /**
+     * No effect: errors carry a `code` and a plain stack.
+     * @default false
+     */
+    showFriendlyErrorStack?: boolean;
+    /**
+     * No effect: the connection is ready when the server answers.
+     * @default true
+     */
+    enableReadyCheck?: boolean;
+    /**
+     * No effect: there are no subscriptions on the shared connection.
+     * @default true
+     */
+    autoResubscribe?: boolean;
+    /**
+     * No effect: every command is always pipelined on one socket.
+     * @default false
+     */
+    enableAutoPipelining?: boolean;
+    /**
+     * No effect (see `enableAutoPipelining`).
+     * @default []
+     */
+    autoPipeliningIgnoredPrefixes?: string[];
+    /**
+     * No effect: integer replies are numbers.
+     * @default false
+     */
+    stringNumbers?: boolean;
+    /**
+     * No effect: `disconnect()` closes at once.
+     * @default 2000
+     */
+    disconnectTimeout?: number;
+    /**
+     * No effect.
+     * @default 10000
+     */
+    maxLoadingRetryTime?: number;
+    /**
+     * No effect (use `enableOfflineQueue`).
+     * @default true
+     */
+    offlineQueue?: boolean;
+
+    // Refused: these throw ERR_INVALID_OPTION.
+
+    /**
+     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    sentinels?: never;
+    /**
+     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    name?: never;
+    /**
+     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    role?: never;
+    /**
+     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    sentinelPassword?: never;
+    /**
+     * Not supported: custom connectors. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    Connector?: never;
+    /**
+     * Not supported. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    reconnectOnError?: never;
+    /**
+     * Not supported (ioredis `defineCommand`); use `client.call('EVAL', ...)`. Throws
+     * `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    scripts?: never;
+    /**
+     * Not supported: monitor mode. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    monitor?: never;
+    /**
+     * Not supported (cluster replicas). Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    readOnly?: never;
+    /**
+     * Not supported; use `commandTimeout`. Throws `ERR_INVALID_OPTION`.
+     * @default undefined
+     */
+    socketTimeout?: never;
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Adapter options
+  // ----------------------------------------------------------------------------------------
+
+  /** Redlock settings, with the defaults of `@sesamecare-oss/redlock`. */
+  interface RedlockOptions {
+    /**
+     * Clock drift allowance as a fraction of the TTL, in [0, 1): a lock is valid for
+     * `ttl - elapsed - (driftFactor * ttl + 2)` ms.
+     * @default 0.01
+     */
+    driftFactor?: number;
+    /**
+     * Attempts after the first before `lock()` rejects; `-1` tries forever.
+     * @default 10
+     */
+    retryCount?: number;
+    /**
+     * Milliseconds between attempts.
+     * @default 200
+     */
+    retryDelay?: number;
+    /**
+     * Random milliseconds, plus or minus, added to each pause.
+     * @default 100
+     */
+    retryJitter?: number;
+    /**
+     * How long (ms) before expiry a held lock is extended, so a lock outlives a slow request.
+     * @default 500
+     */
+    automaticExtensionThreshold?: number;
+    /**
+     * The database the lock keys live in.
+     * @default 0
+     */
+    db?: number;
+  }
+
+  /**
+   * A node that votes in Redlock, as `redlockFilter` sees it: `node.options.host` and
+   * `node.options.port` read as on an ioredis client.
+   */
+  interface RedlockNode {
+    readonly options: {
+      readonly host?: string;
+      readonly port?: number;
+      readonly path?: string;
+      readonly db?: number;
+    };
+  }
+
+  /** The options every shape takes beside its connection. */
+  interface RedisStorageCommonOptions {
+    /**
+     * Prefix of every cache key. It is not a connection-level prefix: `client` commands see
+     * keys as they are. `''` is allowed, but then `clear()` refuses (`ERR_CLEAR_REFUSED`).
+     * @default 'alova:'
+     */
+    keyPrefix?: string;
+    /**
+     * Redlock settings for {@link RedisStorageAdapter.locker | locker}.
+     * @default {} (every setting at its default)
+     * @example redlockOptions: { retryCount: 5, retryDelay: 100 }
+     */
+    redlockOptions?: RedlockOptions;
+    /**
+     * Picks the nodes that vote in Redlock (a cluster's masters, by default all). No node left:
+     * `lock()` throws `No redis client available`.
+     * @default undefined (every node votes)
+     * @example redlockFilter: node => node.options.port !== 6380
+     */
+    redlockFilter?(node: RedlockNode): boolean;
+    /**
+     * Lock time to live in milliseconds (extended automatically while held).
+     * @default 5000
+     */
+    redlockTTL?: number;
+  }
+
+  /**
+   * `new RedisStorageAdapter({ host, port, ... })`: the adapter opens its own connection.
+   *
+   * @example
+   * new RedisStorageAdapter({ host: 'localhost', port: '6379', username: 'default', password: 'secret', db: 0 });
+   */
+  interface RedisStorageAdapterOptions extends RedisStorageCommonOptions, RedisClientOptions {}
+
+  /** A cluster node: `{ host, port }`, a port, or `'host:port'` (as ioredis takes them). */
+  type ClusterNode = string | number | { host?: string; port?: number | string };
+
+  /** ioredis `ClusterOptions` (support arrives with cluster support). */
+  interface RedisClusterOptions {
+    /**
+     * Connection options of every node (password, tls, timeouts, ...).
+     * @default {}
+     */
+    redisOptions?: RedisClientOptions;
+    /** Other ioredis ClusterOptions; checked when cluster support lands. */
+    [option: string]: unknown;
+  }
+
+  /**
+   * `new RedisStorageAdapter({ nodes, options })`: a Redis Cluster.
+   *
+   * Typed now; this build throws `ERR_INVALID_OPTION` for it (cluster support comes in a later
+   * release).
+   */
+  interface RedisClusterStorageAdapterOptions extends RedisStorageCommonOptions {
+    /**
+     * Startup nodes; the rest are discovered.
+     * @example [{ host: 'localhost', port: 6379 }, { host: 'localhost', port: 6380 }]
+     */
+    nodes: ClusterNode[];
+    /**
+     * Cluster options.
+     * @default {}
+     */
+    options?: RedisClusterOptions;
+  }
+
+  /**
+   * An ioredis `Redis` instance, by its shape (ioredis itself is not needed to type-check).
+   * The adapter opens its own native connection to the same server with the same credentials
+   * (`host`, `port`, `path`, `username`, `password`, `db`, `tls`); `client` stays the instance
+   * passed in.
+   */
+  interface IORedisClient {
+    readonly options: {
+      host?: string;
+      port?: number;
+      path?: string;
+      username?: string;
+      password?: string;
+      db?: number;
+    };
+    sendCommand(...args: any[]): unknown;
+  }
+
+  /** An ioredis `Cluster` instance, by its shape. Refused by this build (`ERR_INVALID_OPTION`). */
+  interface IORedisCluster {
+    readonly isCluster: boolean;
+    nodes(...args: any[]): unknown[];
+    sendCommand(...args: any[]): unknown;
+  }
+
+  /** What `{ client }` may hold. */
+  type SupportedClient = RedisClient | IORedisClient | IORedisCluster;
+
+  /**
+   * `new RedisStorageAdapter({ client })`: use an existing client. With this package's
+   * {@link RedisClient} the adapter shares its connection; `client` is exactly the object passed.
+   * No connection option may be given beside `client`.
+   *
+   * @example
+   * const client = new RedisClient({ host: 'localhost' });
+   * const adapter = new RedisStorageAdapter({ client, keyPrefix: 'app:' });
+   * adapter.client === client; // true, and typed RedisClient
+   */
+  interface RedisStorageInstance<C extends SupportedClient = SupportedClient>
+    extends RedisStorageCommonOptions {
+    /** The client to use. */
+    client: C;
+  }
+
+  /** Any of the three option shapes. */
+  type RedisStorageAdapterConfig =
+    | RedisStorageAdapterOptions
+    | RedisClusterStorageAdapterOptions
+    | RedisStorageInstance<SupportedClient>;
+
+  /** The type of `adapter.client` for options of type `T`. */
+  type ClientOf<T> = T extends { client: infer C } ? C : RedisClient;
+
+  /** The option names the shape of `T` allows. */
+  type KnownOptionKeys<T> = T extends { client: any }
+    ? keyof RedisStorageInstance
+    : T extends { nodes: any }
+      ? keyof RedisClusterStorageAdapterOptions
+      : keyof RedisStorageAdapterOptions;
+
+  /**
+   * Makes an unknown option (a typo, or a connection option beside `client`) a type error
+   * while `T` is still inferred from the argument.
+   */
+  type NoUnknownOptions<T> = [Exclude<keyof T, KnownOptionKeys<T>>] extends [never]
+    ? unknown
+    : { [K in Exclude<keyof T, KnownOptionKeys<T>>]: never };
+
+  /**
+   * `T`, kept out of type inference (TypeScript 5.4's `NoInfer`, written so older compilers
+   * understand it): `T` is inferred from the options alone, and callbacks in them
+   * (`retryStrategy`, `redlockFilter`) keep their parameter types.
+   */
+  type NoInference<T> = [T][T extends any ? 0 : never];
+
+  // ----------------------------------------------------------------------------------------
+  // The locker
+  // ----------------------------------------------------------------------------------------
+
+  /**
+   * Redlock over the adapter's nodes, as alova's `AlovaStorageAdapterLocker`. Lock keys are the
+   * resource names as given (no `keyPrefix`) and interoperate with `@sesamecare-oss/redlock`.
+   *
+   * @example
+   * await adapter.locker.lock('orders');
+   * try { ... } finally { await adapter.locker.unlock('orders'); }
+   */
+  interface RedisLocker {
+    /** The effective Redlock settings: `redlockOptions` over their defaults. */
+    readonly options: Readonly<Required<RedlockOptions>>;
+    /**
+     * Acquires every resource at once on a majority of the nodes, retrying per
+     * `redlockOptions`; the lock is extended while held.
+     * @throws {RedisStorageError} (rejects) `ERR_LOCK_NOT_ACQUIRED` after the last attempt.
+     */
+    lock(resource: string | string[]): Promise<void>;
+    /**
+     * Releases what this adapter holds; a resource it does not hold is ignored. A lock lost
+     * while held is reported by a process warning (`ERR_LOCK_LOST`), never by a rejection.
+     */
+    unlock(resource: string | string[]): Promise<void>;
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // RedisClient
+  // ----------------------------------------------------------------------------------------
+
+  /**
+   * A command argument. Arrays are spread, `Map`s and plain objects become field/value pairs,
+   * numbers become strings, `null`/`undefined` become `''` (as in ioredis).
+   */
+  type RedisCommandArg =
+    | string
+    | number
+    | Uint8Array
+    | null
+    | undefined
+    | readonly RedisCommandArg[]
+    | ReadonlyMap<string | number | Uint8Array, string | number | Uint8Array>
+    | { readonly [field: string]: string | number | Uint8Array };
+
+  /** ioredis's connection states. */
+  type RedisClientStatus = 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end';
+
+  /**
+   * A method per Redis command, named as in ioredis (lower case). Replies come back as ioredis
+   * returns them: bulk and status replies as strings, integers as numbers, nil as `null`, arrays
+   * as arrays. Commands that would change the shared connection's state (`SELECT`, `MULTI`,
+   * `SUBSCRIBE`, blocking pops, ...) are not offered and `call` refuses them (`ERR_INVALID_ARG`).
+   */
+  interface RedisCommands {
+    get(key: string | Uint8Array): Promise<string | null>;
+    set(key: string | Uint8Array, value: string | number | Uint8Array, ...options: RedisCommandArg[]): Promise<'OK' | string | null>;
+    setnx(key: string | Uint8Array, value: string | number | Uint8Array): Promise<number>;
+    getdel(key: string | Uint8Array): Promise<string | null>;
+    mget(...keys: RedisCommandArg[]): Promise<Array<string | null>>;
+    del(...keys: RedisCommandArg[]): Promise<number>;
+    unlink(...keys: RedisCommandArg[]): Promise<number>;
+    exists(...keys: RedisCommandArg[]): Promise<number>;
+    expire(key: string | Uint8Array, seconds: number | string, ...options: RedisCommandArg[]): Promise<number>;
+    pexpire(key: string | Uint8Array, milliseconds: number | string, ...options: RedisCommandArg[]): Promise<number>;
+    ttl(key: string | Uint8Array): Promise<number>;
+    pttl(key: string | Uint8Array): Promise<number>;
+    type(key: string | Uint8Array): Promise<string>;
+    incr(key: string | Uint8Array): Promise<number>;
+    incrby(key: string | Uint8Array, increment: number | string): Promise<number>;
+    decr(key: string | Uint8Array): Promise<number>;
+    decrby(key: string | Uint8Array, decrement: number | string): Promise<number>;
+    hget(key: string | Uint8Array, field: string | Uint8Array): Promise<string | null>;
+    hset(key: string | Uint8Array, ...fieldsAndValues: RedisCommandArg[]): Promise<number>;
+    hdel(key: string | Uint8Array, ...fields: RedisCommandArg[]): Promise<number>;
+    keys(pattern: string): Promise<string[]>;
+    scan(cursor: number | string, ...options: RedisCommandArg[]): Promise<[cursor: string, keys: string[]]>;
+    ping(message?: string): Promise<string>;
+    echo(message: string | Uint8Array): Promise<string>;
+    dbsize(): Promise<number>;
+    publish(channel: string | Uint8Array, message: string | number | Uint8Array): Promise<number>;
+    acl(...args: RedisCommandArg[]): Promise<any>;
+    append(...args: RedisCommandArg[]): Promise<any>;
+    bgrewriteaof(...args: RedisCommandArg[]): Promise<any>;
+    bgsave(...args: RedisCommandArg[]): Promise<any>;
+    bitcount(...args: RedisCommandArg[]): Promise<any>;
+    bitfield(...args: RedisCommandArg[]): Promise<any>;
+    bitfield_ro(...args: RedisCommandArg[]): Promise<any>;
+    bitop(...args: RedisCommandArg[]): Promise<any>;
+    bitpos(...args: RedisCommandArg[]): Promise<any>;
+    client(...args: RedisCommandArg[]): Promise<any>;
+    cluster(...args: RedisCommandArg[]): Promise<any>;
+    command(...args: RedisCommandArg[]): Promise<any>;
+    config(...args: RedisCommandArg[]): Promise<any>;
+    copy(...args: RedisCommandArg[]): Promise<any>;
+    debug(...args: RedisCommandArg[]): Promise<any>;
+    dump(...args: RedisCommandArg[]): Promise<any>;
+    eval(...args: RedisCommandArg[]): Promise<any>;
+    eval_ro(...args: RedisCommandArg[]): Promise<any>;
+    evalsha(...args: RedisCommandArg[]): Promise<any>;
+    evalsha_ro(...args: RedisCommandArg[]): Promise<any>;
+    expireat(...args: RedisCommandArg[]): Promise<any>;
+    expiretime(...args: RedisCommandArg[]): Promise<any>;
+    failover(...args: RedisCommandArg[]): Promise<any>;
+    fcall(...args: RedisCommandArg[]): Promise<any>;
+    fcall_ro(...args: RedisCommandArg[]): Promise<any>;
+    flushall(...args: RedisCommandArg[]): Promise<any>;
+    flushdb(...args: RedisCommandArg[]): Promise<any>;
+    function(...args: RedisCommandArg[]): Promise<any>;
+    geoadd(...args: RedisCommandArg[]): Promise<any>;
+    geodist(...args: RedisCommandArg[]): Promise<any>;
+    geohash(...args: RedisCommandArg[]): Promise<any>;
+    geopos(...args: RedisCommandArg[]): Promise<any>;
+    georadius(...args: RedisCommandArg[]): Promise<any>;
+    georadius_ro(...args: RedisCommandArg[]): Promise<any>;
+    georadiusbymember(...args: RedisCommandArg[]): Promise<any>;
+    georadiusbymember_ro(...args: RedisCommandArg[]): Promise<any>;
+    geosearch(...args: RedisCommandArg[]): Promise<any>;
+    geosearchstore(...args: RedisCommandArg[]): Promise<any>;
+    getbit(...args: RedisCommandArg[]): Promise<any>;
+    getex(...args: RedisCommandArg[]): Promise<any>;
+    getrange(...args: RedisCommandArg[]): Promise<any>;
+    getset(...args: RedisCommandArg[]): Promise<any>;
+    hexists(...args: RedisCommandArg[]): Promise<any>;
+    hgetall(...args: RedisCommandArg[]): Promise<any>;
+    hincrby(...args: RedisCommandArg[]): Promise<any>;
+    hincrbyfloat(...args: RedisCommandArg[]): Promise<any>;
+    hkeys(...args: RedisCommandArg[]): Promise<any>;
+    hlen(...args: RedisCommandArg[]): Promise<any>;
+    hmget(...args: RedisCommandArg[]): Promise<any>;
+    hmset(...args: RedisCommandArg[]): Promise<any>;
+    hrandfield(...args: RedisCommandArg[]): Promise<any>;
+    hscan(...args: RedisCommandArg[]): Promise<any>;
+    hsetnx(...args: RedisCommandArg[]): Promise<any>;
+    hstrlen(...args: RedisCommandArg[]): Promise<any>;
+    hvals(...args: RedisCommandArg[]): Promise<any>;
+    incrbyfloat(...args: RedisCommandArg[]): Promise<any>;
+    info(...args: RedisCommandArg[]): Promise<any>;
+    lastsave(...args: RedisCommandArg[]): Promise<any>;
+    latency(...args: RedisCommandArg[]): Promise<any>;
+    lcs(...args: RedisCommandArg[]): Promise<any>;
+    lindex(...args: RedisCommandArg[]): Promise<any>;
+    linsert(...args: RedisCommandArg[]): Promise<any>;
+    llen(...args: RedisCommandArg[]): Promise<any>;
+    lmove(...args: RedisCommandArg[]): Promise<any>;
+    lmpop(...args: RedisCommandArg[]): Promise<any>;
+    lolwut(...args: RedisCommandArg[]): Promise<any>;
+    lpop(...args: RedisCommandArg[]): Promise<any>;
+    lpos(...args: RedisCommandArg[]): Promise<any>;
+    lpush(...args: RedisCommandArg[]): Promise<any>;
+    lpushx(...args: RedisCommandArg[]): Promise<any>;
+    lrange(...args: RedisCommandArg[]): Promise<any>;
+    lrem(...args: RedisCommandArg[]): Promise<any>;
+    lset(...args: RedisCommandArg[]): Promise<any>;
+    ltrim(...args: RedisCommandArg[]): Promise<any>;
+    memory(...args: RedisCommandArg[]): Promise<any>;
+    migrate(...args: RedisCommandArg[]): Promise<any>;
+    module(...args: RedisCommandArg[]): Promise<any>;
+    move(...args: RedisCommandArg[]): Promise<any>;
+    mset(...args: RedisCommandArg[]): Promise<any>;
+    msetnx(...args: RedisCommandArg[]): Promise<any>;
+    object(...args: RedisCommandArg[]): Promise<any>;
+    persist(...args: RedisCommandArg[]): Promise<any>;
+    pexpireat(...args: RedisCommandArg[]): Promise<any>;
+    pexpiretime(...args: RedisCommandArg[]): Promise<any>;
+    pfadd(...args: RedisCommandArg[]): Promise<any>;
+    pfcount(...args: RedisCommandArg[]): Promise<any>;
+    pfdebug(...args: RedisCommandArg[]): Promise<any>;
+    pfmerge(...args: RedisCommandArg[]): Promise<any>;
+    pfselftest(...args: RedisCommandArg[]): Promise<any>;
+    psetex(...args: RedisCommandArg[]): Promise<any>;
+    pubsub(...args: RedisCommandArg[]): Promise<any>;
+    randomkey(...args: RedisCommandArg[]): Promise<any>;
+    rename(...args: RedisCommandArg[]): Promise<any>;
+    renamenx(...args: RedisCommandArg[]): Promise<any>;
+    replicaof(...args: RedisCommandArg[]): Promise<any>;
+    restore(...args: RedisCommandArg[]): Promise<any>;
+    'restore-asking'(...args: RedisCommandArg[]): Promise<any>;
+    role(...args: RedisCommandArg[]): Promise<any>;
+    rpop(...args: RedisCommandArg[]): Promise<any>;
+    rpoplpush(...args: RedisCommandArg[]): Promise<any>;
+    rpush(...args: RedisCommandArg[]): Promise<any>;
+    rpushx(...args: RedisCommandArg[]): Promise<any>;
+    sadd(...args: RedisCommandArg[]): Promise<any>;
+    save(...args: RedisCommandArg[]): Promise<any>;
+    scard(...args: RedisCommandArg[]): Promise<any>;
+    script(...args: RedisCommandArg[]): Promise<any>;
+    sdiff(...args: RedisCommandArg[]): Promise<any>;
+    sdiffstore(...args: RedisCommandArg[]): Promise<any>;
+    setbit(...args: RedisCommandArg[]): Promise<any>;
+    setex(...args: RedisCommandArg[]): Promise<any>;
+    setrange(...args: RedisCommandArg[]): Promise<any>;
+    shutdown(...args: RedisCommandArg[]): Promise<any>;
+    sinter(...args: RedisCommandArg[]): Promise<any>;
+    sintercard(...args: RedisCommandArg[]): Promise<any>;
+    sinterstore(...args: RedisCommandArg[]): Promise<any>;
+    sismember(...args: RedisCommandArg[]): Promise<any>;
+    slaveof(...args: RedisCommandArg[]): Promise<any>;
+    slowlog(...args: RedisCommandArg[]): Promise<any>;
+    smembers(...args: RedisCommandArg[]): Promise<any>;
+    smismember(...args: RedisCommandArg[]): Promise<any>;
+    smove(...args: RedisCommandArg[]): Promise<any>;
+    sort(...args: RedisCommandArg[]): Promise<any>;
+    sort_ro(...args: RedisCommandArg[]): Promise<any>;
+    spop(...args: RedisCommandArg[]): Promise<any>;
+    spublish(...args: RedisCommandArg[]): Promise<any>;
+    srandmember(...args: RedisCommandArg[]): Promise<any>;
+    srem(...args: RedisCommandArg[]): Promise<any>;
+    sscan(...args: RedisCommandArg[]): Promise<any>;
+    strlen(...args: RedisCommandArg[]): Promise<any>;
+    substr(...args: RedisCommandArg[]): Promise<any>;
+    sunion(...args: RedisCommandArg[]): Promise<any>;
+    sunionstore(...args: RedisCommandArg[]): Promise<any>;
+    swapdb(...args: RedisCommandArg[]): Promise<any>;
+    time(...args: RedisCommandArg[]): Promise<any>;
+    touch(...args: RedisCommandArg[]): Promise<any>;
+    xack(...args: RedisCommandArg[]): Promise<any>;
+    xadd(...args: RedisCommandArg[]): Promise<any>;
+    xautoclaim(...args: RedisCommandArg[]): Promise<any>;
+    xclaim(...args: RedisCommandArg[]): Promise<any>;
+    xdel(...args: RedisCommandArg[]): Promise<any>;
+    xgroup(...args: RedisCommandArg[]): Promise<any>;
+    xinfo(...args: RedisCommandArg[]): Promise<any>;
+    xlen(...args: RedisCommandArg[]): Promise<any>;
+    xpending(...args: RedisCommandArg[]): Promise<any>;
+    xrange(...args: RedisCommandArg[]): Promise<any>;
+    xread(...args: RedisCommandArg[]): Promise<any>;
+    xreadgroup(...args: RedisCommandArg[]): Promise<any>;
+    xrevrange(...args: RedisCommandArg[]): Promise<any>;
+    xsetid(...args: RedisCommandArg[]): Promise<any>;
+    xtrim(...args: RedisCommandArg[]): Promise<any>;
+    zadd(...args: RedisCommandArg[]): Promise<any>;
+    zcard(...args: RedisCommandArg[]): Promise<any>;
+    zcount(...args: RedisCommandArg[]): Promise<any>;
+    zdiff(...args: RedisCommandArg[]): Promise<any>;
+    zdiffstore(...args: RedisCommandArg[]): Promise<any>;
+    zincrby(...args: RedisCommandArg[]): Promise<any>;
+    zinter(...args: RedisCommandArg[]): Promise<any>;
+    zintercard(...args: RedisCommandArg[]): Promise<any>;
+    zinterstore(...args: RedisCommandArg[]): Promise<any>;
+    zlexcount(...args: RedisCommandArg[]): Promise<any>;
+    zmpop(...args: RedisCommandArg[]): Promise<any>;
+    zmscore(...args: RedisCommandArg[]): Promise<any>;
+    zpopmax(...args: RedisCommandArg[]): Promise<any>;
+    zpopmin(...args: RedisCommandArg[]): Promise<any>;
+    zrandmember(...args: RedisCommandArg[]): Promise<any>;
+    zrange(...args: RedisCommandArg[]): Promise<any>;
+    zrangebylex(...args: RedisCommandArg[]): Promise<any>;
+    zrangebyscore(...args: RedisCommandArg[]): Promise<any>;
+    zrangestore(...args: RedisCommandArg[]): Promise<any>;
+    zrank(...args: RedisCommandArg[]): Promise<any>;
+    zrem(...args: RedisCommandArg[]): Promise<any>;
+    zremrangebylex(...args: RedisCommandArg[]): Promise<any>;
+    zremrangebyrank(...args: RedisCommandArg[]): Promise<any>;
+    zremrangebyscore(...args: RedisCommandArg[]): Promise<any>;
+    zrevrange(...args: RedisCommandArg[]): Promise<any>;
+    zrevrangebylex(...args: RedisCommandArg[]): Promise<any>;
+    zrevrangebyscore(...args: RedisCommandArg[]): Promise<any>;
+    zrevrank(...args: RedisCommandArg[]): Promise<any>;
+    zscan(...args: RedisCommandArg[]): Promise<any>;
+    zscore(...args: RedisCommandArg[]): Promise<any>;
+    zunion(...args: RedisCommandArg[]): Promise<any>;
+    zunionstore(...args: RedisCommandArg[]): Promise<any>;
+  }
+
+  /**
+   * A client for one Redis server over one pipelined, reconnecting socket: `call(name, ...args)`
+   * reaches any command, and {@link RedisCommands} adds a method per command.
+   *
+   * @example
+   * const { RedisClient } = require('@alova/storage-redis');
+   * const client = new RedisClient({ host: 'localhost', port: 6379 });
+   * await client.set('greeting', 'hello', 'PX', 60000);
+   * await client.call('OBJECT', 'ENCODING', 'greeting');
+   * await client.quit();
+   */
+  interface RedisClient extends RedisCommands {}
+  class RedisClient {
+    /**
+     * Connects (at once, unless `lazyConnect`) with ioredis-style options, or to a URL.
+     * @throws {RedisStorageError} `ERR_INVALID_OPTION`
+     */
+    constructor(options?: RedisClientOptions | string);
+    /** The connection's state, named as in ioredis. */
+    readonly status: RedisClientStatus;
+    /**
+     * Sends any command with its arguments; resolves its reply.
+     * @throws {RedisStorageError} (rejects) `ERR_REPLY` for an error reply, `ERR_INVALID_ARG`
+     *   for a refused command, a connection error code otherwise.
+     */
+    call(command: string, ...args: RedisCommandArg[]): Promise<unknown>;
+    /** Sends `QUIT` after the pending commands and closes; `status` becomes `'end'`. */
+    quit(): Promise<'OK'>;
+    /** Closes the connection at once; pending commands reject with `ERR_CLOSED`. */
+    disconnect(): void;
+  }
+
+  /** The adapter class itself, as a named export: `import { RedisStorageAdapter } from '@alova/storage-redis'`. */
+  const RedisStorageAdapter: typeof RedisStorageAdapterClass;
+  /** The adapter's instance type, as a named export. */
+  type RedisStorageAdapter<
+    T extends RedisStorageAdapterConfig = RedisStorageAdapterOptions
+  > = RedisStorageAdapterInstance<T>;
+}
+
+// Aliases that let the namespace re-export the class under its own name (not exported).
+declare const RedisStorageAdapterClass: typeof RedisStorageAdapter;
+type RedisStorageAdapterInstance<
+  T extends RedisStorageAdapter.RedisStorageAdapterConfig = RedisStorageAdapter.RedisStorageAdapterOptions
+> = RedisStorageAdapter<T>;
+
+export = RedisStorageAdapter;
