@@ -200,8 +200,8 @@ declare namespace RedisStorageAdapter {
      */
     rejectUnauthorized?: boolean;
     /**
-     * The name the certificate is checked against. Must equal `host` (certificates are verified
-     * against the host name), so it is only a consistency check.
+     * The name the server's certificate is checked against (and sent as SNI), when it differs
+     * from `host`: the socket still goes to `host`, as with Node's `tls.connect`.
      * @default the value of `host`
      */
     servername?: string;

@@ -96,9 +96,22 @@ impl Connection {
     pub fn new(config: ConnectionConfig, retry: RetryStrategy, runtime: Handle) -> Result<Self> {
         let addr = config.addr.to_string();
         let client = build_client(&config)?;
-        let async_config = AsyncConnectionConfig::new()
+        let mut async_config = AsyncConnectionConfig::new()
             .set_connection_timeout(config.connect_timeout)
             .set_response_timeout(config.command_timeout);
+        if let (
+            Addr::Tcp { host, .. },
+            Some(TlsConfig {
+                servername: Some(name),
+                ..
+            }),
+        ) = (&config.addr, &config.tls)
+        {
+            async_config = async_config.set_dns_resolver(ServernameResolver {
+                servername: name.clone(),
+                host: host.clone(),
+            });
+        }
         let lazy = config.lazy_connect;
         let (state, _) = watch::channel(State {
             status: if lazy {
@@ -430,16 +443,20 @@ async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
             .get_multiplexed_async_connection_with_config(&inner.async_config)
             .await
             .map_err(|e| connect_error(&e, inner))?;
-        if let Some(name) = &inner.config.connection_name {
-            let mut setname = redis::cmd("CLIENT");
-            setname.arg("SETNAME").arg(name);
-            match conn.send_packed_command(&setname).await {
-                Ok(Value::ServerError(err)) => {
-                    return Err(Error::from_redis(&err.into(), &inner.addr))
-                }
-                Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
-                Ok(_) => {}
+        // One round trip before the socket counts as connected, so that a server that accepts
+        // and never answers is caught by connectTimeout instead of hanging the first command.
+        let hello = match &inner.config.connection_name {
+            Some(name) => {
+                let mut setname = redis::cmd("CLIENT");
+                setname.arg("SETNAME").arg(name);
+                setname
             }
+            None => redis::cmd("PING"),
+        };
+        match conn.send_packed_command(&hello).await {
+            Ok(Value::ServerError(err)) => return Err(Error::from_redis(&err.into(), &inner.addr)),
+            Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
+            Ok(_) => {}
         }
         Ok(conn)
     };
@@ -457,6 +474,32 @@ async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
                 ))
             }),
         None => attempt.await,
+    }
+}
+
+/// Resolves the TLS `servername` to the addresses of the configured `host`, so that the
+/// certificate is verified against the one name while the socket goes to the other (as Node's
+/// `tls.connect({ host, servername })` does).
+struct ServernameResolver {
+    servername: String,
+    host: String,
+}
+
+impl redis::io::AsyncDNSResolver for ServernameResolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        let target = if host == self.servername {
+            self.host.as_str()
+        } else {
+            host
+        };
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((target, port)).await?;
+            Ok(Box::new(addrs) as Box<dyn Iterator<Item = std::net::SocketAddr> + Send>)
+        })
     }
 }
 
@@ -492,19 +535,14 @@ fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
     };
     let addr = match (&config.addr, &config.tls) {
         (Addr::Tcp { host, port }, None) => redis::ConnectionAddr::Tcp(host.clone(), *port),
-        (Addr::Tcp { host, port }, Some(tls)) => {
-            if tls.servername.as_ref().is_some_and(|name| name != host) {
-                return Err(Error::config(
-                    "option `tls.servername` must equal `host`: certificates are verified against the host name",
-                ));
-            }
-            redis::ConnectionAddr::TcpTls {
-                host: host.clone(),
-                port: *port,
-                insecure: !tls.reject_unauthorized,
-                tls_params: None,
-            }
-        }
+        (Addr::Tcp { host, port }, Some(tls)) => redis::ConnectionAddr::TcpTls {
+            // The certificate is checked against `servername` when given; the resolver in
+            // `async_config` still connects to `host`.
+            host: tls.servername.clone().unwrap_or_else(|| host.clone()),
+            port: *port,
+            insecure: !tls.reject_unauthorized,
+            tls_params: None,
+        },
         (Addr::Unix(path), _) => redis::ConnectionAddr::Unix(path.clone()),
     };
     let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(config.no_delay);

@@ -144,6 +144,22 @@ async fn tls_with_a_trusted_ca_insecure_mode_and_an_untrusted_certificate() {
         Value::BulkString(b"v".to_vec())
     );
 
+    // The certificate names localhost; the socket goes to 127.0.0.1.
+    let by_servername = connect(tls_config(
+        port,
+        "127.0.0.1",
+        TlsConfig {
+            ca: Some(std::fs::read_to_string(dir.join("ca.crt")).unwrap()),
+            servername: Some("localhost".into()),
+            reject_unauthorized: true,
+            ..TlsConfig::default()
+        },
+    ));
+    assert_eq!(
+        by_servername.send(&cmd(&["GET", "k"])).await.unwrap(),
+        Value::BulkString(b"v".to_vec())
+    );
+
     let untrusted = connect(tls_config(
         port,
         "localhost",
