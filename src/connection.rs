@@ -370,7 +370,8 @@ async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
         if inner.state.borrow().status == Status::End {
             return;
         }
-        match connect_once(&inner).await {
+        let generation = inner.state.borrow().generation + 1;
+        match connect_once(&inner, &weak, generation).await {
             Ok(conn) => {
                 inner.state.send_modify(|s| {
                     if s.status != Status::End {
@@ -436,13 +437,13 @@ async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
 }
 
 /// One connection attempt, bounded by `connectTimeout` as a whole (TCP, TLS, AUTH, SELECT).
-async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
+async fn connect_once(
+    inner: &Inner,
+    weak: &Weak<Inner>,
+    generation: u64,
+) -> Result<MultiplexedConnection> {
     let attempt = async {
-        let mut conn = inner
-            .client
-            .get_multiplexed_async_connection_with_config(&inner.async_config)
-            .await
-            .map_err(|e| connect_error(&e, inner))?;
+        let mut conn = open(inner, weak, generation).await?;
         // One round trip before the socket counts as connected, so that a server that accepts
         // and never answers is caught by connectTimeout instead of hanging the first command.
         let hello = match &inner.config.connection_name {
@@ -475,6 +476,70 @@ async fn connect_once(inner: &Inner) -> Result<MultiplexedConnection> {
             }),
         None => attempt.await,
     }
+}
+
+/// Opens a multiplexed connection (TCP, AUTH, SELECT). For plain TCP and unix sockets the
+/// socket is made here, so that its driver is ours to watch: when the server goes away the
+/// connection starts reconnecting at once (status `reconnecting`), before any command fails.
+/// Over TLS redis-rs makes the socket, and a lost server is noticed by the next command.
+async fn open(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<MultiplexedConnection> {
+    let io_error = |e: std::io::Error| Error::from_redis(&redis::RedisError::from(e), &inner.addr);
+    let info = inner.client.get_connection_info().redis_settings();
+    let config = inner.async_config.clone();
+    match (&inner.config.addr, &inner.config.tls) {
+        (Addr::Tcp { host, port }, None) => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(io_error)?;
+            stream
+                .set_nodelay(inner.config.no_delay)
+                .map_err(io_error)?;
+            if let Some(delay) = inner.config.keep_alive {
+                let keepalive = redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay);
+                redis::io::tcp::socket2::SockRef::from(&stream)
+                    .set_tcp_keepalive(&keepalive)
+                    .map_err(io_error)?;
+            }
+            let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
+                .await
+                .map_err(|e| connect_error(&e, inner))?;
+            watch_driver(inner, weak, generation, driver);
+            Ok(conn)
+        }
+        #[cfg(unix)]
+        (Addr::Unix(path), _) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(io_error)?;
+            let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
+                .await
+                .map_err(|e| connect_error(&e, inner))?;
+            watch_driver(inner, weak, generation, driver);
+            Ok(conn)
+        }
+        _ => inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| connect_error(&e, inner)),
+    }
+}
+
+/// Runs the socket's driver; when it ends (the server closed or the socket broke), the
+/// connection of `generation` is lost.
+fn watch_driver(
+    inner: &Inner,
+    weak: &Weak<Inner>,
+    generation: u64,
+    driver: impl Future<Output = ()> + Send + 'static,
+) {
+    let weak = weak.clone();
+    inner.runtime.spawn(async move {
+        driver.await;
+        if let Some(inner) = weak.upgrade() {
+            Connection { inner }.connection_lost(generation);
+        }
+    });
 }
 
 /// Resolves the TLS `servername` to the addresses of the configured `host`, so that the

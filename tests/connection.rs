@@ -187,3 +187,34 @@ async fn error_reply_is_a_reply_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_a_lost_server_without_traffic_and_comes_back() {
+    let mut server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["PING"])).await.unwrap();
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn.status() != Status::Reconnecting {
+        assert!(
+            Instant::now() < deadline,
+            "status stayed {:?}",
+            conn.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conn.status() != Status::Ready {
+        assert!(
+            Instant::now() < deadline,
+            "status stayed {:?}",
+            conn.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        conn.send(&cmd(&["PING"])).await.unwrap(),
+        Value::SimpleString("PONG".into())
+    );
+}
