@@ -500,8 +500,9 @@ declare namespace RedisStorageAdapter {
      */
     redlockOptions?: RedlockOptions;
     /**
-     * Picks the nodes that vote in Redlock (a cluster's masters, by default all). No node left:
-     * `lock()` throws `No redis client available`.
+     * Picks the nodes that vote in Redlock (by default every node: the adapter's server, or each
+     * of `redlockNodes`), once, when `locker` is first read. No node left: reading `locker`
+     * throws `No redis client available` (`ERR_NO_LOCK_NODE`).
      * @default undefined (every node votes)
      * @example redlockFilter: node => node.options.port !== 6380
      */
@@ -511,6 +512,14 @@ declare namespace RedisStorageAdapter {
      * @default 5000
      */
     redlockTTL?: number;
+    /**
+     * Independent Redis servers that vote on locks (a real Redlock quorum: `floor(n/2) + 1` of
+     * them must agree), instead of the adapter's own server. The cache stays on the adapter's
+     * connection.
+     * @default undefined (the adapter's own server is the only voter)
+     * @example redlockNodes: ['redis://lock-a:6379', 'redis://lock-b:6379', { host: 'lock-c', port: 6379 }]
+     */
+    redlockNodes?: Array<string | Omit<RedisClientOptions, 'retryStrategy'>>;
   }
 
   /**

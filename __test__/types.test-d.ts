@@ -208,3 +208,8 @@ async function client(): Promise<void> {
 }
 
 void [viaClassType, members, client];
+
+// Independent lock voters.
+new RedisStorageAdapter({ host: 'localhost', redlockNodes: ['redis://a:6379', { host: 'b', port: 6379 }] });
+// @ts-expect-error redlockNodes entries are URLs or options
+new RedisStorageAdapter({ redlockNodes: [5] });
