@@ -56,6 +56,24 @@ function normaliseOptions(options) {
   return options;
 }
 
+/**
+ * The user's retryStrategy, called from the reconnect loop: an exception it throws would be
+ * uncaught there, so it is reported as a warning and stops reconnecting (as `null` does).
+ */
+function guardRetryStrategy(strategy) {
+  if (typeof strategy !== 'function') return strategy;
+  return function retryStrategy(times) {
+    try {
+      return strategy(times);
+    } catch (err) {
+      process.emitWarning(`retryStrategy threw, so reconnecting stops: ${err && err.message}`, {
+        code: 'ERR_RETRY_STRATEGY',
+      });
+      return null;
+    }
+  };
+}
+
 /** Flattens command arguments as ioredis does: arrays spread, objects and Maps become pairs. */
 function commandArgs(args, out = []) {
   for (const arg of args) {
@@ -78,7 +96,7 @@ class RedisClient {
   constructor(options) {
     if (options === NATIVE) return; // RedisClient.wrap
     const opts = normaliseOptions(options);
-    this[NATIVE] = new NativeClient(optionsJson(opts), opts.retryStrategy);
+    this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(opts.retryStrategy));
   }
 
   static wrap(native) {
@@ -264,7 +282,7 @@ class RedisStorageAdapter {
         );
       }
     }
-    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, rest.retryStrategy);
+    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(rest.retryStrategy));
     this[LOCK_SETUP] = {
       filter: rest.redlockFilter,
       options: { ...LOCK_DEFAULTS, ...rest.redlockOptions },

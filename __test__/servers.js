@@ -1,0 +1,531 @@
+'use strict';
+
+// Real `redis-server` processes for the test suites.
+//
+// Every server listens on a free loopback port of its own, keeps its files in its own temporary
+// directory and is killed by pid when the process exits, however it exits. Nothing here ever talks
+// to a server it did not start (no fixed port 6379).
+//
+//   const { startRedis, startNodes, startCluster, stopAll } = require('./servers');
+//   const server = await startRedis({ password: 's3cret', unixSocket: true });
+//   after(() => server.stop());
+//
+// A handle: { host, port, url, path, password, dir, pid, running, stop(), kill(signal),
+// restart(), command(...args), logs() }.
+
+const { spawn, execFile } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const REDIS_SERVER = process.env.REDIS_SERVER || 'redis-server';
+const REDIS_CLI = process.env.REDIS_CLI || 'redis-cli';
+const HOST = '127.0.0.1';
+const READY_TIMEOUT_MS = 15000;
+const STOP_GRACE_MS = 3000;
+const LOG_LINES = 200;
+
+/** Every server started by this process and not stopped yet. */
+const live = new Set();
+/** handle -> disarm() of its lifeline. */
+const watchdogs = new Map();
+
+/**
+ * A lifeline for server `pid`: a tiny detached shell that waits on a pipe from this process and,
+ * when the pipe closes, SIGKILLs the server and removes its directory. The pipe closes however
+ * this process ends, even where no 'exit' handler runs (SIGKILL, or node:test rethrowing from its
+ * uncaught-exception handler, which exits with code 7 without 'exit' events). Disarmed when the
+ * server is stopped.
+ * @returns {() => void} disarm
+ */
+function lifeline(pid, dir) {
+  let watchdog;
+  try {
+    // The directory travels as $1, never inside the script text.
+    const script = `read _; kill -9 ${Number(pid)} 2>/dev/null; rm -rf "$1"`;
+    watchdog = spawn('/bin/sh', ['-c', script, 'lifeline', dir], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true, // outlives a Ctrl-C to our process group long enough to do its job
+    });
+  } catch {
+    return () => {};
+  }
+  watchdog.on('error', () => {});
+  watchdog.stdin.on('error', () => {});
+  watchdog.unref();
+  watchdog.stdin.unref?.();
+  return () => {
+    try {
+      watchdog.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------------
+
+/** Ports already handed out by this process: a freed port could otherwise come back twice. */
+const handedOut = new Set();
+
+/**
+ * A loopback TCP port nobody listens on right now: bind port 0, read the port, let it go.
+ * @param {{ max?: number }} [opts] `max`: highest port acceptable (a cluster's bus port is
+ *   port + 10000 unless set, so callers that need room can ask for it).
+ * @returns {Promise<number>}
+ */
+async function freePort({ max = 65535 } = {}) {
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.on('error', reject);
+      srv.listen(0, HOST, () => {
+        const { port: p } = srv.address();
+        srv.close(() => resolve(p));
+      });
+    });
+    if (port <= max && !handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free loopback port <= ${max}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal RESP client: enough to PING, AUTH and read CLUSTER INFO without a library.
+// ---------------------------------------------------------------------------------------------
+
+function encodeCommand(args) {
+  let out = `*${args.length}\r\n`;
+  for (const arg of args) {
+    const s = String(arg);
+    out += `$${Buffer.byteLength(s)}\r\n${s}\r\n`;
+  }
+  return out;
+}
+
+/**
+ * Parses one RESP2 reply at `buf[offset]`.
+ * @returns {{ value: any, end: number } | null} null when the reply is incomplete.
+ */
+function parseReply(buf, offset = 0) {
+  const lineEnd = buf.indexOf('\r\n', offset);
+  if (lineEnd === -1) return null;
+  const type = String.fromCharCode(buf[offset]);
+  const line = buf.toString('utf8', offset + 1, lineEnd);
+  const next = lineEnd + 2;
+  switch (type) {
+    case '+':
+      return { value: line, end: next };
+    case '-': {
+      const err = new Error(line);
+      err.reply = line;
+      return { value: err, end: next };
+    }
+    case ':':
+      return { value: Number(line), end: next };
+    case '$': {
+      const len = Number(line);
+      if (len === -1) return { value: null, end: next };
+      if (buf.length < next + len + 2) return null;
+      return { value: buf.toString('utf8', next, next + len), end: next + len + 2 };
+    }
+    case '*': {
+      const count = Number(line);
+      if (count === -1) return { value: null, end: next };
+      const items = [];
+      let pos = next;
+      for (let i = 0; i < count; i += 1) {
+        const item = parseReply(buf, pos);
+        if (!item) return null;
+        items.push(item.value);
+        pos = item.end;
+      }
+      return { value: items, end: pos };
+    }
+    default:
+      throw new Error(`unexpected RESP type byte ${JSON.stringify(type)}`);
+  }
+}
+
+/**
+ * Sends commands over a fresh connection and resolves with their replies (error replies come back
+ * as Error values, not rejections). Rejects on a connection failure or after `timeout` ms.
+ * @param {{ host?: string, port?: number, path?: string, timeout?: number }} where
+ * @param {Array<Array<string|number>>} commands
+ */
+function rawCommands(where, commands, { timeout = 2000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = where.path
+      ? net.createConnection({ path: where.path })
+      : net.createConnection({ host: where.host || HOST, port: where.port });
+    let buf = Buffer.alloc(0);
+    const replies = [];
+    const timer = setTimeout(() => finish(new Error(`no reply within ${timeout} ms`)), timeout);
+    function finish(err) {
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(replies);
+    }
+    socket.on('connect', () => socket.write(commands.map(encodeCommand).join('')));
+    socket.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (;;) {
+        const reply = parseReply(buf);
+        if (!reply) break;
+        replies.push(reply.value);
+        buf = buf.subarray(reply.end);
+        if (replies.length === commands.length) {
+          finish();
+          return;
+        }
+      }
+    });
+    socket.on('error', finish);
+    socket.on('close', () => finish(new Error('connection closed before all replies')));
+  });
+}
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves once the server answers PING (with a password, after AUTH). */
+async function waitReady(where, password, isAlive, logs) {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  const commands = password ? [['AUTH', password], ['PING']] : [['PING']];
+  let lastError;
+  while (Date.now() < deadline) {
+    if (!isAlive()) throw new Error(`redis-server exited during start-up:\n${logs()}`);
+    try {
+      const replies = await rawCommands(where, commands, { timeout: 1000 });
+      if (replies[replies.length - 1] === 'PONG') return;
+      lastError = replies[replies.length - 1];
+    } catch (err) {
+      lastError = err;
+    }
+    await delay(20);
+  }
+  throw new Error(`redis-server at ${where.path || where.port} not ready: ${lastError}\n${logs()}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One server
+// ---------------------------------------------------------------------------------------------
+
+function isRunning(child) {
+  return child && child.exitCode === null && child.signalCode === null;
+}
+
+function waitExit(child) {
+  if (!isRunning(child)) return Promise.resolve();
+  // The child is unref'd; a referenced timer keeps the event loop alive while we wait for it.
+  const keepAlive = setInterval(() => {}, 1000);
+  return new Promise((resolve) =>
+    child.once('exit', () => {
+      clearInterval(keepAlive);
+      resolve();
+    }),
+  );
+}
+
+/**
+ * Starts a redis-server on a free loopback port and resolves once it answers PING.
+ *
+ * @param {object} [opts]
+ * @param {string} [opts.password] `--requirepass`
+ * @param {boolean} [opts.unixSocket] also listen on `<dir>/redis.sock` (handle.path)
+ * @param {number} [opts.port] a fixed port (default: a free one)
+ * @param {string[]} [opts.args] more arguments for redis-server, e.g. ['--cluster-enabled', 'yes']
+ */
+async function startRedis(opts = {}) {
+  const port = opts.port || (await freePort());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'alova-redis-'));
+  const socketPath = opts.unixSocket ? path.join(dir, 'redis.sock') : undefined;
+  const args = [
+    '--port', String(port),
+    '--bind', HOST,
+    '--save', '',
+    '--appendonly', 'no',
+    '--dir', dir,
+    '--daemonize', 'no',
+    ...(opts.password ? ['--requirepass', opts.password] : []),
+    ...(socketPath ? ['--unixsocket', socketPath, '--unixsocketperm', '700'] : []),
+    ...(opts.args || []),
+  ];
+  const logLines = [];
+  let child;
+  let disarm = () => {};
+
+  const handle = {
+    host: HOST,
+    port,
+    url: `redis://${HOST}:${port}`,
+    path: socketPath,
+    password: opts.password,
+    dir,
+    /** The current process id (a restart changes it). */
+    get pid() {
+      return child ? child.pid : undefined;
+    },
+    get running() {
+      return isRunning(child);
+    },
+    /** The last lines redis-server wrote, for failure messages. */
+    logs: () => logLines.join('\n'),
+    /** Sends one command over a fresh raw connection; resolves with the reply (Error on -ERR). */
+    async command(...cmd) {
+      const pre = opts.password ? [['AUTH', opts.password]] : [];
+      const replies = await rawCommands({ host: HOST, port }, [...pre, cmd]);
+      return replies[replies.length - 1];
+    },
+    /**
+     * Sends `signal` (default SIGKILL). For signals that end the process, resolves once it has
+     * exited; SIGSTOP / SIGCONT resolve at once (they freeze and thaw it).
+     */
+    async kill(signal = 'SIGKILL') {
+      if (!isRunning(child)) return;
+      const exited = waitExit(child);
+      child.kill(signal);
+      if (signal === 'SIGSTOP' || signal === 'SIGCONT') return;
+      await exited;
+      disarm();
+      live.delete(handle);
+    },
+    /** SIGTERM, then SIGKILL if it is still there after a grace period. Removes its directory. */
+    async stop() {
+      if (isRunning(child)) {
+        const exited = waitExit(child);
+        child.kill('SIGCONT'); // a frozen server cannot handle SIGTERM
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => isRunning(child) && child.kill('SIGKILL'), STOP_GRACE_MS);
+        await exited;
+        clearTimeout(timer);
+      }
+      disarm();
+      live.delete(handle);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+    /** Stops the server if it runs, then starts it again on the same port with the same options. */
+    async restart() {
+      if (isRunning(child)) await handle.kill('SIGKILL');
+      await spawnServer();
+    },
+  };
+
+  async function spawnServer() {
+    child = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The harness must never keep the test process alive by itself.
+    child.unref();
+    if (child.pid) {
+      const cut = lifeline(child.pid, dir);
+      disarm = () => {
+        cut();
+        watchdogs.delete(handle);
+      };
+      watchdogs.set(handle, disarm);
+    }
+    for (const stream of [child.stdout, child.stderr]) {
+      stream.unref?.();
+      stream.setEncoding('utf8');
+      stream.on('data', (text) => {
+        for (const line of text.split('\n')) {
+          if (!line) continue;
+          logLines.push(line);
+          if (logLines.length > LOG_LINES) logLines.shift();
+        }
+      });
+    }
+    const spawnError = new Promise((_, reject) => child.once('error', reject));
+    spawnError.catch(() => {});
+    live.add(handle);
+    const current = child;
+    await Promise.race([
+      spawnError,
+      waitReady({ host: HOST, port }, opts.password, () => isRunning(current), handle.logs),
+    ]).catch(async (err) => {
+      if (isRunning(current)) current.kill('SIGKILL');
+      disarm();
+      live.delete(handle);
+      throw err;
+    });
+  }
+
+  try {
+    await spawnServer();
+  } catch (err) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return handle;
+}
+
+/**
+ * Starts `n` independent servers (for Redlock's multi-node voting, for instance).
+ * @returns {Promise<Array<Awaited<ReturnType<typeof startRedis>>>>}
+ */
+async function startNodes(n, opts = {}) {
+  const started = await Promise.allSettled(Array.from({ length: n }, () => startRedis(opts)));
+  const ok = started.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+  const failed = started.find((r) => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(ok.map((s) => s.stop()));
+    throw failed.reason;
+  }
+  return ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ======================  CLUSTER  ======================
+// A real Redis Cluster: 3 masters + 3 replicas (by default), made with `redis-cli --cluster
+// create`. Each node has its own free port and its own free cluster bus port (`cluster-port`,
+// Redis >= 7), so no port arithmetic can collide with anything else on the machine.
+// ---------------------------------------------------------------------------------------------
+
+function runRedisCli(args, { timeout = 30000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile(REDIS_CLI, args, { timeout }, (err, stdout, stderr) => {
+      if (err) {
+        err.message += `\n${stdout}\n${stderr}`;
+        reject(err);
+      } else resolve(stdout);
+    });
+  });
+}
+
+function parseInfo(text) {
+  const out = {};
+  for (const line of String(text).split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}
+
+/**
+ * Starts a cluster of `masters` masters with `replicas` replicas each and resolves once every
+ * node reports `cluster_state:ok` and knows every other node.
+ *
+ * @param {{ masters?: number, replicas?: number, password?: string }} [opts]
+ * @returns {Promise<{ nodes: Array<{host: string, port: number}>, servers: object[],
+ *   masters(): Promise<Array<{host: string, port: number}>>, stop(): Promise<void> }>}
+ */
+async function startCluster({ masters = 3, replicas = 1, password } = {}) {
+  const count = masters * (1 + replicas);
+  const busPorts = [];
+  for (let i = 0; i < count; i += 1) busPorts.push(await freePort());
+  const started = await Promise.allSettled(
+    busPorts.map((busPort) =>
+      startRedis({
+        password,
+        args: [
+          '--cluster-enabled', 'yes',
+          '--cluster-port', String(busPort),
+          '--cluster-config-file', 'nodes.conf',
+          '--cluster-node-timeout', '5000',
+          ...(password ? ['--masterauth', password] : []),
+        ],
+      }),
+    ),
+  );
+  const servers = started.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+  const stop = () => Promise.all(servers.map((s) => s.stop())).then(() => undefined);
+  try {
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await runRedisCli([
+      '--cluster', 'create',
+      ...servers.map((s) => `${s.host}:${s.port}`),
+      '--cluster-replicas', String(replicas),
+      '--cluster-yes',
+      ...(password ? ['-a', password, '--no-auth-warning'] : []),
+    ]);
+    const deadline = Date.now() + READY_TIMEOUT_MS * 2;
+    for (;;) {
+      const infos = await Promise.all(servers.map((s) => s.command('CLUSTER', 'INFO')));
+      const ready = infos.every((text) => {
+        const info = parseInfo(text);
+        return info.cluster_state === 'ok' && Number(info.cluster_known_nodes) === count &&
+          Number(info.cluster_slots_assigned) === 16384;
+      });
+      // Replicas must have finished their first sync, or a failover test would be flaky.
+      const roles = await Promise.all(servers.map((s) => s.command('ROLE')));
+      const synced = roles.every((r) => r[0] !== 'slave' || r[3] === 'connected');
+      if (ready && synced) break;
+      if (Date.now() > deadline) throw new Error('cluster did not become ready');
+      await delay(100);
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    nodes: servers.map((s) => ({ host: s.host, port: s.port })),
+    servers,
+    /** The current masters (roles change after a failover). */
+    async masters() {
+      const roles = await Promise.all(servers.map((s) => (s.running ? s.command('ROLE') : null)));
+      return servers
+        .filter((s, i) => roles[i] && roles[i][0] === 'master')
+        .map((s) => ({ host: s.host, port: s.port }));
+    },
+    stop,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clean-up
+// ---------------------------------------------------------------------------------------------
+
+/** Stops every server this process started. For `after(stopAll)`. */
+async function stopAll() {
+  await Promise.all([...live].map((s) => s.stop()));
+}
+
+function killAllNow() {
+  for (const disarmLifeline of [...watchdogs.values()]) disarmLifeline();
+  for (const handle of live) {
+    try {
+      if (handle.pid) process.kill(handle.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    try {
+      fs.rmSync(handle.dir, { recursive: true, force: true });
+    } catch {
+      // best effort
+    }
+  }
+  live.clear();
+}
+
+// Under `node --test`, a root-level after hook stops what a file left running, even when its
+// tests failed. (Only there: outside the runner, registering a hook would start a test report.)
+if (process.env.NODE_TEST_CONTEXT) {
+  require('node:test').after(stopAll);
+}
+
+// 'exit' runs on normal ends, process.exit() and uncaught exceptions. Signals do not run it, so
+// they kill the servers too and then die of the same signal as they would have.
+process.on('exit', killAllNow);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    killAllNow();
+    process.kill(process.pid, signal);
+  });
+}
+
+module.exports = {
+  HOST,
+  freePort,
+  parseReply,
+  rawCommands,
+  startRedis,
+  startNodes,
+  startCluster,
+  stopAll,
+};
