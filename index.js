@@ -241,6 +241,15 @@ const LOCK_DEFAULTS = {
   db: 0,
 };
 
+/** `defaults` overridden by the settings that are given (not undefined). */
+function withDefaults(defaults, given) {
+  const out = { ...defaults };
+  for (const [key, value] of Object.entries(given || {})) {
+    if (value !== undefined) out[key] = value;
+  }
+  return out;
+}
+
 function keyError(key) {
   return Promise.reject(codeError(TypeError, 'ERR_INVALID_ARG', `the key must be a string, got ${describe(key)}`));
 }
@@ -285,7 +294,7 @@ class RedisStorageAdapter {
     this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(rest.retryStrategy));
     this[LOCK_SETUP] = {
       filter: rest.redlockFilter,
-      options: { ...LOCK_DEFAULTS, ...rest.redlockOptions },
+      options: withDefaults(LOCK_DEFAULTS, rest.redlockOptions),
       ttl: rest.redlockTTL ?? 5000,
       // The original hands redlockFilter the ioredis client itself: so do we, when we have one.
       ioredis: isIoredisRedis(client) && !rest.redlockNodes ? client : null,

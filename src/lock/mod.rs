@@ -125,7 +125,7 @@ impl Locker {
     /// attempts and each node's last vote when the attempts run out.
     pub async fn lock(&self, resources: &[String]) -> Result<()> {
         let resources = normalise(resources)?;
-        let deadline = self.budget().map(|b| Instant::now() + b);
+        let deadline = self.budget().and_then(|b| Instant::now().checked_add(b));
         let mut guards = Vec::with_capacity(resources.len());
         for resource in &resources {
             let queue = self.inner.queue(resource);
@@ -227,8 +227,12 @@ impl Locker {
     /// How long a `lock` may take at most: every attempt and pause; `None` when unlimited.
     fn budget(&self) -> Option<Duration> {
         let c = &self.inner.config;
-        c.retry_count
-            .map(|n| (c.retry_delay + c.retry_jitter) * (n + 1) + c.ttl)
+        c.retry_count.map(|n| {
+            (c.retry_delay + c.retry_jitter)
+                .checked_mul(n.saturating_add(1))
+                .and_then(|d| d.checked_add(c.ttl))
+                .unwrap_or(Duration::MAX)
+        })
     }
 
     /// Redlock attempts until one wins or they run out; returns when the winning attempt began.
