@@ -11,70 +11,16 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const http = require('node:http');
-const path = require('node:path');
-const { fork } = require('node:child_process');
+const { forkFixture, killChildren } = require('./children');
 const { startRedis } = require('./servers');
-const { within, ioredisFor, closeAll } = require('./helpers');
+const { ioredisFor, closeAll } = require('./helpers');
 
-const FIXTURES = path.join(__dirname, 'fixtures');
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------------------------
 
-const children = new Set();
 
-function forkFixture(name, config) {
-  const child = fork(path.join(FIXTURES, name), [JSON.stringify(config)], {
-    execPath: process.execPath,
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  children.add(child);
-  const messages = [];
-  const waiters = [];
-  let exited = null;
-  child.on('message', (msg) => {
-    messages.push(msg);
-    for (const w of waiters.splice(0)) w();
-  });
-  child.on('exit', (code, signal) => {
-    exited = { code, signal };
-    children.delete(child);
-    for (const w of waiters.splice(0)) w();
-  });
-  child.on('error', () => {});
-  return {
-    child,
-    async next(type, ms = 30000) {
-      return within(
-        ms,
-        (async () => {
-          for (;;) {
-            const found = messages.find((m) => m.type === type);
-            if (found) return found;
-            const error = messages.find((m) => m.type === 'error');
-            if (error) throw new Error(`${name} failed: ${error.message}`);
-            if (exited) throw new Error(`${name} exited (${JSON.stringify(exited)}) before '${type}'`);
-            await new Promise((resolve) => waiters.push(resolve));
-          }
-        })(),
-        `${name} '${type}'`,
-      );
-    },
-  };
-}
-
-function killChildren() {
-  for (const child of children) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  children.clear();
-}
-process.on('exit', killChildren);
 
 // ---------------------------------------------------------------------------------------------
 

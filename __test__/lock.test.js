@@ -10,13 +10,11 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const path = require('node:path');
-const { fork } = require('node:child_process');
+const { forkFixture, killChildren } = require('./children');
 const RedisStorageAdapter = require('..');
 const { startRedis, startNodes, rawCommands } = require('./servers');
 const { rejectsWithCode, throwsWithCode, within, waitFor, ioredisFor, closeAll } = require('./helpers');
 
-const FIXTURES = path.join(__dirname, 'fixtures');
 const HEX32 = /^[0-9a-f]{32}$/;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -24,69 +22,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // Child processes
 // ---------------------------------------------------------------------------------------------
 
-const children = new Set();
 
-/** Forks a fixture with its config; collects its messages; `next(type)` waits for one. */
-function forkFixture(name, config) {
-  const child = fork(path.join(FIXTURES, name), [JSON.stringify(config)], {
-    execPath: process.execPath,
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  children.add(child);
-  const messages = [];
-  const waiters = [];
-  let exited = null;
-  child.on('message', (msg) => {
-    messages.push(msg);
-    for (const w of waiters.splice(0)) w();
-  });
-  child.on('exit', (code, signal) => {
-    exited = { code, signal };
-    children.delete(child);
-    for (const w of waiters.splice(0)) w();
-  });
-  child.on('error', () => {});
-  return {
-    child,
-    messages,
-    /** Resolves with the first message of `type` (an 'error' message or an exit rejects). */
-    async next(type, ms = 30000) {
-      return within(
-        ms,
-        (async () => {
-          for (;;) {
-            const found = messages.find((m) => m.type === type);
-            if (found) return found;
-            const error = messages.find((m) => m.type === 'error');
-            if (error) throw new Error(`${name} failed: ${error.message}`);
-            if (exited) throw new Error(`${name} exited (${JSON.stringify(exited)}) before '${type}'`);
-            await new Promise((resolve) => waiters.push(resolve));
-          }
-        })(),
-        `${name} '${type}'`,
-      );
-    },
-    /** SIGKILL, resolved once the process is gone. */
-    async kill() {
-      if (exited) return;
-      const gone = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      await gone;
-    },
-  };
-}
-
-function killChildren() {
-  for (const child of children) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  children.clear();
-}
-process.on('exit', killChildren);
 
 /** Collects the process warnings emitted while `fn(seen)` runs (and one turn after). */
 async function collectWarnings(fn) {
