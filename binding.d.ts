@@ -13,6 +13,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeAdapter {
   /** Parses the adapter's options (JSON) and connects, or shares `client`'s connection. */
   constructor(optionsJson: string, client?: NativeClient | undefined | null, retryStrategy?: ((arg: number) => number | null) | undefined | null)
+  /** The effective lock settings, defaults filled in. */
+  lockOptions(): LockOptions
   /** The nodes that may vote on locks, in order, for `redlockFilter`. */
   lockNodes(): Array<LockNodeInfo>
   /** Makes the locker over the chosen nodes (indexes into `lockNodes()`). */
@@ -67,4 +69,17 @@ export interface LockNodeInfo {
   port?: number
   path?: string
   db: number
+}
+
+/** The effective Redlock settings, as `locker.options` shows them (milliseconds). */
+export interface LockOptions {
+  driftFactor: number
+  /** -1: unlimited. */
+  retryCount: number
+  retryDelay: number
+  retryJitter: number
+  automaticExtensionThreshold: number
+  db: number
+  /** `redlockTTL`. */
+  ttl: number
 }

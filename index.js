@@ -232,24 +232,6 @@ class RedisLocker {
   }
 }
 
-const LOCK_DEFAULTS = {
-  driftFactor: 0.01,
-  retryCount: 10,
-  retryDelay: 200,
-  retryJitter: 100,
-  automaticExtensionThreshold: 500,
-  db: 0,
-};
-
-/** `defaults` overridden by the settings that are given (not undefined). */
-function withDefaults(defaults, given) {
-  const out = { ...defaults };
-  for (const [key, value] of Object.entries(given || {})) {
-    if (value !== undefined) out[key] = value;
-  }
-  return out;
-}
-
 function keyError(key) {
   return Promise.reject(codeError(TypeError, 'ERR_INVALID_ARG', `the key must be a string, got ${describe(key)}`));
 }
@@ -294,8 +276,6 @@ class RedisStorageAdapter {
     this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(rest.retryStrategy));
     this[LOCK_SETUP] = {
       filter: rest.redlockFilter,
-      options: withDefaults(LOCK_DEFAULTS, rest.redlockOptions),
-      ttl: rest.redlockTTL ?? 5000,
       // The original hands redlockFilter the ioredis client itself: so do we, when we have one.
       ioredis: isIoredisRedis(client) && !rest.redlockNodes ? client : null,
     };
@@ -326,8 +306,8 @@ class RedisStorageAdapter {
       if (chosen.length === 0) {
         throw codeError(Error, 'ERR_NO_LOCK_NODE', 'No redis client available');
       }
-      const options = { ...setup.options };
-      Object.defineProperty(options, 'ttl', { value: setup.ttl, enumerable: false });
+      const { ttl, ...options } = this[NATIVE].lockOptions();
+      Object.defineProperty(options, 'ttl', { value: ttl, enumerable: false });
       this[LOCKER] = new RedisLocker(this[NATIVE].locker(chosen), options);
     }
     return this[LOCKER];

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use super::bridge::{self, Outcome};
 use super::client::{runtime, NativeClient};
 use super::error::throw;
-use super::locker::{report_outcome, LockNodeInfo, NativeLocker};
+use super::locker::{report_outcome, LockNodeInfo, LockOptions, NativeLocker};
 use crate::config::{AdapterConfig, Addr, ConnectionConfig, LockConfig};
 use crate::connection::{default_retry_strategy, Connection};
 use crate::error::Error;
@@ -56,6 +56,12 @@ impl NativeAdapter {
             lock_nodes: config.lock_nodes,
             locker: Mutex::new(None),
         })
+    }
+
+    /// The effective lock settings, defaults filled in.
+    #[napi]
+    pub fn lock_options(&self) -> LockOptions {
+        LockOptions::from(&self.lock_config)
     }
 
     /// The nodes that may vote on locks, in order, for `redlockFilter`.

@@ -15,6 +15,35 @@ pub struct LockNodeInfo {
     pub db: i64,
 }
 
+/// The effective Redlock settings, as `locker.options` shows them (milliseconds).
+#[napi(object)]
+pub struct LockOptions {
+    pub drift_factor: f64,
+    /// -1: unlimited.
+    pub retry_count: i64,
+    pub retry_delay: f64,
+    pub retry_jitter: f64,
+    pub automatic_extension_threshold: f64,
+    pub db: i64,
+    /// `redlockTTL`.
+    pub ttl: f64,
+}
+
+impl From<&crate::config::LockConfig> for LockOptions {
+    fn from(c: &crate::config::LockConfig) -> Self {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        LockOptions {
+            drift_factor: c.drift_factor,
+            retry_count: c.retry_count.map_or(-1, i64::from),
+            retry_delay: ms(c.retry_delay),
+            retry_jitter: ms(c.retry_jitter),
+            automatic_extension_threshold: ms(c.automatic_extension_threshold),
+            db: c.db,
+            ttl: ms(c.ttl),
+        }
+    }
+}
+
 /// The locker; settings and voters are fixed when it is made.
 #[napi]
 pub struct NativeLocker {
