@@ -247,7 +247,7 @@ impl Connection {
                         }
                         if let Some(max) = self.inner.config.max_retries_per_request {
                             let waited = s.failed_attempts - start_attempts;
-                            if waited > u64::from(max) || (max == 0 && waited > 0) {
+                            if waited > u64::from(max) {
                                 return Err(self.gave_up_error(s.last_error.as_ref(), waited));
                             }
                         }
