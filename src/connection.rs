@@ -484,7 +484,6 @@ async fn connect_once(
 /// Over TLS redis-rs makes the socket, and a lost server is noticed by the next command.
 async fn open(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<MultiplexedConnection> {
     let io_error = |e: std::io::Error| Error::from_redis(&redis::RedisError::from(e), &inner.addr);
-    let info = inner.client.get_connection_info().redis_settings();
     let config = inner.async_config.clone();
     match (&inner.config.addr, &inner.config.tls) {
         (Addr::Tcp { host, port }, None) => {
@@ -500,22 +499,14 @@ async fn open(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<Mult
                     .set_tcp_keepalive(&keepalive)
                     .map_err(io_error)?;
             }
-            let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
-                .await
-                .map_err(|e| connect_error(&e, inner))?;
-            watch_driver(inner, weak, generation, driver);
-            Ok(conn)
+            watched(inner, weak, generation, stream, config).await
         }
         #[cfg(unix)]
         (Addr::Unix(path), _) => {
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(io_error)?;
-            let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
-                .await
-                .map_err(|e| connect_error(&e, inner))?;
-            watch_driver(inner, weak, generation, driver);
-            Ok(conn)
+            watched(inner, weak, generation, stream, config).await
         }
         _ => inner
             .client
@@ -525,14 +516,22 @@ async fn open(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<Mult
     }
 }
 
-/// Runs the socket's driver; when it ends (the server closed or the socket broke), the
-/// connection of `generation` is lost.
-fn watch_driver(
+/// Sets the connection up on `stream` (AUTH, SELECT) and runs its driver; when the driver ends
+/// (the server closed or the socket broke), the connection of `generation` is lost.
+async fn watched<S>(
     inner: &Inner,
     weak: &Weak<Inner>,
     generation: u64,
-    driver: impl Future<Output = ()> + Send + 'static,
-) {
+    stream: S,
+    config: AsyncConnectionConfig,
+) -> Result<MultiplexedConnection>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let info = inner.client.get_connection_info().redis_settings();
+    let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
+        .await
+        .map_err(|e| connect_error(&e, inner))?;
     let weak = weak.clone();
     inner.runtime.spawn(async move {
         driver.await;
@@ -540,6 +539,7 @@ fn watch_driver(
             Connection { inner }.connection_lost(generation);
         }
     });
+    Ok(conn)
 }
 
 /// Resolves the TLS `servername` to the addresses of the configured `host`, so that the
