@@ -15,7 +15,10 @@ export declare class NativeAdapter {
   constructor(optionsJson: string, client?: NativeClient | undefined | null, retryStrategy?: ((arg: number) => number | null) | undefined | null)
   /** The effective lock settings, defaults filled in. */
   lockOptions(): LockOptions
-  /** The nodes that may vote on locks, in order, for `redlockFilter`. */
+  /**
+   * The nodes that may vote on locks, in order, for `redlockFilter`: each of `redlockNodes`,
+   * else the adapter's server, or a cluster's startup nodes (the cluster then votes as one).
+   */
   lockNodes(): Array<LockNodeInfo>
   /** Makes the locker over the chosen nodes (indexes into `lockNodes()`). */
   locker(chosen: Array<number>): NativeLocker
@@ -40,8 +43,18 @@ export declare class NativeAdapter {
 
 /** A reconnecting connection to one Redis server. */
 export declare class NativeClient {
-  /** Connects with ioredis options given as JSON (see `config`). */
+  /**
+   * Connects with ioredis options given as JSON (see `config`): RedisOptions, or
+   * `{ nodes, options }` for a cluster.
+   */
   constructor(optionsJson: string, retryStrategy?: ((arg: number) => number | null) | undefined | null)
+  /** True for a cluster client. */
+  get isCluster(): boolean
+  /**
+   * A cluster's nodes as last read (`role`: 'master', 'slave' or 'all'); empty before the
+   * first connection and for one server.
+   */
+  nodes(role?: string | undefined | null): Array<NodeInfo>
   /** Sends `command` with `args` and resolves its reply. */
   call(command: string, args: Array<string | Buffer>): unknown
   /** ioredis's status name. */
@@ -82,4 +95,12 @@ export interface LockOptions {
   db: number
   /** `redlockTTL`. */
   ttl: number
+}
+
+/** A node of a cluster, as `client.nodes()` gives it. */
+export interface NodeInfo {
+  host: string
+  port: number
+  /** `'master'` or `'slave'`, as ioredis names them. */
+  role: string
 }

@@ -96,7 +96,7 @@ class RedisClient {
   constructor(options) {
     if (options === NATIVE) return; // RedisClient.wrap
     const opts = normaliseOptions(options);
-    this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(opts.retryStrategy));
+    this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
   }
 
   static wrap(native) {
@@ -108,6 +108,20 @@ class RedisClient {
   /** ioredis's status: 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end'. */
   get status() {
     return this[NATIVE].status;
+  }
+
+  /** True for a Redis Cluster client. */
+  get isCluster() {
+    return this[NATIVE].isCluster;
+  }
+
+  /**
+   * A cluster's nodes as last read, as `{ options: { host, port }, role }` (role 'master' or
+   * 'slave'); `role` filters ('master' | 'slave' | 'all'). Empty before the first connection
+   * and for a single server.
+   */
+  nodes(role = 'all') {
+    return this[NATIVE].nodes(role).map((n) => ({ options: { host: n.host, port: n.port }, role: n.role }));
   }
 
   /** Sends any command; resolves its reply as ioredis would. */
@@ -153,11 +167,34 @@ for (const name of COMMANDS) {
   });
 }
 
+/** The function that retries the first connection: retryStrategy, or a cluster's clusterRetryStrategy. */
+function retryStrategyOf(opts) {
+  return 'nodes' in opts ? opts.options && opts.options.clusterRetryStrategy : opts.retryStrategy;
+}
+
+/** The startup nodes and the options of an ioredis `Cluster` that the native cluster connection adopts. */
+function adoptedClusterOptions(cluster) {
+  const o = cluster.options || {};
+  const redisOptions = {};
+  for (const key of ['username', 'password', 'tls']) {
+    const value = o.redisOptions && o.redisOptions[key];
+    if (value !== undefined && value !== null) redisOptions[key] = value;
+  }
+  const options = { redisOptions };
+  if (o.natMap && typeof o.natMap === 'object') options.natMap = o.natMap;
+  if (typeof o.scaleReads === 'string') options.scaleReads = o.scaleReads;
+  const nodes = (cluster.startupNodes || []).map((n) =>
+    typeof n === 'object' && n !== null ? { host: n.host, port: Number(n.port) } : n
+  );
+  return { nodes, options };
+}
+
 function isIoredisRedis(client) {
   return (
     client !== null &&
     typeof client === 'object' &&
     typeof client.sendCommand === 'function' &&
+    client.isCluster !== true &&
     client.options !== null &&
     typeof client.options === 'object'
   );
@@ -257,12 +294,8 @@ class RedisStorageAdapter {
       ({ client, ...rest } = opts);
       if (client instanceof RedisClient) {
         shared = client[NATIVE];
-      } else if (client && client.isCluster) {
-        throw codeError(
-          TypeError,
-          'ERR_INVALID_OPTION',
-          'option `client`: an ioredis Cluster is not supported by this build yet'
-        );
+      } else if (client && client.isCluster === true && Array.isArray(client.startupNodes)) {
+        rest = { ...adoptedClusterOptions(client), ...rest };
       } else if (isIoredisRedis(client)) {
         rest = { ...adoptedOptions(client), ...rest };
       } else {
@@ -273,7 +306,7 @@ class RedisStorageAdapter {
         );
       }
     }
-    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(rest.retryStrategy));
+    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(retryStrategyOf(rest)));
     this[LOCK_SETUP] = {
       filter: rest.redlockFilter,
       // The original hands redlockFilter the ioredis client itself: so do we, when we have one.

@@ -46,12 +46,26 @@ pub fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_millis() as f64)
 }
 
-/// `prefix + key` as bytes.
-pub fn prefixed(prefix: &str, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + key.len());
+/// `prefix + key` as bytes; with `spread`, `prefix + {tag} + key`, where the tag is a hash of
+/// the key, so that Redis Cluster hashes every key by a tag of its own (alova's keys hold
+/// `{...}` parameter objects that Redis would otherwise take as the hash tag).
+pub fn prefixed(prefix: &str, key: &str, spread: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + key.len() + if spread { 10 } else { 0 });
     out.extend_from_slice(prefix.as_bytes());
+    if spread {
+        out.push(b'{');
+        out.extend_from_slice(format!("{:08x}", fnv1a(key.as_bytes())).as_bytes());
+        out.push(b'}');
+    }
     out.extend_from_slice(key.as_bytes());
     out
+}
+
+/// 32-bit FNV-1a: a small, stable hash for the spread tag.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A `SCAN MATCH` pattern that matches exactly the keys starting with `prefix`.
@@ -84,9 +98,75 @@ mod tests {
 
     #[test]
     fn keys_and_patterns() {
-        assert_eq!(prefixed("alova:", "k"), b"alova:k");
-        assert_eq!(prefixed("", "ключ"), "ключ".as_bytes());
+        assert_eq!(prefixed("alova:", "k", false), b"alova:k");
+        assert_eq!(prefixed("", "ключ", false), "ключ".as_bytes());
+        let spread = prefixed("alova:", r#"$a.x["GET","/u",{"page":1},null,{}]"#, true);
+        assert!(
+            spread.starts_with(b"alova:{") && spread[15] == b'}',
+            "{spread:?}"
+        );
+        assert_ne!(
+            key_slot(&spread),
+            key_slot(&prefixed(
+                "alova:",
+                r#"$a.x["GET","/v",{"page":1},null,{}]"#,
+                true
+            )),
+            "keys that share a parameter object get their own slots"
+        );
         assert_eq!(prefix_pattern("alova:"), "alova:*");
         assert_eq!(prefix_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
+    }
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag (the
+/// part between the first `{` and the next `}`, when that is not empty), modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % 16384
+}
+
+/// CRC16-CCITT (XMODEM), as Redis Cluster hashes keys.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT` on a real server.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(
+            key_slot(b"foo{}{bar}"),
+            8363,
+            "an empty tag hashes the whole key"
+        );
+        assert_eq!(key_slot(b"foo{{bar}}zap"), 4015);
+        assert_eq!(
+            key_slot(br#"alova:$a.x["GET","/users",{"page":1},null,{}]"#),
+            5378
+        );
     }
 }

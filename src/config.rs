@@ -164,8 +164,12 @@ impl Default for LockConfig {
 /// Everything `new RedisStorageAdapter(options)` configures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterConfig {
-    /// The connection; `None` when an existing native client is shared.
-    pub connection: Option<ConnectionConfig>,
+    /// The server or cluster; `None` when an existing native client is shared.
+    pub backend: Option<BackendConfig>,
+    /// `spreadKeys`: put a hash tag of each key in front of it, so that a cluster spreads the
+    /// keys over its slots (alova's keys carry `{...}` parameter objects that Redis would take
+    /// as hash tags). Default false.
+    pub spread_keys: bool,
     /// Prefix of every cache key. Default `alova:`.
     pub key_prefix: String,
     /// Lock settings.
@@ -177,6 +181,318 @@ pub struct AdapterConfig {
     pub has_retry_strategy: bool,
     /// A `redlockFilter` function was given (the binding holds it).
     pub has_redlock_filter: bool,
+}
+
+/// A standalone server or a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// One server.
+    Standalone(ConnectionConfig),
+    /// A Redis Cluster.
+    Cluster(ClusterConfig),
+}
+
+/// ioredis `scaleReads`: where read-only commands go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleReads {
+    /// Every command to the slot's master. Default.
+    Master,
+    /// Reads to replicas (`'slave'` and `'all'`).
+    Replicas,
+}
+
+/// A Redis Cluster: ioredis `new Cluster(nodes, options)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Startup nodes (host, port); the rest are discovered.
+    pub nodes: Vec<(String, u16)>,
+    /// `redisOptions`: credentials, TLS, timeouts of every node connection.
+    pub redis: ConnectionConfig,
+    /// `scaleReads`. Default master.
+    pub scale_reads: ScaleReads,
+    /// `natMap`: announced address -> reachable address.
+    pub nat_map: Vec<((String, u16), (String, u16))>,
+    /// `maxRedirections`: retries of a command (MOVED, ASK, TRYAGAIN, failover). Default 16.
+    pub max_redirections: u32,
+    /// The shortest pause between those retries: the least of `retryDelayOnFailover`,
+    /// `retryDelayOnClusterDown` and `retryDelayOnTryAgain`. Default 100 ms.
+    pub retry_delay: Duration,
+    /// Commands issued before the cluster is reachable wait. Default true.
+    pub enable_offline_queue: bool,
+    /// Connect on the first command. Default false.
+    pub lazy_connect: bool,
+}
+
+/// ioredis ClusterOptions with no effect here (README says why).
+const CLUSTER_NO_OP_OPTIONS: &[&str] = &[
+    "enableReadyCheck",
+    "slotsRefreshTimeout",
+    "slotsRefreshInterval",
+    "enableAutoPipelining",
+    "autoPipeliningIgnoredPrefixes",
+    "showFriendlyErrorStack",
+    "useSRVRecords",
+];
+
+/// ClusterOptions we refuse, with what to do instead.
+const CLUSTER_UNSUPPORTED_OPTIONS: &[(&str, &str)] = &[
+    (
+        "dnsLookup",
+        "a custom dnsLookup is not supported; use natMap",
+    ),
+    ("scripts", "scripts (defineCommand) are not supported"),
+    (
+        "keyPrefix",
+        "a connection-level keyPrefix is not supported; set the adapter's keyPrefix",
+    ),
+    ("resolveSrv", "SRV records are not supported"),
+];
+
+/// The redisOptions a cluster node connection takes.
+const CLUSTER_REDIS_OPTIONS: &[&str] = &[
+    "username",
+    "password",
+    "tls",
+    "db",
+    "connectTimeout",
+    "commandTimeout",
+    "keepAlive",
+    "noDelay",
+    "maxRetriesPerRequest",
+];
+
+/// The keys of the cluster shape beside the adapter's own.
+const CLUSTER_SHAPE: &[&str] = &["nodes", "options"];
+
+impl ClusterConfig {
+    fn from_parts(nodes: &Value, options: Option<&Value>) -> Result<Self> {
+        let nodes = match nodes {
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| cluster_node(n, i))
+                .collect::<Result<Vec<_>>>()?,
+            other => {
+                return Err(Error::config(format!(
+                    "option `nodes` must be a non-empty array of {{ host, port }}, ports or \"host:port\" strings, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        let empty = Map::new();
+        let o = match options {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(o)) => o,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `options` must be an object of ioredis ClusterOptions, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        const KNOWN: &[&str] = &[
+            "redisOptions",
+            "scaleReads",
+            "natMap",
+            "maxRedirections",
+            "retryDelayOnFailover",
+            "retryDelayOnClusterDown",
+            "retryDelayOnTryAgain",
+            "enableOfflineQueue",
+            "lazyConnect",
+            "clusterRetryStrategy",
+        ];
+        for key in o.keys() {
+            if let Some((_, why)) = CLUSTER_UNSUPPORTED_OPTIONS.iter().find(|(k, _)| k == key) {
+                return Err(Error::config(format!("option `options.{key}`: {why}")));
+            }
+            if !KNOWN.contains(&key.as_str()) && !CLUSTER_NO_OP_OPTIONS.contains(&key.as_str()) {
+                return Err(Error::config(format!(
+                    "unknown option `options.{key}` (see README for the ClusterOptions supported)"
+                )));
+            }
+        }
+        let r = Reader(o);
+        let redis = match o.get("redisOptions") {
+            None | Some(Value::Null) => ConnectionConfig::default(),
+            Some(Value::Object(ro)) => {
+                for key in ro.keys() {
+                    if !CLUSTER_REDIS_OPTIONS.contains(&key.as_str())
+                        && !NO_OP_OPTIONS.contains(&key.as_str())
+                    {
+                        return Err(Error::config(format!(
+                            "option `options.redisOptions.{key}` is not supported for cluster nodes (supported: {})",
+                            CLUSTER_REDIS_OPTIONS.join(", ")
+                        )));
+                    }
+                }
+                ConnectionConfig::from_reader(&Reader(ro))?
+            }
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `options.redisOptions` must be an object, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        if redis.db != 0 {
+            return Err(Error::config(
+                "option `options.redisOptions.db` must be 0: Redis Cluster has only database 0",
+            ));
+        }
+        let scale_reads = match r.string("scaleReads")?.as_deref() {
+            None | Some("master") => ScaleReads::Master,
+            Some("slave") | Some("all") => ScaleReads::Replicas,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `options.scaleReads` must be 'master', 'slave' or 'all', got {other:?}"
+                )))
+            }
+        };
+        let nat_map = match o.get("natMap") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(from, to)| {
+                    let bad = || {
+                        Error::config(format!(
+                            "option `options.natMap` maps \"host:port\" to {{ host, port }}; entry {from:?} is wrong"
+                        ))
+                    };
+                    let from = split_host_port(from).ok_or_else(bad)?;
+                    let host = to.get("host").and_then(Value::as_str).ok_or_else(bad)?;
+                    let port = to
+                        .get("port")
+                        .and_then(Value::as_u64)
+                        .and_then(|p| u16::try_from(p).ok())
+                        .filter(|p| *p > 0)
+                        .ok_or_else(bad)?;
+                    Ok((from, (host.to_owned(), port)))
+                })
+                .collect::<Result<_>>()?,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `options.natMap` must be an object, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        let named = r.as_named_with("options.");
+        let delays = [
+            "retryDelayOnFailover",
+            "retryDelayOnClusterDown",
+            "retryDelayOnTryAgain",
+        ]
+        .iter()
+        .map(|k| named.millis(k, 0))
+        .collect::<Result<Vec<_>>>()?;
+        let retry_delay = delays
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_millis(100));
+        Ok(ClusterConfig {
+            nodes,
+            redis,
+            scale_reads,
+            nat_map,
+            max_redirections: named
+                .integer("maxRedirections", 0, 1000)?
+                .map_or(16, |n| n as u32),
+            retry_delay,
+            enable_offline_queue: named.bool("enableOfflineQueue")?.unwrap_or(true),
+            lazy_connect: named.bool("lazyConnect")?.unwrap_or(false),
+        })
+    }
+}
+
+/// `"host:port"` (the last colon splits, so IPv6 hosts keep theirs).
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// One startup node: `{ host, port }`, a port, `"host:port"` or a redis:// URL.
+fn cluster_node(v: &Value, i: usize) -> Result<(String, u16)> {
+    let bad = || {
+        Error::config(format!(
+            "option `nodes[{i}]` must be {{ host, port }}, a port or \"host:port\", got {}",
+            describe(v)
+        ))
+    };
+    match v {
+        Value::Number(n) => {
+            let port = n
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(bad)?;
+            Ok(("localhost".to_owned(), port))
+        }
+        Value::String(s) if s.contains("://") => {
+            let mut c = ConnectionConfig::default();
+            c.apply_url(s).map_err(|_| bad())?;
+            match c.addr {
+                Addr::Tcp { host, port } => Ok((host, port)),
+                Addr::Unix(_) => Err(bad()),
+            }
+        }
+        Value::String(s) => split_host_port(s)
+            .or_else(|| {
+                s.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .map(|p| ("localhost".to_owned(), p))
+            })
+            .ok_or_else(bad),
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "host" | "port")) {
+                return Err(Error::config(format!(
+                    "option `nodes[{i}].{k}` is not supported (host, port)"
+                )));
+            }
+            let r = Reader(o);
+            let host = r.string("host")?.unwrap_or_else(|| "localhost".to_owned());
+            let port = r.port("port")?.unwrap_or(6379);
+            Ok((host, port))
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl BackendConfig {
+    /// A client's options: RedisOptions, or `{ nodes, options }` for a cluster.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` naming the first wrong option.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(json)
+            .map_err(|_| Error::config("options must be a plain object"))?;
+        match &value {
+            Value::Object(obj) if obj.contains_key("nodes") => {
+                if let Some(k) = obj.keys().find(|k| !CLUSTER_SHAPE.contains(&k.as_str())) {
+                    return Err(Error::config(format!(
+                        "unknown option `{k}` beside `nodes` (a cluster takes {{ nodes, options }})"
+                    )));
+                }
+                Ok(BackendConfig::Cluster(ClusterConfig::from_parts(
+                    &obj["nodes"],
+                    obj.get("options"),
+                )?))
+            }
+            _ => ConnectionConfig::from_json(json).map(BackendConfig::Standalone),
+        }
+    }
+
+    /// A cluster's settings, or `None` for one server.
+    pub fn cluster(&self) -> Option<&ClusterConfig> {
+        match self {
+            BackendConfig::Cluster(c) => Some(c),
+            BackendConfig::Standalone(_) => None,
+        }
+    }
 }
 
 /// Default cache key prefix.
@@ -224,6 +540,7 @@ const ADAPTER_OPTIONS: &[&str] = &[
     "redlockFilter",
     "redlockTTL",
     "redlockNodes",
+    "spreadKeys",
 ];
 
 const CONNECTION_OPTIONS: &[&str] = &[
@@ -276,12 +593,18 @@ impl AdapterConfig {
                 )))
             }
         };
-        if obj.contains_key("nodes") {
-            return Err(Error::config(
-                "Redis Cluster ({ nodes, options }) is not supported by this build yet",
-            ));
-        }
+        let cluster = obj.contains_key("nodes");
         for key in obj.keys() {
+            if cluster {
+                if !CLUSTER_SHAPE.contains(&key.as_str())
+                    && !ADAPTER_OPTIONS.contains(&key.as_str())
+                {
+                    return Err(Error::config(format!(
+                        "option `{key}` does not go beside `nodes`: a cluster takes {{ nodes, options }} (connection settings go in options.redisOptions)"
+                    )));
+                }
+                continue;
+            }
             if let Some((_, why)) = UNSUPPORTED_OPTIONS.iter().find(|(k, _)| k == key) {
                 return Err(Error::config(format!("option `{key}`: {why}")));
             }
@@ -292,6 +615,11 @@ impl AdapterConfig {
                 return Err(Error::config(format!(
                     "unknown option `{key}`: expected ioredis RedisOptions, {{ nodes, options }} or {{ client }} (see README)"
                 )));
+            }
+            if key == "options" {
+                return Err(Error::config(
+                    "option `options` belongs to the cluster shape { nodes, options }",
+                ));
             }
             if shared_client && CONNECTION_OPTIONS.contains(&key.as_str()) {
                 return Err(Error::config(format!(
@@ -330,17 +658,42 @@ impl AdapterConfig {
                 )))
             }
         };
-        let connection = if shared_client {
+        if shared_client && cluster {
+            return Err(Error::config(
+                "options `nodes` and `client` cannot be combined: the client's connection is shared",
+            ));
+        }
+        let backend = if shared_client {
             None
+        } else if cluster {
+            let config = ClusterConfig::from_parts(&obj["nodes"], obj.get("options"))?;
+            if lock.db != 0 {
+                return Err(Error::config(
+                    "option `redlockOptions.db` must be 0 on a cluster: Redis Cluster has only database 0",
+                ));
+            }
+            Some(BackendConfig::Cluster(config))
         } else {
-            Some(ConnectionConfig::from_reader(&r)?)
+            Some(BackendConfig::Standalone(ConnectionConfig::from_reader(
+                &r,
+            )?))
         };
+        let retry_key = if cluster { None } else { Some("retryStrategy") };
         Ok(AdapterConfig {
-            connection,
+            backend,
+            spread_keys: r.bool("spreadKeys")?.unwrap_or(false),
             key_prefix,
             lock,
             lock_nodes,
-            has_retry_strategy: r.function("retryStrategy")?,
+            has_retry_strategy: match retry_key {
+                Some(key) => r.function(key)?,
+                None => obj
+                    .get("options")
+                    .and_then(Value::as_object)
+                    .map(|o| Reader(o).function("clusterRetryStrategy"))
+                    .transpose()?
+                    .unwrap_or(false),
+            },
             has_redlock_filter: r.function("redlockFilter")?,
         })
     }
@@ -637,6 +990,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn as_named_with(&self, prefix: &'static str) -> Named<'a> {
+        Named {
+            obj: self.0,
+            prefix,
+        }
+    }
+
     fn as_named(&self) -> Named<'a> {
         Named {
             obj: self.0,
@@ -822,7 +1182,10 @@ mod tests {
     }
 
     fn conn(json: &str) -> ConnectionConfig {
-        parse(json).unwrap().connection.unwrap()
+        match parse(json).unwrap().backend {
+            Some(BackendConfig::Standalone(c)) => c,
+            other => panic!("not standalone: {other:?}"),
+        }
     }
 
     #[test]
@@ -831,7 +1194,9 @@ mod tests {
         assert_eq!(c.key_prefix, "alova:");
         assert_eq!(c.lock, LockConfig::default());
         assert_eq!(c.lock.ttl, Duration::from_millis(5000));
-        let conn = c.connection.unwrap();
+        let Some(BackendConfig::Standalone(conn)) = c.backend else {
+            panic!("standalone by default")
+        };
         assert_eq!(conn, ConnectionConfig::default());
         assert_eq!(conn.connect_timeout, Some(Duration::from_secs(10)));
         assert_eq!(conn.max_retries_per_request, Some(20));
@@ -950,8 +1315,95 @@ mod tests {
     #[test]
     fn shared_client_refuses_connection_options() {
         let c = AdapterConfig::from_json(r#"{"keyPrefix":"p:"}"#, true).unwrap();
-        assert!(c.connection.is_none());
+        assert!(c.backend.is_none());
         assert!(AdapterConfig::from_json(r#"{"port":1}"#, true).is_err());
+    }
+
+    fn cluster(json: &str) -> ClusterConfig {
+        match parse(json).unwrap().backend {
+            Some(BackendConfig::Cluster(c)) => c,
+            other => panic!("not a cluster: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cluster_shape() {
+        let c = cluster(
+            r#"{"nodes":[{"host":"10.0.0.1","port":7000},7001,"h:7002","redis://u:p@h2:7003"],
+                "options":{"redisOptions":{"password":"pw","connectTimeout":500},"scaleReads":"slave",
+                "natMap":{"10.0.0.1:7000":{"host":"127.0.0.1","port":17000}},"maxRedirections":5,
+                "retryDelayOnFailover":50,"enableReadyCheck":true},"keyPrefix":"c:"}"#,
+        );
+        assert_eq!(
+            c.nodes,
+            vec![
+                ("10.0.0.1".into(), 7000),
+                ("localhost".into(), 7001),
+                ("h".into(), 7002),
+                ("h2".into(), 7003)
+            ]
+        );
+        assert_eq!(c.redis.password, Some(Secret("pw".into())));
+        assert_eq!(c.redis.connect_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(c.scale_reads, ScaleReads::Replicas);
+        assert_eq!(
+            c.nat_map,
+            vec![(("10.0.0.1".into(), 7000), ("127.0.0.1".into(), 17000))]
+        );
+        assert_eq!(c.max_redirections, 5);
+        assert_eq!(c.retry_delay, Duration::from_millis(50));
+        let defaults = cluster(r#"{"nodes":[7000]}"#);
+        assert_eq!(
+            (defaults.max_redirections, defaults.retry_delay),
+            (16, Duration::from_millis(100))
+        );
+        assert!(
+            parse(r#"{"nodes":[7000],"options":{"clusterRetryStrategy":{"$fn":true}}}"#)
+                .unwrap()
+                .has_retry_strategy
+        );
+    }
+
+    #[test]
+    fn cluster_mistakes_are_named() {
+        for (json, name) in [
+            (r#"{"nodes":[]}"#, "`nodes`"),
+            (r#"{"nodes":"x"}"#, "`nodes`"),
+            (r#"{"nodes":[{"host":"h","port":"x"}]}"#, "`port`"),
+            (r#"{"nodes":[true]}"#, "`nodes[0]`"),
+            (r#"{"nodes":[7000],"host":"h"}"#, "`host`"),
+            (r#"{"nodes":[7000],"options":{"foo":1}}"#, "`options.foo`"),
+            (
+                r#"{"nodes":[7000],"options":{"scaleReads":"x"}}"#,
+                "scaleReads",
+            ),
+            (
+                r#"{"nodes":[7000],"options":{"redisOptions":{"db":1}}}"#,
+                "db",
+            ),
+            (
+                r#"{"nodes":[7000],"options":{"redisOptions":{"host":"x"}}}"#,
+                "redisOptions.host",
+            ),
+            (
+                r#"{"nodes":[7000],"options":{"natMap":{"x":{"host":"h","port":1}}}}"#,
+                "natMap",
+            ),
+            (
+                r#"{"nodes":[7000],"options":{"dnsLookup":{"$fn":true}}}"#,
+                "dnsLookup",
+            ),
+            (
+                r#"{"nodes":[7000],"redlockOptions":{"db":2}}"#,
+                "redlockOptions.db",
+            ),
+            (r#"{"options":{}}"#, "`options`"),
+        ] {
+            let e = parse(json).unwrap_err();
+            assert_eq!(e.code(), "ERR_INVALID_OPTION", "{json}");
+            assert!(e.message().contains(name), "{json}: {e}");
+        }
+        assert!(AdapterConfig::from_json(r#"{"nodes":[7000]}"#, true).is_err());
     }
 
     #[test]

@@ -16,7 +16,10 @@ use redis::{AsyncConnectionConfig, Cmd, Value};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use crate::config::{Addr, ConnectionConfig, TlsConfig};
+use redis::cluster_async::ClusterConnection;
+
+use crate::cluster::{ClusterNode, ClusterTarget};
+use crate::config::{Addr, ClusterConfig, ConnectionConfig, TlsConfig};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A boxed future, as the retry strategy returns it.
@@ -62,9 +65,34 @@ impl Status {
     }
 }
 
+/// A live link: one server's multiplexed socket, or a cluster's connections.
+#[derive(Clone)]
+enum Link {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Link {
+    async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Link::Single(conn) => conn.send_packed_command(cmd).await,
+            Link::Cluster(conn) => redis::aio::ConnectionLike::req_packed_command(conn, cmd).await,
+        }
+    }
+}
+
+/// What a connection connects to.
+enum Target {
+    Single {
+        client: redis::Client,
+        async_config: AsyncConnectionConfig,
+    },
+    Cluster(ClusterTarget),
+}
+
 struct State {
     status: Status,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Link>,
     /// Bumped for every new socket, so that only the first failure on a socket reconnects.
     generation: u64,
     /// Failed connection attempts since the start, for `maxRetriesPerRequest`.
@@ -74,15 +102,15 @@ struct State {
 
 struct Inner {
     config: ConnectionConfig,
-    client: redis::Client,
-    async_config: AsyncConnectionConfig,
+    target: Target,
     addr: String,
     retry: RetryStrategy,
     runtime: Handle,
     state: watch::Sender<State>,
 }
 
-/// A reconnecting connection to one server. Cheap to clone: clones share the socket.
+/// A reconnecting connection to one server or to a cluster. Cheap to clone: clones share the
+/// socket(s).
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
@@ -95,23 +123,45 @@ impl Connection {
     /// `ERR_INVALID_OPTION` when the TLS material cannot be used.
     pub fn new(config: ConnectionConfig, retry: RetryStrategy, runtime: Handle) -> Result<Self> {
         let addr = config.addr.to_string();
-        let client = build_client(&config)?;
-        let mut async_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(config.connect_timeout)
-            .set_response_timeout(config.command_timeout);
-        if let (
-            Addr::Tcp { host, .. },
-            Some(TlsConfig {
-                servername: Some(name),
-                ..
-            }),
-        ) = (&config.addr, &config.tls)
-        {
-            async_config = async_config.set_dns_resolver(ServernameResolver {
-                servername: name.clone(),
-                host: host.clone(),
-            });
-        }
+        let target = Target::Single {
+            client: build_client(&config)?,
+            async_config: async_config(&config),
+        };
+        Ok(Self::start(config, target, addr, retry, runtime))
+    }
+
+    /// A connection to the cluster of `cluster`; unless `lazy_connect`, it starts connecting
+    /// on `runtime`.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` when redis-rs refuses the settings.
+    pub fn new_cluster(
+        cluster: &ClusterConfig,
+        retry: RetryStrategy,
+        runtime: Handle,
+    ) -> Result<Self> {
+        let target = Target::Cluster(ClusterTarget::new(cluster)?);
+        let nodes: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
+        let addr = format!("cluster {}", nodes.join(","));
+        let config = ConnectionConfig {
+            lazy_connect: cluster.lazy_connect,
+            enable_offline_queue: cluster.enable_offline_queue,
+            ..cluster.redis.clone()
+        };
+        Ok(Self::start(config, target, addr, retry, runtime))
+    }
+
+    fn start(
+        config: ConnectionConfig,
+        target: Target,
+        addr: String,
+        retry: RetryStrategy,
+        runtime: Handle,
+    ) -> Self {
         let lazy = config.lazy_connect;
         let (state, _) = watch::channel(State {
             status: if lazy {
@@ -127,8 +177,7 @@ impl Connection {
         let connection = Connection {
             inner: Arc::new(Inner {
                 config,
-                client,
-                async_config,
+                target,
                 addr,
                 retry,
                 runtime,
@@ -138,7 +187,77 @@ impl Connection {
         if !lazy {
             connection.spawn_connect_loop(false);
         }
-        Ok(connection)
+        connection
+    }
+
+    /// True for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.target, Target::Cluster(_))
+    }
+
+    /// The nodes this connection was given: the server, or a cluster's startup nodes.
+    pub fn given_nodes(&self) -> Vec<Addr> {
+        match &self.inner.target {
+            Target::Cluster(c) => c
+                .startup
+                .iter()
+                .map(|(host, port)| Addr::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                })
+                .collect(),
+            Target::Single { .. } => vec![self.inner.config.addr.clone()],
+        }
+    }
+
+    /// The cluster's nodes as last read (empty before the first connection, and for one server).
+    pub fn cluster_nodes(&self) -> Vec<ClusterNode> {
+        match &self.inner.target {
+            Target::Cluster(c) => c.topology(),
+            Target::Single { .. } => Vec::new(),
+        }
+    }
+
+    /// The masters to scan: the server itself, or the cluster's masters read afresh.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn masters(&self) -> Result<Vec<(String, u16)>> {
+        let attempts = self.inner.state.borrow().failed_attempts;
+        let (link, _) = self.ready(attempts, true).await?;
+        match (&self.inner.target, link) {
+            (Target::Cluster(target), Link::Cluster(mut conn)) => Ok(target
+                .refresh(&mut conn, &self.inner.addr)
+                .await?
+                .into_iter()
+                .filter(|n| n.master)
+                .map(|n| (n.host, n.port))
+                .collect()),
+            _ => Ok(match &self.inner.config.addr {
+                Addr::Tcp { host, port } => vec![(host.clone(), *port)],
+                Addr::Unix(_) => vec![(String::new(), 0)],
+            }),
+        }
+    }
+
+    /// Sends `cmd` to the node `host:port` of a cluster; to the server itself otherwise.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn send_to(&self, host: &str, port: u16, cmd: &Cmd) -> Result<Value> {
+        if !self.is_cluster() {
+            return self.send(cmd).await;
+        }
+        let attempts = self.inner.state.borrow().failed_attempts;
+        let (link, _) = self.ready(attempts, true).await?;
+        let Link::Cluster(mut conn) = link else {
+            return self.send(cmd).await;
+        };
+        match crate::cluster::send_to(&mut conn, host, port, cmd).await {
+            Ok(Value::ServerError(err)) => Err(Error::from_redis(&err.into(), &self.inner.addr)),
+            Ok(value) => Ok(value),
+            Err(err) => Err(Error::from_redis(&err, &format!("{host}:{port}"))),
+        }
     }
 
     /// The server's address, for messages.
@@ -182,12 +301,13 @@ impl Connection {
         let mut resends = 0u32;
         loop {
             let (mut conn, generation) = self.ready(start_attempts, offline_queue).await?;
-            match conn.send_packed_command(cmd).await {
+            match conn.send(cmd).await {
                 Ok(Value::ServerError(err)) => {
                     return Err(Error::from_redis(&err.into(), &self.inner.addr))
                 }
                 Ok(value) => return Ok(value),
-                Err(err) if is_socket_failure(&err) => {
+                // A cluster connection has retried through redirections and failovers already.
+                Err(err) if is_socket_failure(&err) && !self.is_cluster() => {
                     self.connection_lost(generation);
                     if !self.inner.config.resend_unfulfilled || resends >= max_resends.max(1) {
                         return Err(Error::from_redis(&err, &self.inner.addr));
@@ -200,11 +320,7 @@ impl Connection {
     }
 
     /// Waits for a usable socket, within the offline-queue rules.
-    async fn ready(
-        &self,
-        start_attempts: u64,
-        offline_queue: bool,
-    ) -> Result<(MultiplexedConnection, u64)> {
+    async fn ready(&self, start_attempts: u64, offline_queue: bool) -> Result<(Link, u64)> {
         let mut rx = self.inner.state.subscribe();
         loop {
             let start_lazy = {
@@ -319,7 +435,7 @@ impl Connection {
     /// already sent still get their replies.
     pub async fn quit(&self) {
         let conn = self.inner.state.borrow().conn.clone();
-        if let Some(mut conn) = conn {
+        if let Some(Link::Single(mut conn)) = conn {
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
                 conn.send_packed_command(&redis::cmd("QUIT")),
@@ -437,13 +553,15 @@ async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
 }
 
 /// One connection attempt, bounded by `connectTimeout` as a whole (TCP, TLS, AUTH, SELECT).
-async fn connect_once(
-    inner: &Inner,
-    weak: &Weak<Inner>,
-    generation: u64,
-) -> Result<MultiplexedConnection> {
+async fn connect_once(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<Link> {
     let attempt = async {
-        let mut conn = open(inner, weak, generation).await?;
+        let mut conn = match &inner.target {
+            Target::Single {
+                client,
+                async_config,
+            } => Link::Single(open(inner, client, async_config, weak, generation).await?),
+            Target::Cluster(target) => Link::Cluster(target.connect(&inner.addr).await?),
+        };
         // One round trip before the socket counts as connected, so that a server that accepts
         // and never answers is caught by connectTimeout instead of hanging the first command.
         let hello = match &inner.config.connection_name {
@@ -454,7 +572,7 @@ async fn connect_once(
             }
             None => redis::cmd("PING"),
         };
-        match conn.send_packed_command(&hello).await {
+        match conn.send(&hello).await {
             Ok(Value::ServerError(err)) => return Err(Error::from_redis(&err.into(), &inner.addr)),
             Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
             Ok(_) => {}
@@ -482,9 +600,15 @@ async fn connect_once(
 /// socket is made here, so that its driver is ours to watch: when the server goes away the
 /// connection starts reconnecting at once (status `reconnecting`), before any command fails.
 /// Over TLS redis-rs makes the socket, and a lost server is noticed by the next command.
-async fn open(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<MultiplexedConnection> {
+async fn open(
+    inner: &Inner,
+    client: &redis::Client,
+    async_config: &AsyncConnectionConfig,
+    weak: &Weak<Inner>,
+    generation: u64,
+) -> Result<MultiplexedConnection> {
     let io_error = |e: std::io::Error| Error::from_redis(&redis::RedisError::from(e), &inner.addr);
-    let config = inner.async_config.clone();
+    let config = async_config.clone();
     match (&inner.config.addr, &inner.config.tls) {
         (Addr::Tcp { host, port }, None) => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
@@ -499,17 +623,16 @@ async fn open(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<Mult
                     .set_tcp_keepalive(&keepalive)
                     .map_err(io_error)?;
             }
-            watched(inner, weak, generation, stream, config).await
+            watched(inner, client, weak, generation, stream, config).await
         }
         #[cfg(unix)]
         (Addr::Unix(path), _) => {
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(io_error)?;
-            watched(inner, weak, generation, stream, config).await
+            watched(inner, client, weak, generation, stream, config).await
         }
-        _ => inner
-            .client
+        _ => client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| connect_error(&e, inner)),
@@ -520,6 +643,7 @@ async fn open(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Result<Mult
 /// (the server closed or the socket broke), the connection of `generation` is lost.
 async fn watched<S>(
     inner: &Inner,
+    client: &redis::Client,
     weak: &Weak<Inner>,
     generation: u64,
     stream: S,
@@ -528,7 +652,7 @@ async fn watched<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let info = inner.client.get_connection_info().redis_settings();
+    let info = client.get_connection_info().redis_settings();
     let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
         .await
         .map_err(|e| connect_error(&e, inner))?;
@@ -584,6 +708,27 @@ fn connect_error(err: &redis::RedisError, inner: &Inner) -> Error {
     mapped
 }
 
+/// redis-rs's connection settings: timeouts, and the resolver that makes `tls.servername` work.
+fn async_config(config: &ConnectionConfig) -> AsyncConnectionConfig {
+    let mut async_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(config.connect_timeout)
+        .set_response_timeout(config.command_timeout);
+    if let (
+        Addr::Tcp { host, .. },
+        Some(TlsConfig {
+            servername: Some(name),
+            ..
+        }),
+    ) = (&config.addr, &config.tls)
+    {
+        async_config = async_config.set_dns_resolver(ServernameResolver {
+            servername: name.clone(),
+            host: host.clone(),
+        });
+    }
+    async_config
+}
+
 /// Builds the redis-rs client for the settings.
 fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
     let redis_settings = {
@@ -628,7 +773,8 @@ fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
     }
 }
 
-fn tls_certificates(tls: &TlsConfig) -> redis::TlsCertificates {
+/// The TLS material of `tls` as redis-rs takes it.
+pub(crate) fn tls_certificates(tls: &TlsConfig) -> redis::TlsCertificates {
     redis::TlsCertificates {
         client_tls: match (&tls.cert, &tls.key) {
             (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {

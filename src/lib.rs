@@ -4,6 +4,7 @@
 //! napi in it; `cargo test --no-default-features` builds and tests it against real servers. The
 //! `napi` feature adds the thin JavaScript binding.
 
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod config;

@@ -2,7 +2,9 @@
 
 use redis::{Cmd, Value};
 
-use crate::codec::{prefix_pattern, prefixed, Expiry};
+use std::collections::BTreeMap;
+
+use crate::codec::{key_slot, prefix_pattern, prefixed, Expiry};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -14,12 +16,23 @@ const SCAN_COUNT: usize = 1000;
 pub struct Storage {
     conn: Connection,
     key_prefix: String,
+    spread_keys: bool,
 }
 
 impl Storage {
-    /// A storage over `conn` with `key_prefix`.
-    pub fn new(conn: Connection, key_prefix: String) -> Self {
-        Storage { conn, key_prefix }
+    /// A storage over `conn` with `key_prefix`; `spread_keys` adds a hash tag of each key (see
+    /// [`prefixed`]).
+    pub fn new(conn: Connection, key_prefix: String, spread_keys: bool) -> Self {
+        Storage {
+            conn,
+            key_prefix,
+            spread_keys,
+        }
+    }
+
+    /// The Redis key of `key`.
+    pub fn redis_key(&self, key: &str) -> Vec<u8> {
+        prefixed(&self.key_prefix, key, self.spread_keys)
     }
 
     /// The key prefix.
@@ -39,9 +52,7 @@ impl Storage {
     /// The connection's errors.
     pub async fn set(&self, key: &str, json: &str, expire_at: Option<f64>) -> Result<()> {
         let mut cmd = Cmd::new();
-        cmd.arg("SET")
-            .arg(prefixed(&self.key_prefix, key))
-            .arg(json);
+        cmd.arg("SET").arg(self.redis_key(key)).arg(json);
         match Expiry::from_timestamp(expire_at) {
             Expiry::Passed => return Ok(()),
             Expiry::In(ms) => {
@@ -58,7 +69,7 @@ impl Storage {
     /// The connection's errors; `ERR_PROTOCOL` when the key holds a non-string value.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut cmd = Cmd::new();
-        cmd.arg("GET").arg(prefixed(&self.key_prefix, key));
+        cmd.arg("GET").arg(self.redis_key(key));
         match self.conn.send(&cmd).await? {
             Value::Nil => Ok(None),
             Value::BulkString(bytes) => Ok(Some(bytes)),
@@ -76,12 +87,12 @@ impl Storage {
     /// The connection's errors.
     pub async fn remove(&self, key: &str) -> Result<()> {
         let mut cmd = Cmd::new();
-        cmd.arg("DEL").arg(prefixed(&self.key_prefix, key));
+        cmd.arg("DEL").arg(self.redis_key(key));
         self.conn.send(&cmd).await.map(drop)
     }
 
-    /// Removes every key under the prefix, and nothing else, by `SCAN` + `UNLINK`; returns how
-    /// many keys were removed.
+    /// Removes every key under the prefix, and nothing else, by `SCAN` + `UNLINK` on every
+    /// master; returns how many keys were removed.
     ///
     /// # Errors
     /// `ERR_CLEAR_REFUSED` when the prefix is empty (that would empty the whole database); the
@@ -94,29 +105,49 @@ impl Storage {
             ));
         }
         let pattern = prefix_pattern(&self.key_prefix);
-        let mut cursor = 0u64;
         let mut removed = 0u64;
-        loop {
-            let mut scan = Cmd::new();
-            scan.arg("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys) = parse_scan(self.conn.send(&scan).await?)?;
-            if !keys.is_empty() {
-                let mut unlink = Cmd::new();
-                unlink.arg("UNLINK").arg(keys);
-                if let Value::Int(n) = self.conn.send(&unlink).await? {
-                    removed += n.max(0) as u64;
+        for (host, port) in self.conn.masters().await? {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = Cmd::new();
+                scan.arg("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+                let (next, keys) = parse_scan(self.conn.send_to(&host, port, &scan).await?)?;
+                removed += self.unlink(keys).await?;
+                if next == 0 {
+                    break;
                 }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
+    }
+
+    /// Unlinks `keys`: at once on one server, one slot at a time on a cluster (a multi-key
+    /// command must stay in one slot there).
+    async fn unlink(&self, keys: Vec<Vec<u8>>) -> Result<u64> {
+        let batches: Vec<Vec<Vec<u8>>> = if self.conn.is_cluster() {
+            let mut by_slot: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
+            for key in keys {
+                by_slot.entry(key_slot(&key)).or_default().push(key);
+            }
+            by_slot.into_values().collect()
+        } else {
+            vec![keys]
+        };
+        let mut removed = 0u64;
+        for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+            let mut unlink = Cmd::new();
+            unlink.arg("UNLINK").arg(batch);
+            if let Value::Int(n) = self.conn.send(&unlink).await? {
+                removed += n.max(0) as u64;
+            }
+        }
+        Ok(removed)
     }
 }
 

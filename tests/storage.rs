@@ -14,7 +14,7 @@ fn now_ms() -> f64 {
 async fn set_get_remove_with_prefix_and_expiry() {
     let server = RedisServer::start(&[]);
     let conn = server.connect();
-    let storage = Storage::new(conn.clone(), "alova:".into());
+    let storage = Storage::new(conn.clone(), "alova:".into(), false);
 
     storage.set("plain", r#"{"a":1}"#, None).await.unwrap();
     assert_eq!(
@@ -54,7 +54,7 @@ async fn set_get_remove_with_prefix_and_expiry() {
 async fn clear_removes_only_the_prefix() {
     let server = RedisServer::start(&[]);
     let conn = server.connect();
-    let mine = Storage::new(conn.clone(), "a*[x]:".into());
+    let mine = Storage::new(conn.clone(), "a*[x]:".into(), false);
     for i in 0..2500 {
         mine.set(&format!("k{i}"), "1", None).await.unwrap();
     }
@@ -64,6 +64,6 @@ async fn clear_removes_only_the_prefix() {
     assert_eq!(mine.clear().await.unwrap(), 2500);
     assert_eq!(conn.send(&cmd(&["DBSIZE"])).await.unwrap(), Value::Int(2));
 
-    let empty = Storage::new(conn, String::new());
+    let empty = Storage::new(conn, String::new(), false);
     assert_eq!(empty.clear().await.unwrap_err().code(), "ERR_CLEAR_REFUSED");
 }

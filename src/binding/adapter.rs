@@ -6,7 +6,7 @@ use napi_derive::napi;
 use std::sync::Mutex;
 
 use super::bridge::{self, Outcome};
-use super::client::{runtime, NativeClient};
+use super::client::{open, runtime, NativeClient};
 use super::error::throw;
 use super::locker::{report_outcome, LockNodeInfo, LockOptions, NativeLocker};
 use crate::config::{AdapterConfig, Addr, ConnectionConfig, LockConfig};
@@ -39,18 +39,13 @@ impl NativeAdapter {
     ) -> napi::Result<Self> {
         let config = AdapterConfig::from_json(&options_json, client.is_some())
             .map_err(|e| throw(&env, &e))?;
-        let (conn, owns_connection) = match (client, config.connection) {
+        let (conn, owns_connection) = match (client, &config.backend) {
             (Some(client), _) => (client.conn.clone(), false),
-            (None, Some(conn_config)) => {
-                let retry = super::retry::from_js(retry_strategy)?;
-                let conn =
-                    Connection::new(conn_config, retry, runtime()).map_err(|e| throw(&env, &e))?;
-                (conn, true)
-            }
+            (None, Some(backend)) => (open(&env, backend, retry_strategy)?, true),
             (None, None) => unreachable!("a config without a shared client has a connection"),
         };
         Ok(NativeAdapter {
-            storage: Storage::new(conn, config.key_prefix),
+            storage: Storage::new(conn, config.key_prefix, config.spread_keys),
             owns_connection,
             lock_config: config.lock,
             lock_nodes: config.lock_nodes,
@@ -64,29 +59,36 @@ impl NativeAdapter {
         LockOptions::from(&self.lock_config)
     }
 
-    /// The nodes that may vote on locks, in order, for `redlockFilter`.
+    /// The nodes that may vote on locks, in order, for `redlockFilter`: each of `redlockNodes`,
+    /// else the adapter's server, or a cluster's startup nodes (the cluster then votes as one).
     #[napi]
     pub fn lock_nodes(&self) -> Vec<LockNodeInfo> {
-        let own = [self.storage.connection().config().clone()];
-        let nodes = if self.lock_nodes.is_empty() {
-            &own[..]
+        let nodes: Vec<(Addr, i64)> = if self.lock_nodes.is_empty() {
+            let conn = self.storage.connection();
+            conn.given_nodes()
+                .into_iter()
+                .map(|a| (a, conn.config().db))
+                .collect()
         } else {
-            &self.lock_nodes[..]
+            self.lock_nodes
+                .iter()
+                .map(|c| (c.addr.clone(), c.db))
+                .collect()
         };
         nodes
-            .iter()
-            .map(|c| match &c.addr {
+            .into_iter()
+            .map(|(addr, db)| match addr {
                 Addr::Tcp { host, port } => LockNodeInfo {
-                    host: Some(host.clone()),
-                    port: Some(u32::from(*port)),
+                    host: Some(host),
+                    port: Some(u32::from(port)),
                     path: None,
-                    db: c.db,
+                    db,
                 },
                 Addr::Unix(path) => LockNodeInfo {
                     host: None,
                     port: None,
                     path: Some(path.display().to_string()),
-                    db: c.db,
+                    db,
                 },
             })
             .collect()
@@ -96,11 +98,12 @@ impl NativeAdapter {
     #[napi]
     pub fn locker(&self, env: Env, chosen: Vec<u32>) -> napi::Result<NativeLocker> {
         let voters: Vec<Connection> = if self.lock_nodes.is_empty() {
-            chosen
+            // The adapter's server, or its whole cluster as one voter, when any node is kept.
+            let own = self.storage.connection();
+            let kept = chosen
                 .iter()
-                .filter(|&&i| i == 0)
-                .map(|_| self.storage.connection().clone())
-                .collect()
+                .any(|&i| (i as usize) < own.given_nodes().len());
+            kept.then(|| own.clone()).into_iter().collect()
         } else {
             let mut voters = Vec::new();
             for &i in &chosen {

@@ -6,8 +6,38 @@ use redis::Cmd;
 
 use super::bridge::{self, Outcome};
 use super::error::throw;
-use crate::config::ConnectionConfig;
-use crate::connection::Connection;
+use crate::cluster::default_cluster_retry_strategy;
+use crate::config::BackendConfig;
+use crate::connection::{default_retry_strategy, Connection};
+
+/// A node of a cluster, as `client.nodes()` gives it.
+#[napi(object)]
+pub struct NodeInfo {
+    pub host: String,
+    pub port: u32,
+    /// `'master'` or `'slave'`, as ioredis names them.
+    pub role: String,
+}
+
+/// Opens the connection `config` describes, with the user's retry strategy (`retryStrategy`,
+/// or `clusterRetryStrategy` for a cluster) or ioredis's default for the kind.
+pub(crate) fn open(
+    env: &Env,
+    config: &BackendConfig,
+    retry_strategy: Option<Function<'_, u32, Option<f64>>>,
+) -> napi::Result<Connection> {
+    let opened = match config {
+        BackendConfig::Standalone(c) => {
+            let retry = super::retry::from_js(retry_strategy, default_retry_strategy)?;
+            Connection::new(c.clone(), retry, runtime())
+        }
+        BackendConfig::Cluster(c) => {
+            let retry = super::retry::from_js(retry_strategy, default_cluster_retry_strategy)?;
+            Connection::new_cluster(c, retry, runtime())
+        }
+    };
+    opened.map_err(|e| throw(env, &e))
+}
 
 /// A reconnecting connection to one Redis server.
 #[napi]
@@ -22,17 +52,45 @@ pub(crate) fn runtime() -> tokio::runtime::Handle {
 
 #[napi]
 impl NativeClient {
-    /// Connects with ioredis options given as JSON (see `config`).
+    /// Connects with ioredis options given as JSON (see `config`): RedisOptions, or
+    /// `{ nodes, options }` for a cluster.
     #[napi(constructor)]
     pub fn new(
         env: Env,
         options_json: String,
         retry_strategy: Option<Function<'_, u32, Option<f64>>>,
     ) -> napi::Result<Self> {
-        let config = ConnectionConfig::from_json(&options_json).map_err(|e| throw(&env, &e))?;
-        let retry = super::retry::from_js(retry_strategy)?;
-        let conn = Connection::new(config, retry, runtime()).map_err(|e| throw(&env, &e))?;
-        Ok(NativeClient { conn })
+        let config = BackendConfig::from_json(&options_json).map_err(|e| throw(&env, &e))?;
+        Ok(NativeClient {
+            conn: open(&env, &config, retry_strategy)?,
+        })
+    }
+
+    /// True for a cluster client.
+    #[napi(getter)]
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// A cluster's nodes as last read (`role`: 'master', 'slave' or 'all'); empty before the
+    /// first connection and for one server.
+    #[napi]
+    pub fn nodes(&self, role: Option<String>) -> Vec<NodeInfo> {
+        let want = role.as_deref().unwrap_or("all");
+        self.conn
+            .cluster_nodes()
+            .into_iter()
+            .filter(|n| match want {
+                "master" => n.master,
+                "slave" => !n.master,
+                _ => true,
+            })
+            .map(|n| NodeInfo {
+                host: n.host,
+                port: u32::from(n.port),
+                role: if n.master { "master" } else { "slave" }.to_owned(),
+            })
+            .collect()
     }
 
     /// Sends `command` with `args` and resolves its reply.

@@ -6,22 +6,25 @@ use std::time::Duration;
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::ThreadsafeFunction;
 
-use crate::connection::{default_retry_strategy, RetryStrategy};
+use crate::connection::RetryStrategy;
 
 /// The longest delay honoured, as Node's timers cap it.
 const MAX_DELAY_MS: f64 = 2_147_483_647.0;
 
 type JsRetry = ThreadsafeFunction<u32, Option<f64>, u32, napi::Status, false, true>;
 
-/// The strategy for `func`, or ioredis's default when there is none. The function is called on
+/// The strategy for `func`, or `default` when there is none. The function is called on
 /// its JavaScript thread; a result that is not a non-negative number (null, undefined, an
 /// exception) stops reconnecting, as in ioredis. The function does not keep Node alive.
 ///
 /// # Errors
 /// When napi cannot make the threadsafe function.
-pub fn from_js(func: Option<Function<'_, u32, Option<f64>>>) -> napi::Result<RetryStrategy> {
+pub fn from_js(
+    func: Option<Function<'_, u32, Option<f64>>>,
+    default: fn() -> RetryStrategy,
+) -> napi::Result<RetryStrategy> {
     let Some(func) = func else {
-        return Ok(default_retry_strategy());
+        return Ok(default());
     };
     let tsfn: Arc<JsRetry> = Arc::new(
         func.build_threadsafe_function::<u32>()

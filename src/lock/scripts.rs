@@ -5,10 +5,12 @@
 //! several resources is taken, extended and released all-or-nothing on each node. `ARGV[2]` is
 //! the lock's value (32 lowercase hex characters), `ARGV[3]` the time to live in milliseconds.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use redis::{Cmd, Value};
 
+use crate::codec::key_slot;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -55,17 +57,85 @@ end
 return count
 "#;
 
+/// What a script does, which decides how it runs over several cluster slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Acquire,
+    Extend,
+    Release,
+}
+
 /// A script and its SHA1, sent by `EVALSHA` with an `EVAL` fallback.
 pub struct Script {
+    kind: Kind,
     code: &'static str,
     hash: String,
 }
 
 impl Script {
-    fn new(code: &'static str) -> Self {
+    fn new(kind: Kind, code: &'static str) -> Self {
         Script {
+            kind,
             code,
             hash: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// Runs the script for `keys` on `conn` (never waiting for a connection that is down) and
+    /// returns its integer result. On a cluster, keys of different slots cannot go in one
+    /// script: they run one slot at a time, in slot order (the same order in every process),
+    /// and stay all-or-nothing: an acquire that finds one slot taken gives back the slots it
+    /// got and returns 0; an extend returns 0 when any slot does; a release adds up.
+    ///
+    /// # Errors
+    /// The connection's errors; `ERR_PROTOCOL` for a non-integer result.
+    pub async fn run(
+        &self,
+        conn: &Connection,
+        keys: &[String],
+        db: i64,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<i64> {
+        if !conn.is_cluster() {
+            return self.run_one(conn, keys, db, value, ttl_ms).await;
+        }
+        let mut by_slot: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+        for key in keys {
+            by_slot
+                .entry(key_slot(key.as_bytes()))
+                .or_default()
+                .push(key.clone());
+        }
+        if by_slot.len() == 1 {
+            return self.run_one(conn, keys, db, value, ttl_ms).await;
+        }
+        let mut total = 0i64;
+        let mut first_error = None;
+        let mut acquired: Vec<&Vec<String>> = Vec::new();
+        for group in by_slot.values() {
+            let outcome = self.run_one(conn, group, db, value, ttl_ms).await;
+            match (self.kind, outcome) {
+                (Kind::Acquire, Ok(n)) if n > 0 => acquired.push(group),
+                (Kind::Acquire, failed) => {
+                    for got in acquired {
+                        let _ = RELEASE_SCRIPT.run_one(conn, got, db, value, ttl_ms).await;
+                    }
+                    return failed.map(|_| 0);
+                }
+                (Kind::Extend, Ok(0)) => return Ok(0),
+                (Kind::Extend, Err(e)) => return Err(e),
+                (_, Ok(n)) => total += n,
+                // A release goes on with the other slots, then reports the first failure.
+                (Kind::Release, Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None if self.kind == Kind::Acquire => Ok(keys.len() as i64),
+            None => Ok(total),
         }
     }
 
@@ -83,12 +153,8 @@ impl Script {
         cmd
     }
 
-    /// Runs the script on `conn` for `keys` (never waiting for a connection that is down) and
-    /// returns its integer result.
-    ///
-    /// # Errors
-    /// The connection's errors; `ERR_PROTOCOL` for a non-integer result.
-    pub async fn run(
+    /// Runs the script once, for keys of one slot.
+    async fn run_one(
         &self,
         conn: &Connection,
         keys: &[String],
@@ -120,8 +186,8 @@ impl Script {
 }
 
 /// The acquire script.
-pub static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+pub static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Acquire, ACQUIRE));
 /// The extend script.
-pub static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND));
+pub static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Extend, EXTEND));
 /// The release script.
-pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Release, RELEASE));

@@ -1,0 +1,264 @@
+//! Redis Cluster through redis-rs `cluster_async`: building the client from ioredis options,
+//! and what a cluster adds to a connection (its masters, commands to one node, its topology).
+//!
+//! redis-rs keeps a connection per node, follows MOVED/ASK, refreshes the slot map and retries a
+//! command through a failover (`maxRedirections` times, pausing from `retryDelayOnFailover` up
+//! to 2 s); [`crate::connection::Connection`] adds the ioredis life around it (lazy connect,
+//! offline queue, retry strategy for the first connection, status).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterClientBuilder, NodeAddress};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Value};
+
+use crate::config::{ClusterConfig, ScaleReads};
+use crate::connection::{BoxFuture, RetryStrategy};
+use crate::error::{Error, ErrorKind, Result};
+
+/// ioredis's default `clusterRetryStrategy`: `min(100 + times * 2, 2000)` ms.
+pub fn default_cluster_retry_strategy() -> RetryStrategy {
+    Arc::new(|times| {
+        let ms = (100 + u64::from(times) * 2).min(2000);
+        Box::pin(async move { Some(Duration::from_millis(ms)) }) as BoxFuture<_>
+    })
+}
+
+/// A node of the cluster as the last topology read showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// Host as the cluster announces it (after `natMap`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// A master that serves slots (else a replica).
+    pub master: bool,
+}
+
+/// The cluster side of a connection: the redis-rs client and the last topology read.
+pub struct ClusterTarget {
+    /// The startup nodes.
+    pub startup: Vec<(String, u16)>,
+    client: ClusterClient,
+    settings: redis::cluster::ClusterConfig,
+    nat: HashMap<(String, u16), (String, u16)>,
+    topology: Mutex<Vec<ClusterNode>>,
+}
+
+impl ClusterTarget {
+    /// Builds the client for `config` (nothing is connected yet).
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` when redis-rs refuses the settings (TLS material, nodes).
+    pub fn new(config: &ClusterConfig) -> Result<Self> {
+        let nodes: Vec<redis::ConnectionInfo> = config
+            .nodes
+            .iter()
+            .map(|(host, port)| {
+                let addr = match &config.redis.tls {
+                    None => redis::ConnectionAddr::Tcp(host.clone(), *port),
+                    Some(tls) => redis::ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: !tls.reject_unauthorized,
+                        tls_params: None,
+                    },
+                };
+                redis::IntoConnectionInfo::into_connection_info(addr)
+            })
+            .collect::<redis::RedisResult<_>>()
+            .map_err(|_| Error::config("option `nodes`: invalid node address"))?;
+        let r = &config.redis;
+        let mut builder = ClusterClientBuilder::new(nodes)
+            .retries(config.max_redirections)
+            .min_retry_wait(config.retry_delay.as_millis() as u64)
+            .max_retry_wait(2000)
+            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(r.no_delay));
+        if let Some(user) = &r.username {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &r.password {
+            builder = builder.password(&password.0);
+        }
+        if let Some(tls) = &r.tls {
+            builder = builder.tls(if tls.reject_unauthorized {
+                redis::cluster::TlsMode::Secure
+            } else {
+                redis::cluster::TlsMode::Insecure
+            });
+            if tls.ca.is_some() || tls.cert.is_some() {
+                builder = builder.certs(crate::connection::tls_certificates(tls));
+            }
+        }
+        if config.scale_reads == ScaleReads::Replicas {
+            builder =
+                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+        }
+        if !config.nat_map.is_empty() {
+            let map = config
+                .nat_map
+                .iter()
+                .map(|((fh, fp), (th, tp))| {
+                    (
+                        NodeAddress::new(fh.as_str(), *fp),
+                        NodeAddress::new(th.as_str(), *tp),
+                    )
+                })
+                .collect();
+            builder = builder.node_address_map(map);
+        }
+        let client = builder.build().map_err(|_| {
+            Error::config("invalid cluster settings (check options.redisOptions.tls and nodes)")
+        })?;
+        let mut settings = redis::cluster::ClusterConfig::new();
+        if let Some(t) = r.connect_timeout {
+            settings = settings.set_connection_timeout(t);
+        }
+        if let Some(t) = r.command_timeout {
+            settings = settings.set_response_timeout(t);
+        }
+        Ok(ClusterTarget {
+            startup: config.nodes.clone(),
+            client,
+            settings,
+            nat: config.nat_map.iter().cloned().collect(),
+            topology: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Connects to the cluster (reads its slots) and reads its topology.
+    ///
+    /// # Errors
+    /// The connection errors, named for `addr`.
+    pub async fn connect(&self, addr: &str) -> Result<ClusterConnection> {
+        let mut conn = self
+            .client
+            .get_async_connection_with_config(self.settings.clone())
+            .await
+            .map_err(|e| Error::from_redis(&e, addr))?;
+        self.refresh(&mut conn, addr).await?;
+        Ok(conn)
+    }
+
+    /// Reads `CLUSTER NODES` from any node and keeps it as the topology.
+    ///
+    /// # Errors
+    /// The command's errors; `ERR_PROTOCOL` for a reply that is not a node table.
+    pub async fn refresh(
+        &self,
+        conn: &mut ClusterConnection,
+        addr: &str,
+    ) -> Result<Vec<ClusterNode>> {
+        let reply = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .map_err(|e| Error::from_redis(&e, addr))?;
+        let text = match reply {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    "CLUSTER NODES returned no table",
+                ))
+            }
+        };
+        let nodes: Vec<ClusterNode> = parse_cluster_nodes(&text)
+            .into_iter()
+            .map(|mut n| {
+                if let Some((h, p)) = self.nat.get(&(n.host.clone(), n.port)) {
+                    n.host = h.clone();
+                    n.port = *p;
+                }
+                n
+            })
+            .collect();
+        if let Ok(mut t) = self.topology.lock() {
+            t.clone_from(&nodes);
+        }
+        Ok(nodes)
+    }
+
+    /// The topology of the last read.
+    pub fn topology(&self) -> Vec<ClusterNode> {
+        self.topology.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+/// Sends `cmd` to the node at `host:port`.
+///
+/// # Errors
+/// The command's errors.
+pub async fn send_to(
+    conn: &mut ClusterConnection,
+    host: &str,
+    port: u16,
+    cmd: &Cmd,
+) -> redis::RedisResult<Value> {
+    conn.route_command(
+        cmd.clone(),
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        }),
+    )
+    .await
+}
+
+/// The nodes of a `CLUSTER NODES` table that are connected and not failing.
+fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 8 {
+                return None;
+            }
+            let flags = fields[2];
+            if flags.contains("fail") || flags.contains("handshake") || flags.contains("noaddr") {
+                return None;
+            }
+            // `ip:port@cport[,hostname]`
+            let address = fields[1].split(',').next()?.split('@').next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+            let master = flags.split(',').any(|f| f == "master");
+            // A master without slots serves nothing.
+            if master && fields.len() < 9 {
+                return None;
+            }
+            Some(ClusterNode {
+                host: host.to_owned(),
+                port,
+                master,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cluster_nodes() {
+        let table = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
+6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 slave,fail 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 0 1426238316232 5 connected
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
+aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 127.0.0.1:30009@31009 master - 0 0 9 connected
+";
+        let nodes = parse_cluster_nodes(table);
+        let masters: Vec<u16> = nodes.iter().filter(|n| n.master).map(|n| n.port).collect();
+        let replicas: Vec<u16> = nodes.iter().filter(|n| !n.master).map(|n| n.port).collect();
+        assert_eq!(masters, vec![30002, 30003, 30001]);
+        assert_eq!(replicas, vec![30004]);
+    }
+}
