@@ -87,7 +87,7 @@ enum Target {
         client: redis::Client,
         async_config: AsyncConnectionConfig,
     },
-    Cluster(ClusterTarget),
+    Cluster(Box<ClusterTarget>),
 }
 
 struct State {
@@ -140,7 +140,7 @@ impl Connection {
         retry: RetryStrategy,
         runtime: Handle,
     ) -> Result<Self> {
-        let target = Target::Cluster(ClusterTarget::new(cluster)?);
+        let target = Target::Cluster(Box::new(ClusterTarget::new(cluster)?));
         let nodes: Vec<String> = cluster
             .nodes
             .iter()
