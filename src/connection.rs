@@ -81,13 +81,15 @@ impl Link {
     }
 }
 
-/// What a connection connects to.
+/// What a connection connects to. There is one per connection, so the variants' sizes do not
+/// matter.
+#[allow(clippy::large_enum_variant)]
 enum Target {
     Single {
         client: redis::Client,
         async_config: AsyncConnectionConfig,
     },
-    Cluster(Box<ClusterTarget>),
+    Cluster(ClusterTarget),
 }
 
 struct State {
@@ -140,7 +142,7 @@ impl Connection {
         retry: RetryStrategy,
         runtime: Handle,
     ) -> Result<Self> {
-        let target = Target::Cluster(Box::new(ClusterTarget::new(cluster)?));
+        let target = Target::Cluster(ClusterTarget::new(cluster)?);
         let nodes: Vec<String> = cluster
             .nodes
             .iter()
