@@ -132,3 +132,109 @@ pub fn cmd(words: &[&str]) -> redis::Cmd {
     }
     c
 }
+
+/// A real Redis Cluster of `masters` masters with `replicas` replicas each, made by
+/// `redis-cli --cluster create`; its servers are killed when it is dropped.
+pub struct RedisCluster {
+    pub servers: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the servers, creates the cluster and waits until every node sees it whole.
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let count = masters * (1 + replicas);
+        let servers: Vec<RedisServer> = (0..count)
+            .map(|_| {
+                RedisServer::start(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    // Replicas sync at once, so that a failover finds them current.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ])
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for s in &servers {
+            create.arg(format!("127.0.0.1:{}", s.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = servers.iter().all(|s| {
+                let info = redis_cli(s.port, &["CLUSTER", "INFO"]);
+                let role = redis_cli(s.port, &["ROLE"]);
+                info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{count}"))
+                    && info.contains("cluster_slots_assigned:16384")
+                    && (role.starts_with("master") || role.contains("connected"))
+            });
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RedisCluster { servers }
+    }
+
+    /// Settings for a cluster connection to this cluster (one startup node is enough).
+    pub fn config(&self) -> alova_storage_redis::config::ClusterConfig {
+        alova_storage_redis::config::ClusterConfig {
+            nodes: vec![("127.0.0.1".into(), self.servers[0].port)],
+            redis: ConnectionConfig::default(),
+            scale_reads: alova_storage_redis::config::ScaleReads::Master,
+            nat_map: Vec::new(),
+            max_redirections: 16,
+            retry_delay: Duration::from_millis(100),
+            enable_offline_queue: true,
+            lazy_connect: false,
+        }
+    }
+
+    /// A cluster connection on the current runtime.
+    pub fn connect(&self) -> Connection {
+        Connection::new_cluster(
+            &self.config(),
+            alova_storage_redis::cluster::default_cluster_retry_strategy(),
+            tokio::runtime::Handle::current(),
+        )
+        .unwrap()
+    }
+
+    /// The ports of the servers that are masters now.
+    pub fn master_ports(&self) -> Vec<u16> {
+        self.servers
+            .iter()
+            .filter(|s| redis_cli(s.port, &["ROLE"]).starts_with("master"))
+            .map(|s| s.port)
+            .collect()
+    }
+}
+
+/// `redis-cli -p port args...`, its output.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

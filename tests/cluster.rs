@@ -1,0 +1,169 @@
+//! Storage and locks on a real 3-master + 3-replica cluster.
+
+mod common;
+
+use std::time::Duration;
+
+use alova_storage_redis::codec::key_slot;
+use alova_storage_redis::config::LockConfig;
+use alova_storage_redis::lock::Locker;
+use alova_storage_redis::storage::Storage;
+use common::{cmd, redis_cli, RedisCluster};
+use redis::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_and_locks_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 1);
+    let conn = cluster.connect();
+
+    // Cache operations land on every master; clear() empties only the prefix, everywhere.
+    let storage = Storage::new(conn.clone(), "c:".into(), false);
+    for i in 0..300 {
+        storage.set(&format!("k{i}"), "[1]", None).await.unwrap();
+    }
+    assert_eq!(
+        storage.get("k7").await.unwrap().as_deref(),
+        Some(&b"[1]"[..])
+    );
+    for i in 0..50 {
+        conn.send(&cmd(&["SET", &format!("other{i}"), "1"]))
+            .await
+            .unwrap();
+    }
+    let masters = cluster.master_ports();
+    assert_eq!(masters.len(), 3);
+    for port in &masters {
+        let keys = redis_cli(*port, &["DBSIZE"]);
+        assert_ne!(keys.trim(), "0", "every master holds keys (port {port})");
+    }
+    assert_eq!(storage.clear().await.unwrap(), 300);
+    let left: u64 = masters
+        .iter()
+        .map(|p| redis_cli(*p, &["DBSIZE"]).trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(left, 50, "only the prefix is gone");
+    assert_eq!(conn.masters().await.unwrap().len(), 3);
+    // Replicas may still be shaking hands with a node right after the cluster formed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while conn.cluster_nodes().len() < 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            conn.cluster_nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.masters().await.unwrap();
+    }
+
+    // A lock over three slots is all-or-nothing against an overlapping one.
+    let (a, b, c, d) = ("lock-a", "lock-b", "lock-c", "lock-d");
+    let slots = [a, b, c, d].map(|k| key_slot(k.as_bytes()));
+    assert!(slots[0] != slots[1] && slots[1] != slots[2], "{slots:?}");
+    let quick = LockConfig {
+        retry_count: Some(0),
+        ..LockConfig::default()
+    };
+    let one = Locker::new(
+        vec![conn.clone()],
+        LockConfig::default(),
+        tokio::runtime::Handle::current(),
+    )
+    .unwrap();
+    let two = Locker::new(
+        vec![cluster.connect()],
+        quick,
+        tokio::runtime::Handle::current(),
+    )
+    .unwrap();
+    let res = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    one.lock(&res(&[a, b, c])).await.unwrap();
+    let err = two.lock(&res(&[d, c])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_LOCK_NOT_ACQUIRED");
+    assert_eq!(
+        conn.send(&cmd(&["EXISTS", d])).await.unwrap(),
+        Value::Int(0),
+        "the free slot was given back"
+    );
+    let report = one.unlock(&res(&[b])).await.unwrap();
+    assert_eq!(report.released, 1);
+    for k in [a, b, c] {
+        assert_eq!(
+            conn.send(&cmd(&["EXISTS", k])).await.unwrap(),
+            Value::Int(0),
+            "{k} released"
+        );
+    }
+    two.lock(&res(&[c, d])).await.unwrap();
+    two.unlock(&res(&[c, d])).await.unwrap();
+
+    // MGET is split by slot and merged; a multi-key command that cannot be split is the
+    // server's CROSSSLOT error, with its code.
+    conn.send(&cmd(&["SET", a, "1"])).await.unwrap();
+    let both = conn.send(&cmd(&["MGET", a, b])).await.unwrap();
+    assert_eq!(
+        both,
+        Value::Array(vec![Value::BulkString(b"1".to_vec()), Value::Nil])
+    );
+    let err = conn.send(&cmd(&["RENAME", a, b])).await.unwrap_err();
+    assert_eq!(err.code(), "ERR_REPLY");
+    assert_eq!(err.reply_code(), Some("CROSSSLOT"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_resume_after_a_master_fails_over() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let conn = cluster.connect();
+    let storage = Storage::new(conn.clone(), "f:".into(), false);
+    for i in 0..100 {
+        storage.set(&format!("k{i}"), "1", None).await.unwrap();
+    }
+    // Kill the master that serves k0's slot.
+    let slot = key_slot(b"f:k0");
+    let victim = cluster
+        .servers
+        .iter()
+        .position(|s| {
+            let shards = redis_cli(s.port, &["CLUSTER", "KEYSLOT", "f:k0"]);
+            shards.trim() == slot.to_string()
+                && redis_cli(s.port, &["ROLE"]).starts_with("master")
+                && {
+                    let owner =
+                        redis_cli(s.port, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+                    owner.trim() != "0"
+                }
+        })
+        .expect("the master of k0's slot");
+    cluster.servers[victim].kill();
+
+    let started = std::time::Instant::now();
+    let mut failed = 0u32;
+    let mut codes = std::collections::BTreeSet::new();
+    loop {
+        match storage.get("k0").await {
+            Ok(Some(_)) => break,
+            Ok(None) => panic!("k0 was lost in the failover"),
+            Err(e) => {
+                failed += 1;
+                codes.insert(e.code());
+                println!("failover read error after {:?}: {e}", started.elapsed());
+                assert!(
+                    matches!(e.code(), "ERR_CONNECTION" | "ERR_TIMEOUT" | "ERR_REPLY"),
+                    "{e}"
+                );
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no recovery: {failed} failures {codes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "failover: recovered after {:?} with {failed} failed reads ({codes:?})",
+        started.elapsed()
+    );
+    // Writes to every slot work again, through the same connection.
+    for i in 0..100 {
+        storage.set(&format!("k{i}"), "2", None).await.unwrap();
+    }
+}
