@@ -520,6 +520,13 @@ declare namespace RedisStorageAdapter {
      * @example redlockNodes: ['redis://lock-a:6379', 'redis://lock-b:6379', { host: 'lock-c', port: 6379 }]
      */
     redlockNodes?: Array<string | Omit<RedisClientOptions, 'retryStrategy'>>;
+    /**
+     * Put a hash tag of each key after the prefix (`alova:{1a2b3c4d}<key>`), so that a cluster
+     * spreads alova's keys over its slots (their `{...}` parameter objects would otherwise be
+     * the hash tag). Every process reading the same cache must use the same setting.
+     * @default false
+     */
+    spreadKeys?: boolean;
   }
 
   /**
@@ -533,22 +540,85 @@ declare namespace RedisStorageAdapter {
   /** A cluster node: `{ host, port }`, a port, or `'host:port'` (as ioredis takes them). */
   type ClusterNode = string | number | { host?: string; port?: number | string };
 
-  /** ioredis `ClusterOptions` (support arrives with cluster support). */
+  /** The `redisOptions` a cluster's node connections take. */
+  type RedisClusterNodeOptions = Pick<
+    RedisClientOptions,
+    'username' | 'password' | 'tls' | 'connectTimeout' | 'commandTimeout' | 'keepAlive' | 'noDelay' | 'maxRetriesPerRequest'
+  > & {
+    /**
+     * Must be 0: Redis Cluster has only database 0.
+     * @default 0
+     */
+    db?: 0;
+  };
+
+  /** ioredis `ClusterOptions`, the ones that apply here. */
   interface RedisClusterOptions {
     /**
-     * Connection options of every node (password, tls, timeouts, ...).
+     * Connection options of every node (credentials, TLS, timeouts).
      * @default {}
      */
-    redisOptions?: RedisClientOptions;
-    /** Other ioredis ClusterOptions; checked when cluster support lands. */
-    [option: string]: unknown;
+    redisOptions?: RedisClusterNodeOptions;
+    /**
+     * Where reads go: `'master'`, or a random replica for `'slave'` and `'all'` (a read may then
+     * miss a write made just before).
+     * @default 'master'
+     */
+    scaleReads?: 'master' | 'slave' | 'all';
+    /**
+     * Announced address -> reachable address, for clusters behind NAT.
+     * @default undefined
+     * @example natMap: { '10.0.0.1:6379': { host: 'redis-1.example.com', port: 6379 } }
+     */
+    natMap?: Record<string, { host: string; port: number }>;
+    /**
+     * Retries of a command through redirections, TRYAGAIN and failovers.
+     * @default 16
+     */
+    maxRedirections?: number;
+    /**
+     * First pause between retries in ms (they grow to 2 s); the smallest of the three counts.
+     * @default 100
+     */
+    retryDelayOnFailover?: number;
+    /** @default 100 */
+    retryDelayOnClusterDown?: number;
+    /** @default 100 */
+    retryDelayOnTryAgain?: number;
+    /**
+     * Commands wait for the first connection.
+     * @default true
+     */
+    enableOfflineQueue?: boolean;
+    /**
+     * Connect on the first command.
+     * @default false
+     */
+    lazyConnect?: boolean;
+    /**
+     * Delay before attempt `times` of the first connection, or `null` to give up.
+     * @default times => Math.min(100 + times * 2, 2000)
+     */
+    clusterRetryStrategy?: RetryStrategy;
+    /** No effect (redis-rs checks readiness by connecting). @default true */
+    enableReadyCheck?: boolean;
+    /** No effect (slots are refreshed when a node redirects). @default 1000 */
+    slotsRefreshTimeout?: number;
+    /** No effect (slots are refreshed when a node redirects). @default 5000 */
+    slotsRefreshInterval?: number;
+    /** No effect: commands are always pipelined. @default false */
+    enableAutoPipelining?: boolean;
+    /** No effect. @default [] */
+    autoPipeliningIgnoredPrefixes?: string[];
+    /** No effect. @default false */
+    showFriendlyErrorStack?: boolean;
+    /** No effect. @default false */
+    useSRVRecords?: boolean;
   }
 
   /**
-   * `new RedisStorageAdapter({ nodes, options })`: a Redis Cluster.
-   *
-   * Typed now; this build throws `ERR_INVALID_OPTION` for it (cluster support comes in a later
-   * release).
+   * `new RedisStorageAdapter({ nodes, options })`: a Redis Cluster. Locks: the cluster votes
+   * as one Redlock voter; multi-slot locks are taken slot by slot, all-or-nothing.
    */
   interface RedisClusterStorageAdapterOptions extends RedisStorageCommonOptions {
     /**
@@ -918,12 +988,21 @@ declare namespace RedisStorageAdapter {
   interface RedisClient extends RedisCommands {}
   class RedisClient {
     /**
-     * Connects (at once, unless `lazyConnect`) with ioredis-style options, or to a URL.
+     * Connects (at once, unless `lazyConnect`) with ioredis-style options, to a URL, or to a
+     * cluster (`{ nodes, options }`).
      * @throws {RedisStorageError} `ERR_INVALID_OPTION`
      */
-    constructor(options?: RedisClientOptions | string);
+    constructor(options?: RedisClientOptions | string | { nodes: ClusterNode[]; options?: RedisClusterOptions });
     /** The connection's state, named as in ioredis. */
     readonly status: RedisClientStatus;
+    /** True for a cluster client. */
+    readonly isCluster: boolean;
+    /**
+     * A cluster's nodes as last read (at connect and by every `clear()`), optionally by role;
+     * empty before the first connection and for a single server.
+     * @default role 'all'
+     */
+    nodes(role?: 'master' | 'slave' | 'all'): Array<{ options: { host: string; port: number }; role: 'master' | 'slave' }>;
     /**
      * Sends any command with its arguments; resolves its reply.
      * @throws {RedisStorageError} (rejects) `ERR_REPLY` for an error reply, `ERR_INVALID_ARG`

@@ -213,3 +213,16 @@ void [viaClassType, members, client];
 new RedisStorageAdapter({ host: 'localhost', redlockNodes: ['redis://a:6379', { host: 'b', port: 6379 }] });
 // @ts-expect-error redlockNodes entries are URLs or options
 new RedisStorageAdapter({ redlockNodes: [5] });
+
+// Redis Cluster.
+const clustered = new RedisStorageAdapter({
+  nodes: [{ host: 'localhost', port: 7000 }, 7001, 'localhost:7002'],
+  options: { redisOptions: { password: 'x' }, scaleReads: 'slave', maxRedirections: 8, natMap: { 'a:1': { host: 'b', port: 2 } } },
+  spreadKeys: true,
+});
+const clusterNodes: Array<{ options: { host: string; port: number }; role: 'master' | 'slave' }> = clustered.client.nodes('master');
+void clusterNodes;
+// @ts-expect-error scaleReads is 'master' | 'slave' | 'all'
+new RedisStorageAdapter({ nodes: [7000], options: { scaleReads: 'x' } });
+// @ts-expect-error a cluster node's db is 0
+new RedisStorageAdapter({ nodes: [7000], options: { redisOptions: { db: 3 } } });
