@@ -323,6 +323,13 @@ impl Connection {
 
     /// Waits for a usable socket, within the offline-queue rules.
     async fn ready(&self, start_attempts: u64, offline_queue: bool) -> Result<(Link, u64)> {
+        // The common case, connected, without subscribing to changes.
+        {
+            let s = self.inner.state.borrow();
+            if let (Status::Ready, Some(conn)) = (s.status, &s.conn) {
+                return Ok((conn.clone(), s.generation));
+            }
+        }
         let mut rx = self.inner.state.subscribe();
         loop {
             let start_lazy = {

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::future::Future;
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{Env, Unknown};
@@ -64,6 +64,9 @@ pub struct Bridge {
     shared: Mutex<Shared>,
     /// Pending promises; touched only on the JavaScript thread.
     pending: AtomicUsize,
+    /// The threadsafe function, for the JavaScript thread's own use (null once finalized), so
+    /// that making a promise takes no lock.
+    live_tsfn: AtomicPtr<sys::napi_threadsafe_function__>,
     /// A reference to `JSON.parse`.
     json_parse: sys::napi_ref,
 }
@@ -94,7 +97,7 @@ impl Bridge {
         CURRENT.with(|cell| {
             let mut slot = cell.borrow_mut();
             if let Some(b) = slot.as_ref() {
-                if b.env == raw && b.shared.lock().map(|s| s.tsfn.is_some()).unwrap_or(false) {
+                if b.env == raw && !b.live_tsfn.load(Ordering::Relaxed).is_null() {
                     return Ok(b.clone());
                 }
             }
@@ -132,6 +135,7 @@ impl Bridge {
                     queue: Vec::new(),
                 }),
                 pending: AtomicUsize::new(0),
+                live_tsfn: AtomicPtr::new(ptr::null_mut()),
                 json_parse,
             });
             let mut name = ptr::null_mut();
@@ -172,6 +176,7 @@ impl Bridge {
                 "napi_unref_threadsafe_function",
             )?;
             bridge.shared.lock().expect("bridge lock").tsfn = Some(Tsfn(tsfn));
+            bridge.live_tsfn.store(tsfn, Ordering::Relaxed);
             Ok(bridge)
         }
     }
@@ -201,12 +206,8 @@ impl Bridge {
     /// Counts a new pending promise; the first one holds the event loop open.
     fn hold(&self) {
         if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
-            if let Some(tsfn) = self
-                .shared
-                .lock()
-                .ok()
-                .and_then(|s| s.tsfn.as_ref().map(|t| t.0))
-            {
+            let tsfn = self.live_tsfn.load(Ordering::Relaxed);
+            if !tsfn.is_null() {
                 // SAFETY: on the JavaScript thread, with a live threadsafe function.
                 unsafe { sys::napi_ref_threadsafe_function(self.env, tsfn) };
             }
@@ -251,6 +252,7 @@ where
 unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: `data` is the strong count given to the threadsafe function in `create`.
     let bridge = unsafe { Arc::from_raw(data as *const Bridge) };
+    bridge.live_tsfn.store(ptr::null_mut(), Ordering::Relaxed);
     let queued = match bridge.shared.lock() {
         Ok(mut shared) => {
             shared.tsfn = None;
