@@ -1,0 +1,79 @@
+'use strict';
+
+// What the benchmark measures. Every case runs for both adapters, in alternating order, in a fresh
+// child process each time (bench/worker.js).
+
+/** Keys a remove case may delete (filled beforehand), by operations in flight. */
+const REMOVE_POOL = { 1: 100000, 16: 400000, 256: 600000 };
+
+function storageCases() {
+  const out = [];
+  for (const op of ['set', 'get', 'remove']) {
+    for (const inflight of [1, 16, 256]) {
+      out.push({
+        id: `${op}-250B-${inflight}`,
+        group: 'storage',
+        label: `${op} 250 B, ${inflight} in flight`,
+        kind: 'op',
+        op,
+        size: '250B',
+        inflight,
+        keys: 10000,
+        pool: op === 'remove' ? REMOVE_POOL[inflight] : undefined,
+      });
+    }
+  }
+  for (const [size, keys] of [['10KB', 1000], ['1MB', 16]]) {
+    for (const op of ['set', 'get']) {
+      out.push({
+        id: `${op}-${size}-16`,
+        group: 'storage',
+        label: `${op} ${size.replace('KB', ' KB').replace('MB', ' MB')}, 16 in flight`,
+        kind: 'op',
+        op,
+        size,
+        inflight: 16,
+        keys,
+      });
+    }
+  }
+  return out;
+}
+
+function lockCases() {
+  return [
+    { id: 'lock-1', group: 'lock', label: 'lock+unlock, distinct resources, 1 in flight', kind: 'lock', inflight: 1 },
+    { id: 'lock-16', group: 'lock', label: 'lock+unlock, distinct resources, 16 in flight', kind: 'lock', inflight: 16 },
+    {
+      id: 'contended-1',
+      group: 'contended',
+      label: 'contended: 16 callers, 1 resource, 1 adapter',
+      kind: 'contended',
+      callers: 16,
+      adapters: 1,
+    },
+    {
+      id: 'contended-16',
+      group: 'contended',
+      label: 'contended: 16 callers, 1 resource, 16 adapters',
+      kind: 'contended',
+      callers: 16,
+      adapters: 16,
+    },
+  ];
+}
+
+function alovaCases() {
+  return [1, 16].map((inflight) => ({
+    id: `alova-${inflight}`,
+    group: 'alova',
+    label: `alova cached GET (l2 hit), ${inflight} in flight`,
+    kind: 'alova',
+    inflight,
+    paths: 64,
+  }));
+}
+
+const CASES = [...storageCases(), ...lockCases(), ...alovaCases()];
+
+module.exports = { CASES, REMOVE_POOL };

@@ -1,0 +1,572 @@
+'use strict';
+
+// Turns the figures of a run (bench/run.js) into BENCHMARKS.md and bench/chart.svg.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { median, range } = require('./stats');
+
+const NAMES = { ours: 'ours (native)', reference: 'reference (ioredis + redlock)' };
+
+// ---------------------------------------------------------------------------------------------
+// Aggregation
+// ---------------------------------------------------------------------------------------------
+
+function aggregate(data) {
+  const out = new Map();
+  for (const c of data.cases) {
+    const byAdapter = {};
+    for (const adapter of ['ours', 'reference']) {
+      const rs = data.measurements.filter((m) => m.id === c.id && m.adapter === adapter).map((m) => m.result);
+      if (rs.length === 0) continue;
+      const pick = (k) => rs.map((r) => r[k]);
+      byAdapter[adapter] = {
+        rounds: rs.length,
+        ops: median(pick('opsPerSec')),
+        opsRange: range(pick('opsPerSec')),
+        p50: median(pick('p50')),
+        p99: median(pick('p99')),
+        cpu: median(pick('cpuUsPerOp')),
+        ctx: median(pick('ctxSwitchesPerOp')),
+        busiestShare: median(pick('busiestShare')),
+        idleCallers: median(pick('idleCallers')),
+        redisCpu: median(pick('redisCpuUsPerOp')),
+        rssBefore: median(pick('rssBefore')),
+        rssAfter: median(pick('rssAfter')),
+        rest: median(pick('restCores')),
+        errors: pick('errors').reduce((s, x) => s + (x || 0), 0),
+        firstError: rs.map((r) => r.firstError).find(Boolean) || null,
+        exhausted: rs.some((r) => r.exhausted),
+        maxGapMs: Math.max(...rs.map((r) => r.maxGapMs ?? 0)),
+        gapMedianMs: median(pick('maxGapMs')),
+        overlaps: pick('overlaps').reduce((s, x) => s + (x || 0), 0),
+        leaked: pick('leakedLocks').reduce((s, x) => s + (x || 0), 0),
+        leakedPerRound: pick('leakedLocks'),
+        restMax: Math.max(...pick('restCores').map((x) => x || 0)),
+        drainMs: Math.max(...rs.map((r) => r.drainMs ?? 0)),
+        networkRequests: pick('networkRequests').reduce((s, x) => s + (x || 0), 0),
+      };
+    }
+    out.set(c.id, { case: c, ...byAdapter });
+  }
+  return out;
+}
+
+const ratio = (a, b) => (a !== null && b !== null && a !== undefined && b !== undefined && b !== 0 ? a / b : null);
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+// ---------------------------------------------------------------------------------------------
+
+function fmtOps(x) {
+  if (x === null || x === undefined) return '-';
+  return x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1);
+}
+
+function fmtUs(x) {
+  if (x === null || x === undefined) return '-';
+  if (x >= 10000) return `${(x / 1000).toFixed(1)} ms`;
+  if (x >= 1000) return `${(x / 1000).toFixed(2)} ms`;
+  if (x >= 100) return `${x.toFixed(0)} µs`;
+  return `${x.toFixed(1)} µs`;
+}
+
+const fmtX = (x) => (x === null ? '-' : x < 0.1 ? `${x.toPrecision(2)}x` : `${x.toFixed(2)}x`);
+const mb = (bytes) => (bytes === null || bytes === undefined ? '-' : (bytes / 2 ** 20).toFixed(1));
+const cores = (x) => (x === null || x === undefined ? '-' : x.toFixed(2));
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+// ---------------------------------------------------------------------------------------------
+
+function targets(agg, data) {
+  const lines = [];
+  const mark = (ok) => (ok === null ? 'not measured' : ok ? 'met' : 'NOT met');
+  const get = (id) => agg.get(id);
+  const has = (id) => get(id) && get(id).ours && get(id).reference;
+
+  for (const [inflight, want] of [[256, 2], [16, 1.5]]) {
+    for (const op of ['set', 'get']) {
+      const id = `${op}-250B-${inflight}`;
+      if (!has(id)) {
+        lines.push({ ok: null, text: `${op} ops/s >= ${want}x the reference at ${inflight} in flight` });
+        continue;
+      }
+      const r = ratio(get(id).ours.ops, get(id).reference.ops);
+      lines.push({
+        ok: r >= want,
+        text: `${op} 250 B ops/s >= ${want}x the reference at ${inflight} in flight: ${fmtOps(get(id).ours.ops)} vs ${fmtOps(get(id).reference.ops)} = ${fmtX(r)}`,
+      });
+    }
+  }
+
+  for (const op of ['set', 'get']) {
+    const parts = [];
+    let ok = true;
+    let any = false;
+    for (const inflight of [1, 16, 256]) {
+      const id = `${op}-250B-${inflight}`;
+      if (!has(id)) continue;
+      any = true;
+      const o = get(id).ours.p99;
+      const r = get(id).reference.p99;
+      if (!(o <= r)) ok = false;
+      parts.push(`${inflight} in flight ${fmtUs(o)} vs ${fmtUs(r)}${o <= r ? '' : ' (worse)'}`);
+    }
+    lines.push({ ok: any ? ok : null, text: `${op} 250 B p99 no worse than the reference at any concurrency: ${parts.join('; ')}` });
+  }
+
+  {
+    const parts = [];
+    let ok = true;
+    let any = false;
+    for (const op of ['set', 'get']) {
+      for (const inflight of [1, 16, 256]) {
+        const id = `${op}-250B-${inflight}`;
+        if (!has(id)) continue;
+        any = true;
+        const r = ratio(get(id).ours.cpu, get(id).reference.cpu);
+        if (!(r <= 0.5)) ok = false;
+        parts.push(`${op}@${inflight} ${fmtUs(get(id).ours.cpu)} vs ${fmtUs(get(id).reference.cpu)} = ${fmtX(r)}`);
+      }
+    }
+    lines.push({ ok: any ? ok : null, text: `node CPU per operation <= 0.5x the reference (set/get 250 B): ${parts.join('; ')}` });
+  }
+
+  if (has('contended-1') && has('contended-16')) {
+    const o = get('contended-1').ours;
+    const ref = get('contended-16').reference;
+    const r = ratio(o.ops, ref.ops);
+    const ok = r >= 2 && o.maxGapMs <= 10;
+    lines.push({
+      ok,
+      text: `contended lock, one adapter: >= 2x the reference's separate-adapter cycles/s with no gap > 10 ms: ${fmtOps(o.ops)} vs ${fmtOps(ref.ops)} cycles/s = ${fmtX(r)}, longest gap ${o.maxGapMs.toFixed(1)} ms (worst round)`,
+    });
+  } else {
+    lines.push({ ok: null, text: 'contended lock, one adapter: >= 2x the reference (separate adapters), no gap > 10 ms' });
+  }
+
+  if (data.rss && data.rss.ours) {
+    const r = data.rss.ours;
+    const growth = r.rssEnd - r.rssStart;
+    const peak = r.rssPeak - r.rssStart;
+    const full = r.ops >= 1000000;
+    lines.push({
+      ok: growth < 50 * 2 ** 20 && peak < 50 * 2 ** 20,
+      text: `RSS growth < 50 MB over ${full ? '1M' : r.ops.toLocaleString('en-US')} set/get operations: ${mb(growth)} MB at the end, ${mb(peak)} MB at the peak (${mb(r.rssStart)} -> ${mb(r.rssEnd)} MB)${full ? '' : ' (fewer operations than the target\'s 1M: a quick run)'}`,
+    });
+  } else {
+    lines.push({ ok: null, text: 'RSS growth < 50 MB over 1M set/get operations' });
+  }
+  return lines.map((l) => ({ ...l, line: `- **${mark(l.ok)}**: ${l.text}` }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observations
+// ---------------------------------------------------------------------------------------------
+
+/** A few facts drawn from the figures, so that the report says where the time goes. */
+function whereTimeGoes(agg, data) {
+  const notes = [];
+  const both = (id) => {
+    const g = agg.get(id);
+    return g && g.ours && g.reference ? g : null;
+  };
+  const one = ['set-250B-1', 'get-250B-1'].map(both).filter(Boolean);
+  if (one.length) {
+    notes.push(
+      'One call at a time: ' +
+        one
+          .map((g) => `${g.case.op} costs ours ${fmtUs(g.ours.cpu)} of CPU and ${g.ours.ctx.toFixed(1)} context switches per call, the reference ${fmtUs(g.reference.cpu)} and ${g.reference.ctx.toFixed(1)}`)
+          .join('; ') +
+        '. The native path wakes more threads per call (JavaScript thread to the Rust I/O threads and back); with nothing else in flight that hand-off is the cost, not the JSON (under 1 µs at 250 B, below) nor Redis.',
+    );
+  }
+  const many = ['set-250B-256', 'get-250B-256'].map(both).filter(Boolean);
+  if (many.length) {
+    notes.push(
+      'redis-server CPU per call at 256 in flight: ' +
+        many.map((g) => `${g.case.op} ${fmtUs(g.ours.redisCpu)} with ours, ${fmtUs(g.reference.redisCpu)} with the reference`).join('; ') +
+        '. Pipelining on one socket lets Redis read and answer many commands per system call; on 2 cores the node process and redis-server compete, so Redis CPU saved is throughput available to the client.',
+    );
+    const setG = both('set-250B-256');
+    const getG = both('get-250B-256');
+    if (setG && getG && setG.ours.cpu > 1.3 * getG.ours.cpu && setG.reference.cpu < 1.3 * getG.reference.cpu) {
+      notes.push(
+        `At 256 in flight ours spends ${fmtUs(setG.ours.cpu)} per \`set\` against ${fmtUs(getG.ours.cpu)} per \`get\` (the reference: ${fmtUs(setG.reference.cpu)} and ${fmtUs(getG.reference.cpu)}): the write path carries the extra cost.`,
+      );
+    }
+  }
+  const spread = (a) => {
+    const ids = [...agg.values()].filter((g) => g.case.kind === 'op' && g[a] && g[a].opsRange && g[a].rounds > 1);
+    if (!ids.length) return null;
+    return median(ids.map((g) => g[a].opsRange[1] / g[a].opsRange[0]));
+  };
+  const so = spread('ours');
+  const sr = spread('reference');
+  if (so && sr) {
+    notes.push(
+      `Round-to-round spread (max/min ops/s over the storage cases, median): ours ${so.toFixed(2)}, reference ${sr.toFixed(2)}. With ${data.info.cores} cores for the JavaScript thread, the Rust I/O threads and redis-server, where the scheduler puts them moves single rounds a lot: compare medians, and ratios within one run rather than across runs.`,
+    );
+  }
+  const big = both('get-1MB-16');
+  const j = data.json && data.json.find((r) => r.size === '1MB');
+  if (big && j) {
+    const r = ratio(big.ours.cpu, big.reference.cpu);
+    notes.push(
+      `1 MB values: \`JSON.parse\` alone takes ${fmtUs(j.parse.usPerOp)} and \`JSON.stringify\` ${fmtUs(j.stringify.usPerOp)} per call here, against ${fmtUs(big.ours.cpu)} (ours) and ${fmtUs(big.reference.cpu)} (reference) of CPU per \`get\`` +
+        (r > 0.8 && r < 1.25 ? ': large values are mostly JSON and copies, whichever adapter carries them.' : '.'),
+    );
+  }
+  const c1 = both('contended-1');
+  if (c1) {
+    notes.push(
+      'Contended, one adapter: ' +
+        `ours hands the lock to the next caller in FIFO order (busiest caller ${(100 * c1.ours.busiestShare).toFixed(0)}% of cycles, longest gap ${c1.ours.maxGapMs.toFixed(1)} ms); ` +
+        (c1.reference.leaked > 0
+          ? `the reference leaked ${c1.reference.leaked} lock(s) over ${c1.reference.rounds} round(s) (its unlock deletes the map entry of the caller that locked in the meantime), each stalling every caller until \`redlockTTL\` ran out (longest gap ${(c1.reference.maxGapMs / 1000).toFixed(1)} s)`
+          : `the reference leaked no lock (longest gap ${c1.reference.maxGapMs.toFixed(1)} ms)`) +
+        `, and ${c1.reference.errors} of its \`lock()\` calls failed.`,
+    );
+  }
+  return notes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chart
+// ---------------------------------------------------------------------------------------------
+
+function esc(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+function chartSvg(agg) {
+  const rows = [...agg.values()].filter((g) => g.ours && g.reference);
+  const values = rows.flatMap((g) => [g.ours.ops, g.reference.ops]).filter((x) => x > 0);
+  const lo = Math.floor(Math.log10(Math.min(...values, 10)));
+  const hi = Math.ceil(Math.log10(Math.max(...values, 10)));
+  const labelW = 330;
+  const plotW = 500;
+  const rightW = 150;
+  const barH = 11;
+  const groupH = barH * 2 + 10;
+  const top = 56;
+  const width = labelW + plotW + rightW;
+  const height = top + rows.length * groupH + 40;
+  const x = (v) => labelW + ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * plotW;
+  const colors = { ours: '#2b6cb0', reference: '#dd6b20' };
+  const tick = (e) => (e >= 6 ? `${10 ** (e - 6)}M` : e >= 3 ? `${10 ** (e - 3)}k` : String(10 ** e));
+  const out = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`);
+  out.push(`<rect width="${width}" height="${height}" fill="#ffffff"/>`);
+  out.push(`<text x="${labelW}" y="20" font-size="14" font-weight="bold">Operations per second (log scale), median of rounds</text>`);
+  out.push(`<rect x="${labelW}" y="30" width="12" height="12" fill="${colors.ours}"/><text x="${labelW + 18}" y="40">${esc(NAMES.ours)}</text>`);
+  out.push(`<rect x="${labelW + 150}" y="30" width="12" height="12" fill="${colors.reference}"/><text x="${labelW + 168}" y="40">${esc(NAMES.reference)}</text>`);
+  out.push(`<text x="${labelW + plotW + 10}" y="40" fill="#444">ours / reference</text>`);
+  for (let e = lo; e <= hi; e += 1) {
+    const gx = x(10 ** e);
+    out.push(`<line x1="${gx.toFixed(1)}" y1="${top - 6}" x2="${gx.toFixed(1)}" y2="${top + rows.length * groupH}" stroke="#ddd"/>`);
+    out.push(`<text x="${gx.toFixed(1)}" y="${top + rows.length * groupH + 16}" text-anchor="middle" fill="#555">${tick(e)}</text>`);
+  }
+  rows.forEach((g, i) => {
+    const y0 = top + i * groupH;
+    out.push(`<text x="${labelW - 8}" y="${y0 + barH + 4}" text-anchor="end">${esc(g.case.label)}</text>`);
+    ['ours', 'reference'].forEach((a, j) => {
+      const v = g[a].ops;
+      const y = y0 + j * barH;
+      const w = Math.max(1, x(v) - labelW);
+      out.push(`<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${barH - 1}" fill="${colors[a]}"><title>${esc(`${NAMES[a]}: ${fmtOps(v)} /s`)}</title></rect>`);
+      out.push(`<text x="${(labelW + w + 4).toFixed(1)}" y="${y + barH - 2}" font-size="10" fill="#333">${fmtOps(v)}</text>`);
+    });
+    const r = ratio(g.ours.ops, g.reference.ops);
+    out.push(`<text x="${labelW + plotW + 70}" y="${y0 + barH + 4}" font-weight="bold" fill="${r >= 1 ? '#276749' : '#c53030'}">${fmtX(r)}</text>`);
+  });
+  out.push(`<text x="${labelW}" y="${height - 6}" fill="#555">ops/s (contended rows: lock+unlock cycles/s; alova rows: requests/s)</text>`);
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markdown
+// ---------------------------------------------------------------------------------------------
+
+/** A markdown table; the first `textColumns` columns align left, the rest (figures) right. */
+function table(header, rows, textColumns = 2) {
+  const lines = [`| ${header.join(' | ')} |`, `| ${header.map((h, i) => (i < textColumns ? '---' : '---:')).join(' | ')} |`];
+  for (const r of rows) lines.push(`| ${r.join(' | ')} |`);
+  return lines.join('\n');
+}
+
+function markdown(data, agg, tgt, chartRel) {
+  const { info, config } = data;
+  const md = [];
+  md.push('# Benchmarks');
+  md.push('');
+  md.push(
+    `Written by \`npm run bench\` ([bench/run.js](bench/run.js)) on ${data.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}; do not edit by hand. ` +
+      'This adapter ("ours") against a rebuild of the original `@alova/storage-redis` ([bench/reference.js](bench/reference.js): ioredis + `@sesamecare-oss/redlock`, as SPEC.md describes it, defects included), interleaved in one run against one `redis-server`.',
+  );
+  if (config.quick) {
+    md.push('');
+    md.push('> **Quick run** (`BENCH_QUICK=1`): one round, short measurements. A smoke test, not figures to quote.');
+  }
+  md.push('');
+  md.push('## Machine');
+  md.push('');
+  md.push(
+    table(
+      ['', 'value'],
+      [
+        ['CPU', info.cpu],
+        ['cores', String(info.cores)],
+        ['memory', `${info.memoryGiB.toFixed(1)} GiB`],
+        ['kernel', info.kernel],
+        ['node', info.node],
+        ['redis-server', info.redis || '-'],
+        ['ioredis / @sesamecare-oss/redlock / alova', `${info.ioredis} / ${info.redlock} / ${info.alova}`],
+        ['commit', info.commit || '-'],
+        ['addon', info.addon || '-'],
+        ['load average at the start', info.loadavg.map((x) => x.toFixed(2)).join(' ')],
+        ['run time', `${Math.round(data.runtimeSeconds)} s`],
+      ],
+    ),
+  );
+  md.push('');
+  md.push('## Targets');
+  md.push('');
+  for (const t of tgt) md.push(t.line);
+  md.push('');
+  md.push('## How it was measured');
+  md.push('');
+  md.push(
+    [
+      `- One \`redis-server\` on a free loopback port, no persistence, its own temporary directory, started and stopped by the benchmark. \`FLUSHALL\` before every measurement.`,
+      `- Every measurement runs in a fresh child process (\`bench/worker.js\`) holding one adapter, so CPU time and RSS are that adapter's. Each case runs for both adapters in alternating order, ${config.rounds} round(s); figures are the median of the rounds, with [min-max] of ops/s.`,
+      `- "N in flight": N loops, each awaiting one call before starting the next. ${config.warmupMs} ms of warm-up, then ${config.opMs} ms measured. Latency is per call (\`process.hrtime.bigint\`), kept in a fixed 65,536-entry reservoir sample.`,
+      '- Values are alova entries `[data, expireTimestamp]` (expiring in 60 s): about 250 B, 10 KB and 1 MB of JSON. `get` reads keys stored beforehand (every read is a hit); `remove` deletes keys filled beforehand with `DEBUG POPULATE` (every call deletes a key).',
+      '- "CPU µs/op": the node process\'s CPU time (`process.cpuUsage`, all threads, so the native adapter\'s I/O threads count) over the measured window, per operation. "redis µs/op": redis-server\'s CPU time per operation (`INFO cpu` before and after). "ctx switches/op": voluntary + involuntary context switches of the node process (all threads, `process.resourceUsage`) per operation. RSS: `process.memoryUsage().rss` after connecting (before warm-up) and at the end of the window.',
+      `- Locks: "distinct" = each loop locks and unlocks a resource of its own (no contention). "contended" = 16 callers take turns on one resource for ${config.windowMs} ms windows, through one adapter or one adapter each; a caller whose \`lock\` rejects tries again after 100 ms, as alova's \`atomize\` does. The critical section is ${config.holdMs ? `a ${config.holdMs} ms sleep` : 'empty (`BENCH_HOLD_MS` sets one)'}. "Longest gap": the longest time between an \`unlock\` resolving and the next \`lock\` resolving (or the window's end when nobody locked again).`,
+      '- alova: `createAlova` with `requestAdapter: adapterFetch()`, `cacheFor: { GET: { mode: \'restore\', expire: 60000 } }`, `l2Cache` = the adapter and an `l1Cache` that never holds anything, so every request is an l2 read (alova only reads l2 on an l1 miss). 64 URLs, each fetched once from a local HTTP server first; the measured requests never reach it (network requests while measuring are counted below).',
+      '- "other CPU": CPU the rest of the machine used during the window (from `/proc/stat`, minus the measuring process and redis-server), in cores, to show noise. The machine is shared: read ratios more than absolute figures.',
+    ].join('\n'),
+  );
+  md.push('');
+  md.push('## Results');
+  md.push('');
+  md.push(`![ops/s by case, both adapters](${chartRel})`);
+  md.push('');
+  const rows = [];
+  for (const g of agg.values()) {
+    for (const a of ['ours', 'reference']) {
+      const s = g[a];
+      if (!s) continue;
+      const errs = s.errors && g.case.kind !== 'contended' ? ` (${s.errors} errors)` : '';
+      rows.push([
+        g.case.label,
+        NAMES[a],
+        `${fmtOps(s.ops)} [${fmtOps(s.opsRange[0])}-${fmtOps(s.opsRange[1])}]${errs}`,
+        fmtUs(s.p50),
+        fmtUs(s.p99),
+        fmtUs(s.cpu),
+        fmtUs(s.redisCpu),
+        s.ctx === null ? '-' : s.ctx.toFixed(2),
+        `${mb(s.rssBefore)} -> ${mb(s.rssAfter)}`,
+        `${cores(s.rest)} (${cores(s.restMax)})`,
+      ]);
+    }
+  }
+  md.push(table(['case', 'adapter', 'ops/s median [min-max]', 'p50', 'p99', 'CPU µs/op', 'redis µs/op', 'ctx switches/op', 'RSS MB', 'other CPU, cores: median (max)'], rows));
+  md.push('');
+  md.push('For contended cases, ops/s is lock+unlock cycles/s and p50/p99 is how long a caller waited for the lock; CPU per op is per cycle.');
+  md.push('');
+  md.push('### Ours / reference');
+  md.push('');
+  const ratios = [];
+  for (const g of agg.values()) {
+    if (!g.ours || !g.reference) continue;
+    ratios.push([
+      g.case.label,
+      fmtX(ratio(g.ours.ops, g.reference.ops)),
+      fmtX(ratio(g.ours.p50, g.reference.p50)),
+      fmtX(ratio(g.ours.p99, g.reference.p99)),
+      fmtX(ratio(g.ours.cpu, g.reference.cpu)),
+    ]);
+  }
+  md.push(table(['case', 'ops/s', 'p50', 'p99', 'CPU/op'], ratios, 1));
+  md.push('');
+  md.push('Above 1x is better for ops/s, below 1x is better for latency and CPU.');
+  md.push('');
+
+  const notes = whereTimeGoes(agg, data);
+  if (notes.length) {
+    md.push('### Where the time goes');
+    md.push('');
+    md.push('Computed from the figures above (medians of the rounds):');
+    md.push('');
+    for (const n of notes) md.push(`- ${n}`);
+    md.push('');
+  }
+
+  const contended = [...agg.values()].filter((g) => g.case.kind === 'contended' || g.case.kind === 'lock');
+  if (contended.length) {
+    md.push('## Locks');
+    md.push('');
+    const lr = [];
+    for (const g of contended) {
+      for (const a of ['ours', 'reference']) {
+        const s = g[a];
+        if (!s) continue;
+        const isC = g.case.kind === 'contended';
+        lr.push([
+          g.case.label,
+          NAMES[a],
+          fmtOps(s.ops),
+          isC ? `${s.maxGapMs.toFixed(1)} ms (median ${s.gapMedianMs.toFixed(1)})` : '-',
+          isC ? `${(100 * s.busiestShare).toFixed(0)}%` : '-',
+          isC ? String(s.idleCallers) : '-',
+          fmtUs(s.p99),
+          String(s.errors),
+          isC ? String(s.overlaps) : '-',
+          `${s.leaked}${s.rounds > 1 ? ` (${s.leakedPerRound.join(', ')})` : ''}`,
+          isC ? `${Math.round(s.drainMs)} ms` : '-',
+        ]);
+      }
+    }
+    md.push(table(['case', 'adapter', 'cycles/s', 'longest gap (worst round)', 'busiest caller\'s share', 'callers that never locked', 'p99 wait / cycle', 'failed locks', 'overlapping holders', 'leaked locks (per round)', 'drain after window'], lr));
+    md.push('');
+    md.push('"busiest caller\'s share": the fraction of all cycles that the busiest of the 16 callers got (1/16 = 6% is perfectly fair); "callers that never locked": callers that got no cycle in the window (median of rounds). "p99 wait / cycle": for contended cases how long a caller waited for the lock, for distinct resources a whole lock+unlock. "failed locks": `lock()` calls that rejected after running out of retries. "overlapping holders": times two callers held the lock at once (must be 0). "leaked locks": lock keys that outlived every unlock, so other callers waited for \`redlockTTL\` to run out: counted when Redis expires them (keyspace notifications) or when they are still there after the last caller unlocked. "drain": how long after the window the last caller finished.');
+    md.push('');
+  }
+
+  const alova = [...agg.values()].filter((g) => g.case.kind === 'alova');
+  if (alova.length) {
+    md.push('## alova end to end');
+    md.push('');
+    for (const g of alova) {
+      const parts = ['ours', 'reference'].filter((a) => g[a]).map((a) => `${NAMES[a]} ${fmtOps(g[a].ops)} requests/s (p99 ${fmtUs(g[a].p99)}, ${g[a].networkRequests} network requests while measuring)`);
+      md.push(`- ${g.case.label}: ${parts.join('; ')}; ours/reference ${fmtX(ratio(g.ours?.ops, g.reference?.ops))}.`);
+    }
+    md.push('');
+  }
+
+  if (data.rss && (data.rss.ours || data.rss.reference)) {
+    md.push('## RSS over a long run');
+    md.push('');
+    const rr = [];
+    for (const a of ['ours', 'reference']) {
+      const r = data.rss[a];
+      if (!r) continue;
+      rr.push([
+        NAMES[a],
+        r.ops.toLocaleString('en-US'),
+        fmtOps(r.opsPerSec),
+        fmtUs(r.cpuUsPerOp),
+        mb(r.rssStart),
+        mb(r.rssPeak),
+        mb(r.rssEnd),
+        mb(r.rssEnd - r.rssStart),
+        r.rssSamples.map(mb).join(' '),
+      ]);
+    }
+    md.push(table(['adapter', 'operations', 'ops/s', 'CPU µs/op', 'RSS start MB', 'peak', 'end', 'growth', 'samples (every tenth)'], rr, 1));
+    md.push('');
+    md.push('Half `set`, half `get` of 250 B entries over 10,000 keys, 16 in flight, after a warm-up; `global.gc()` before the first and the last reading.');
+    md.push('');
+  }
+
+  if (data.ceiling && data.ceiling.length) {
+    md.push('## Ceiling: redis-benchmark on the same server');
+    md.push('');
+    const cr = [];
+    for (const rb of data.ceiling) {
+      for (const r of rb.rows) cr.push([`\`-P ${rb.pipeline}\` ${r.test}`, fmtOps(r.rps), fmtUs(r.p50), fmtUs(r.p99), cores(r.redisCores), cores(r.benchmarkCores)]);
+    }
+    md.push(table(['run', 'requests/s', 'p50', 'p99', 'redis-server CPU (cores)', 'redis-benchmark CPU (cores)'], cr, 1));
+    md.push('');
+    md.push(`\`${data.ceiling[0].command.replace(/-P \d+/, '-P <1|16>')}\` (50 connections, 250 B values). redis-benchmark is C with no JSON and no promises; it shares the ${info.cores} cores with redis-server, as the node process does.`);
+    const p1 = data.ceiling.find((rb) => rb.pipeline === 1);
+    if (p1) {
+      const parts = [];
+      for (const op of ['set', 'get']) {
+        const row = p1.rows.find((r) => r.test.toLowerCase() === op);
+        const g = agg.get(`${op}-250B-256`);
+        if (!row || !g) continue;
+        for (const a of ['ours', 'reference']) {
+          if (g[a]) parts.push(`${op} ${NAMES[a]} ${((100 * g[a].ops) / row.rps).toFixed(0)}%`);
+        }
+      }
+      if (parts.length) {
+        md.push(
+          `At 256 in flight the adapters reach this share of the \`-P 1\` figure: ${parts.join(', ')}. ` +
+            '(Above 100% is possible: at `-P 1` each of the 50 connections waits for every reply before it sends the next command, while 256 calls in flight on one connection share writes and reads.)',
+        );
+      }
+    }
+    md.push('');
+  }
+
+  if (data.json) {
+    md.push('## JSON in JavaScript');
+    md.push('');
+    md.push('`JSON.stringify` / `JSON.parse` of the same values in this node (one thread, no I/O), for comparison with serde_json later ([bench/json.js](bench/json.js)).');
+    md.push('');
+    const jr = data.json.map((r) => [
+      r.size,
+      r.bytes.toLocaleString('en-US'),
+      fmtOps(r.stringify.opsPerSec),
+      fmtUs(r.stringify.usPerOp),
+      r.stringify.mbPerSec.toFixed(0),
+      fmtOps(r.parse.opsPerSec),
+      fmtUs(r.parse.usPerOp),
+      r.parse.mbPerSec.toFixed(0),
+    ]);
+    md.push(table(['value', 'bytes', 'stringify ops/s', 'stringify µs/op', 'stringify MB/s', 'parse ops/s', 'parse µs/op', 'parse MB/s'], jr, 1));
+    md.push('');
+  }
+
+  md.push('## Noise: CPU used by other processes');
+  md.push('');
+  const n = data.noise;
+  md.push(
+    `Over the whole run (${Math.round(n.seconds)} s): the benchmark and its children ${cores(n.benchCores)} cores, redis-server ${cores(n.redisCores)} cores, everything else on the machine ${cores(n.restCores)} cores on average (of ${info.cores}). ` +
+      `Per measurement, the "other CPU" column above. Load average at the end: ${n.loadavgEnd.map((x) => x.toFixed(2)).join(' ')}.`,
+  );
+  md.push('');
+  md.push('## Running it');
+  md.push('');
+  md.push(
+    [
+      '```bash',
+      `npm run bench                 # the full run (${config.quick ? 'about 5 minutes on 2 cores' : `${Math.max(1, Math.round(data.runtimeSeconds / 60))} minutes for this one`})`,
+      'BENCH_QUICK=1 npm run bench   # a 1-2 minute smoke run',
+      'node bench/json.js            # the JSON figures alone',
+      '```',
+      '',
+      'Settings (environment): `BENCH_ROUNDS` (3), `BENCH_OP_MS` (1500), `BENCH_WARMUP_MS` (300), `BENCH_WINDOW_MS` (5000), `BENCH_RSS_OPS` (1000000), `BENCH_RB_REQUESTS` (200000), `BENCH_ONLY` (a regular expression over case ids, e.g. `set|get`), `BENCH_OUT` (report path). The raw figures of the last run are in `bench/results.json`.',
+    ].join('\n'),
+  );
+  md.push('');
+  return md.join('\n');
+}
+
+function writeReport(data, { out, chart }) {
+  const agg = aggregate(data);
+  const tgt = targets(agg, data);
+  fs.writeFileSync(chart, chartSvg(agg));
+  const chartRel = path.relative(path.dirname(out), chart).split(path.sep).join('/');
+  fs.writeFileSync(out, markdown(data, agg, tgt, chartRel));
+  return { report: out, chart, targets: tgt.map((t) => t.line) };
+}
+
+module.exports = { writeReport, aggregate, targets, chartSvg };
+
+// `node bench/report.js [results.json]` rewrites the report from saved figures.
+if (require.main === module) {
+  const file = process.argv[2] || path.join(__dirname, 'results.json');
+  const data = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const written = writeReport(data, {
+    out: process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, '..', 'BENCHMARKS.md'),
+    chart: path.join(__dirname, 'chart.svg'),
+  });
+  for (const line of written.targets) console.log(line);
+}

@@ -1,0 +1,457 @@
+'use strict';
+
+// `npm run bench`: this adapter against the ioredis + redlock original (bench/reference.js), side
+// by side in one run, on one redis-server that the benchmark starts and stops itself. Writes
+// BENCHMARKS.md, bench/chart.svg and bench/results.json.
+//
+// Environment:
+//   BENCH_QUICK=1       smoke run (~1-2 min): 1 round, short measurements, 1 s lock windows
+//   BENCH_ROUNDS        rounds per case (default 3; quick 1)
+//   BENCH_OP_MS         measured time per storage / lock / alova measurement (default 1500; quick 300)
+//   BENCH_WARMUP_MS     unmeasured warm-up before each (default 300; quick 100)
+//   BENCH_WINDOW_MS     contended-lock window (default 5000; quick 1000)
+//   BENCH_HOLD_MS       how long a contended caller holds the lock (default 0: an empty section)
+//   BENCH_RSS_OPS       operations of the RSS growth run (default 1000000; quick 100000)
+//   BENCH_RB_REQUESTS   redis-benchmark -n (default 200000; quick 20000)
+//   BENCH_ONLY          a regular expression: run only the cases whose id matches (e.g. 'set|get')
+//   BENCH_OUT           where to write the report (default BENCHMARKS.md at the repository root)
+
+const { fork, execFile, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const os = require('node:os');
+const path = require('node:path');
+const { startRedis } = require('../__test__/servers');
+const { CASES } = require('./cases');
+const { cpuSnapshot, cpuDelta, processTicks, clkTck, machineBusyTicks } = require('./stats');
+const { writeReport } = require('./report');
+
+const ROOT = path.join(__dirname, '..');
+const quick = process.env.BENCH_QUICK === '1';
+const num = (name, dflt) => (process.env[name] !== undefined && process.env[name] !== '' ? Number(process.env[name]) : dflt);
+
+const config = {
+  quick,
+  rounds: num('BENCH_ROUNDS', quick ? 1 : 3),
+  opMs: num('BENCH_OP_MS', quick ? 300 : 1500),
+  warmupMs: num('BENCH_WARMUP_MS', quick ? 100 : 300),
+  windowMs: num('BENCH_WINDOW_MS', quick ? 1000 : 5000),
+  holdMs: num('BENCH_HOLD_MS', 0),
+  rssOps: num('BENCH_RSS_OPS', quick ? 100000 : 1000000),
+  rbRequests: num('BENCH_RB_REQUESTS', quick ? 20000 : 200000),
+  only: process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : null,
+  out: process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(ROOT, 'BENCHMARKS.md'),
+};
+
+const ADAPTERS = ['ours', 'reference'];
+const children = new Set();
+let product = null;
+
+function log(line) {
+  process.stdout.write(`${line}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine
+// ---------------------------------------------------------------------------------------------
+
+function tryExec(cmd, args) {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+function pkgVersion(name) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
+  } catch {
+    return null;
+  }
+}
+
+function machineInfo() {
+  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  const model = (cpuinfo.match(/^model name\s*:\s*(.*)$/m) || [])[1] || os.cpus()[0]?.model || 'unknown';
+  const commit = tryExec('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']);
+  const dirty = tryExec('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src', 'index.js', 'Cargo.toml']);
+  return {
+    cpu: model,
+    cores: os.cpus().length,
+    memoryGiB: os.totalmem() / 2 ** 30,
+    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    redis: tryExec('redis-server', ['--version']),
+    redisBenchmark: tryExec('redis-benchmark', ['--version']),
+    ioredis: pkgVersion('ioredis'),
+    redlock: pkgVersion('@sesamecare-oss/redlock'),
+    alova: pkgVersion('alova'),
+    commit: commit ? `${commit}${dirty ? ' (with uncommitted changes in src/ or index.js)' : ''}` : null,
+    loadavg: os.loadavg(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The product under test
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Copies the built package (its JavaScript and the addon) to a temporary directory that every
+ * worker loads, so that a rebuild of the repository during the run cannot mix two builds in one
+ * report. Checks that the copy loads; retries while a build may be writing the addon.
+ */
+async function snapshotProduct() {
+  const names = fs.readdirSync(ROOT).filter((n) => n.endsWith('.node') || ['index.js', 'binding.js', 'commands.js', 'package.json'].includes(n));
+  if (!names.some((n) => n.endsWith('.node'))) throw new Error('the addon is not built: run `npm run build` first');
+  for (let attempt = 1; ; attempt += 1) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'alova-bench-product-'));
+    for (const n of names) fs.copyFileSync(path.join(ROOT, n), path.join(dir, n));
+    const addon = names.find((n) => n.endsWith('.node'));
+    const bytes = fs.readFileSync(path.join(dir, addon));
+    const sha = require('node:crypto').createHash('sha256').update(bytes).digest('hex').slice(0, 12);
+    const mtime = fs.statSync(path.join(ROOT, addon)).mtime.toISOString();
+    try {
+      execFileSync(process.execPath, ['-e', `require(${JSON.stringify(dir)})`], { stdio: 'ignore', timeout: 30000 });
+      return { dir, addon, sha, mtime };
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      if (attempt >= 5) throw new Error(`the built package does not load: ${err.message}`);
+      log('the addon does not load (a build in progress?): retrying in 10 s');
+      await new Promise((resolve) => setTimeout(resolve, 10000));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children
+// ---------------------------------------------------------------------------------------------
+
+/** Forks `script`, sends it `job` and resolves with its reply; kills it after `timeoutMs`. */
+function runChild(script, job, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const child = fork(script, [], {
+      cwd: ROOT,
+      execArgv: ['--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env },
+    });
+    children.add(child);
+    let reply = null;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${path.basename(script)} ${job ? job.id : ''} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.on('message', (msg) => {
+      reply = msg;
+    });
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      children.delete(child);
+      if (reply && reply.ok) resolve(reply.result);
+      else if (reply) reject(new Error(reply.error));
+      else reject(new Error(`${path.basename(script)} exited (${signal || code}) without a result`));
+    });
+    if (job) child.send(job);
+  });
+}
+
+function killChildren() {
+  for (const child of children) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP server behind the alova case
+// ---------------------------------------------------------------------------------------------
+
+function startHttp() {
+  const state = { hits: 0 };
+  const server = http.createServer((req, res) => {
+    state.hits += 1;
+    const p = new URL(req.url, 'http://x').pathname;
+    res.setHeader('content-type', 'application/json');
+    // A small JSON body: the cached entry is about 250 bytes, like the storage cases.
+    res.end(JSON.stringify({ path: p, code: 0, message: 'ok', data: { id: 1, name: 'user-1', email: 'user1@example.com', roles: ['reader', 'writer'], active: true, createdAt: '2024-05-17T09:31:27.000Z' } }));
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      state.server = server;
+      state.baseURL = `http://127.0.0.1:${server.address().port}`;
+      resolve(state);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaked locks
+// ---------------------------------------------------------------------------------------------
+
+const LOCK_KEY = /^bench:(contended|lk:|warm:)/;
+
+/**
+ * Counts lock keys that expire in Redis: with an empty critical section a lock key only expires
+ * when nobody released it, i.e. its holder's unlock lost track of it (a leaked lock). Keyspace
+ * notifications for expired keys only ('Ex'), so the other measurements pay nothing.
+ */
+async function watchLockExpiry(redis) {
+  await redis.command('CONFIG', 'SET', 'notify-keyspace-events', 'Ex');
+  const Redis = require('ioredis');
+  const sub = new Redis({ host: redis.host, port: redis.port });
+  const state = { expired: 0, close: () => sub.disconnect() };
+  sub.on('message', (channel, key) => {
+    if (LOCK_KEY.test(key)) state.expired += 1;
+  });
+  sub.on('error', () => {});
+  await sub.subscribe('__keyevent@0__:expired');
+  return state;
+}
+
+/** The lock keys a case uses. */
+function lockKeys(c) {
+  if (c.kind === 'lock') return Array.from({ length: c.inflight }, (_, i) => `bench:lk:${i}`);
+  if (c.kind === 'contended') return ['bench:contended', ...Array.from({ length: c.adapters }, (_, i) => `bench:warm:${i}`)];
+  return [];
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-benchmark
+// ---------------------------------------------------------------------------------------------
+
+function parseCsv(text) {
+  const rows = text
+    .trim()
+    .split('\n')
+    .map((line) => line.split('","').map((cell) => cell.replace(/^"|"$/g, '')));
+  const header = rows.shift();
+  return rows.map((r) => Object.fromEntries(header.map((h, i) => [h, r[i]])));
+}
+
+/** One redis-benchmark run per command, with the CPU redis-server and redis-benchmark used. */
+async function redisBenchmark(redis, pipeline, requests) {
+  const rows = [];
+  let command;
+  for (const test of ['set', 'get']) {
+    const args = ['-h', redis.host, '-p', String(redis.port), '-t', test, '-n', String(requests), '-c', '50', '-d', '250', '-P', String(pipeline), '--csv'];
+    command = `redis-benchmark ${args.slice(4).join(' ').replace(`-t ${test}`, '-t set|get')}`;
+    const snap0 = cpuSnapshot([redis.pid]);
+    const children0 = childrenTicks();
+    const stdout = await new Promise((resolve, reject) => {
+      execFile('redis-benchmark', args, { timeout: 300000 }, (err, out, stderr) => {
+        if (err) reject(new Error(`redis-benchmark failed: ${err.message}\n${stderr}`));
+        else resolve(out);
+      });
+    });
+    const machine = cpuDelta(snap0, cpuSnapshot([redis.pid]));
+    const benchCores = (childrenTicks() - children0) / clkTck() / machine.seconds;
+    for (const r of parseCsv(stdout)) {
+      rows.push({
+        test: r.test,
+        rps: Number(r.rps),
+        p50: Number(r.p50_latency_ms) * 1000,
+        p99: Number(r.p99_latency_ms) * 1000,
+        redisCores: machine.othersCores[0],
+        benchmarkCores: benchCores,
+      });
+    }
+  }
+  return { pipeline, requests, clients: 50, dataSize: 250, command, rows };
+}
+
+/** CPU ticks of this process's children that have exited (cutime + cstime). */
+function childrenTicks() {
+  const text = fs.readFileSync('/proc/self/stat', 'utf8');
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return Number(rest[13]) + Number(rest[14]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run
+// ---------------------------------------------------------------------------------------------
+
+async function prepare(redis, c) {
+  await redis.command('FLUSHALL');
+  if (c.kind === 'op' && c.op === 'remove') {
+    const reply = await redis.command('DEBUG', 'POPULATE', String(c.pool), 'bench:rm', '250');
+    if (reply instanceof Error) throw new Error(`DEBUG POPULATE failed: ${reply.message}`);
+  }
+}
+
+function jobFor(c, adapter, redis, httpState) {
+  return {
+    ...c,
+    adapter,
+    product: product.dir,
+    redis: { host: redis.host, port: redis.port, pid: redis.pid },
+    durationMs: config.opMs,
+    warmupMs: config.warmupMs,
+    windowMs: config.windowMs,
+    holdMs: config.holdMs,
+    baseURL: httpState.baseURL,
+  };
+}
+
+function fmtOps(x) {
+  return x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1);
+}
+
+async function main() {
+  const started = Date.now();
+  const info = machineInfo();
+  log(`bench: ${quick ? 'QUICK ' : ''}run, ${config.rounds} round(s), ${config.opMs} ms per measurement, ${config.windowMs} ms lock windows`);
+  log(`machine: ${info.cpu}, ${info.cores} cores, ${info.kernel}, node ${info.node}`);
+
+  product = await snapshotProduct();
+  info.addon = `${product.addon}, sha256 ${product.sha}, built ${product.mtime.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`;
+  log(`product: ${info.addon}`);
+
+  const runSnap0 = { at: process.hrtime.bigint(), machine: machineBusyTicks() };
+  const selfTicks0 = processTicksWithChildren();
+
+  // The JSON figures first, with nothing else running.
+  log('json: JSON.stringify / JSON.parse ...');
+  const json = await runChild(path.join(__dirname, 'json.js'), null, 120000);
+
+  let redis;
+  let httpState;
+  let lockWatch;
+  try {
+    try {
+      redis = await startRedis({ args: ['--enable-debug-command', 'local'] });
+    } catch {
+      redis = await startRedis(); // a redis-server older than 7 has no such option
+    }
+    httpState = await startHttp();
+    lockWatch = await watchLockExpiry(redis);
+    const redisTicks0 = processTicks(redis.pid);
+    log(`redis-server pid ${redis.pid} on ${redis.host}:${redis.port}`);
+
+    const cases = CASES.filter((c) => !config.only || config.only.test(c.id));
+    const measurements = [];
+    for (let round = 0; round < config.rounds; round += 1) {
+      for (let i = 0; i < cases.length; i += 1) {
+        const c = cases[i];
+        const order = (round + i) % 2 === 0 ? ADAPTERS : [...ADAPTERS].reverse();
+        for (const adapter of order) {
+          await prepare(redis, c);
+          const hitsBefore = httpState.hits;
+          const expiredBefore = lockWatch.expired;
+          const timeout = c.kind === 'contended' ? config.windowMs + 60000 : config.opMs * 4 + 120000;
+          const result = await runChild(path.join(__dirname, 'worker.js'), jobFor(c, adapter, redis, httpState), timeout);
+          if (c.kind === 'alova') result.networkRequests = httpState.hits - hitsBefore - c.paths;
+          if (c.kind === 'lock' || c.kind === 'contended') {
+            // Every caller has unlocked: a lock key still there was leaked. DEL counts them and
+            // keeps them from expiring later, into the next measurement's count.
+            result.keysLeft = Number(await redis.command('DEL', ...lockKeys(c)));
+            await new Promise((resolve) => setTimeout(resolve, 50)); // expiry events in flight
+            result.expiredLocks = lockWatch.expired - expiredBefore;
+            result.leakedLocks = result.keysLeft + result.expiredLocks;
+          }
+          measurements.push({ id: c.id, adapter, round, result });
+          const extra = c.kind === 'contended' ? `, longest gap ${result.maxGapMs.toFixed(1)} ms, busiest caller ${(100 * (result.busiestShare || 0)).toFixed(0)}%, ${result.errors} failed locks, ${result.leakedLocks} leaked locks` : '';
+          log(
+            `[round ${round + 1}/${config.rounds}] ${c.id.padEnd(14)} ${adapter.padEnd(9)} ${fmtOps(result.opsPerSec).padStart(9)} ops/s` +
+              `  p50 ${fmtUs(result.p50)}  p99 ${fmtUs(result.p99)}  cpu ${fmtUs(result.cpuUsPerOp)}/op` +
+              `${result.errors && c.kind !== 'contended' ? `  ${result.errors} errors (${result.firstError})` : ''}${extra}`,
+          );
+        }
+      }
+    }
+
+    // RSS growth over a million operations, once per adapter.
+    const rss = {};
+    if (!config.only || config.only.test('rss')) {
+      for (const adapter of ADAPTERS) {
+        await redis.command('FLUSHALL');
+        const job = { kind: 'rss', id: 'rss', adapter, product: product.dir, redis: { host: redis.host, port: redis.port, pid: redis.pid }, ops: config.rssOps, inflight: 16 };
+        rss[adapter] = await runChild(path.join(__dirname, 'worker.js'), job, 900000);
+        const r = rss[adapter];
+        log(`rss ${adapter.padEnd(9)} ${r.ops} ops, ${fmtOps(r.opsPerSec)} ops/s, RSS ${mb(r.rssStart)} -> ${mb(r.rssEnd)} MB (peak ${mb(r.rssPeak)})`);
+      }
+    }
+
+    // The ceiling: redis-benchmark on the same server.
+    const ceiling = [];
+    if (!config.only || config.only.test('redis-benchmark')) {
+      for (const pipeline of [1, 16]) {
+        await redis.command('FLUSHALL');
+        const rb = await redisBenchmark(redis, pipeline, config.rbRequests);
+        ceiling.push(rb);
+        log(`redis-benchmark -P ${pipeline}: ${rb.rows.map((r) => `${r.test} ${fmtOps(r.rps)}/s`).join(', ')}`);
+      }
+    }
+
+    const runSnap1 = { at: process.hrtime.bigint(), machine: machineBusyTicks() };
+    const seconds = Number(runSnap1.at - runSnap0.at) / 1e9;
+    const hz = clkTck();
+    const ours = processTicksWithChildren() - selfTicks0;
+    const redisTicks = (processTicks(redis.pid) ?? redisTicks0) - redisTicks0;
+    const restTicks = runSnap1.machine - runSnap0.machine - ours - redisTicks;
+    const noise = {
+      seconds,
+      benchCores: ours / hz / seconds,
+      redisCores: redisTicks / hz / seconds,
+      restCores: Math.max(0, restTicks / hz / seconds),
+      loadavgEnd: os.loadavg(),
+    };
+
+    const data = { config: { ...config, only: config.only ? String(config.only) : null }, info, date: new Date().toISOString(), cases, measurements, rss, ceiling, json, noise, runtimeSeconds: (Date.now() - started) / 1000 };
+    fs.writeFileSync(path.join(__dirname, 'results.json'), `${JSON.stringify(data, null, 2)}\n`);
+    const written = writeReport(data, { out: config.out, chart: path.join(__dirname, 'chart.svg') });
+    log(`wrote ${path.relative(ROOT, written.report)}, ${path.relative(ROOT, written.chart)}, bench/results.json (${Math.round(data.runtimeSeconds)} s)`);
+    for (const line of written.targets) log(line);
+  } finally {
+    killChildren();
+    if (lockWatch) lockWatch.close();
+    if (httpState) {
+      httpState.server.closeAllConnections?.();
+      await new Promise((resolve) => httpState.server.close(resolve));
+    }
+    if (redis) await redis.stop();
+    if (product) fs.rmSync(product.dir, { recursive: true, force: true });
+  }
+}
+
+/** This process's CPU ticks, including its children that have exited (utime+stime+cutime+cstime). */
+function processTicksWithChildren() {
+  const text = fs.readFileSync('/proc/self/stat', 'utf8');
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
+}
+
+function fmtUs(x) {
+  if (x === null || x === undefined) return '-';
+  return x >= 1000 ? `${(x / 1000).toFixed(2)} ms` : `${x.toFixed(1)} µs`;
+}
+
+function mb(bytes) {
+  return (bytes / 2 ** 20).toFixed(1);
+}
+
+process.on('exit', () => {
+  killChildren();
+  if (product) fs.rmSync(product.dir, { recursive: true, force: true });
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    killChildren();
+    process.exit(130);
+  });
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(`bench failed: ${(err && err.stack) || err}`);
+    process.exitCode = 1;
+  },
+);
