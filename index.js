@@ -61,7 +61,8 @@ function normaliseOptions(options) {
  * uncaught there, so it is reported as a warning and stops reconnecting (as `null` does).
  */
 function guardRetryStrategy(strategy) {
-  if (typeof strategy !== 'function') return strategy;
+  // Anything else is reported by the core's option check, with the option's name.
+  if (typeof strategy !== 'function') return undefined;
   return function retryStrategy(times) {
     try {
       return strategy(times);

@@ -9,6 +9,10 @@
 // second adapter (its own connection) plays the second process. alova stores entries as
 // `[data, expireTimestamp, tag?]`, keeps hit-source indexes under `hss.*`, calls `remove` from
 // `invalidateCache(method)` and `clear` on every live l2 adapter from `invalidateCache()`.
+//
+// The suite runs against one redis-server, against a Redis Cluster (3 masters + 3 replicas) and
+// against the same cluster with `spreadKeys: true` (every key gets a hash tag of its own:
+// `prefix + '{8 hex}' + key`); the cluster variants share one cluster.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -16,13 +20,12 @@ const http = require('node:http');
 const { createAlova, invalidateCache } = require('alova');
 const adapterFetch = require('alova/fetch');
 const RedisStorageAdapter = require('..');
-const { startRedis } = require('./servers');
-const { ioredisFor, closeAll } = require('./helpers');
+const { closeAll, scanAll, topologies } = require('./helpers');
 
 const EXPIRE = 60000;
 const NAMESPACE = 'svc'; // the same alova id in every "process"
 
-describe('alova end to end', () => {
+for (const topo of topologies({ spreadKeys: true })) describe(`alova end to end (${topo.name})`, () => {
   let redis;
   let observer;
   let httpServer;
@@ -36,7 +39,7 @@ describe('alova end to end', () => {
   /** One "process": its own adapter (own connection) and its own alova instance. */
   function processWith(opts = {}) {
     const { keyPrefix = 'e2e:', tag, id = NAMESPACE } = opts;
-    const adapter = new RedisStorageAdapter({ host: redis.host, port: redis.port, keyPrefix });
+    const adapter = new RedisStorageAdapter(topo.adapterOptions(redis, { keyPrefix }));
     open.push(adapter);
     const alova = createAlova({
       id,
@@ -51,11 +54,11 @@ describe('alova end to end', () => {
     return { adapter, alova };
   }
 
-  const l2Key = (adapter, method) => `${adapter.keyPrefix}$a.${method.context.id}${method.key}`;
+  const l2Key = (adapter, method) => topo.redisKey(adapter.keyPrefix, `$a.${method.context.id}${method.key}`);
 
   before(async () => {
-    redis = await startRedis();
-    observer = ioredisFor(redis, {}, open);
+    redis = await topo.start();
+    observer = topo.observer(redis, open);
     httpServer = http.createServer((req, res) => {
       const path = new URL(req.url, 'http://x').pathname;
       const n = hitsOf(path) + 1;
@@ -87,9 +90,10 @@ describe('alova end to end', () => {
 
     // The entry is in Redis, as alova's [data, expireTimestamp], under keyPrefix + alova's key.
     const key = l2Key(first.adapter, method);
-    assert.ok(key.startsWith('e2e:$a.svc'), key);
+    if (topo.spreadKeys) assert.match(key, /^e2e:\{[0-9a-f]{8}\}\$a\.svc\["GET","\/users",/);
+    else assert.ok(key.startsWith('e2e:$a.svc'), key);
     const raw = await observer.get(key);
-    assert.ok(raw, `no l2 entry at ${key}; keys: ${await observer.keys('*')}`);
+    assert.ok(raw, `no l2 entry at ${key}; keys: ${await scanAll(observer, '*')}`);
     const [data, expireAt] = JSON.parse(raw);
     assert.deepEqual(data, fetched);
     assert.ok(expireAt > Date.now() && expireAt <= Date.now() + EXPIRE);
@@ -175,7 +179,7 @@ describe('alova end to end', () => {
     assert.equal(await observer.exists(key), 1);
 
     // Keys that no adapter registered with alova owns.
-    const bystander = new RedisStorageAdapter({ host: redis.host, port: redis.port, keyPrefix: 'not-alova:' });
+    const bystander = new RedisStorageAdapter(topo.adapterOptions(redis, { keyPrefix: 'not-alova:' }));
     open.push(bystander);
     await bystander.set('keep', { me: true });
     await observer.set('plain-key', 'untouched');
@@ -184,8 +188,9 @@ describe('alova end to end', () => {
 
     await invalidateCache();
 
-    assert.deepEqual(await observer.keys('e2e-all:*'), []);
-    assert.deepEqual(await observer.keys('e2e:*'), []);
+    // (SCAN on every master of a cluster: KEYS would ask one node only.)
+    assert.deepEqual(await scanAll(observer, 'e2e-all:*'), []);
+    assert.deepEqual(await scanAll(observer, 'e2e:*'), []);
     assert.deepEqual(await bystander.get('keep'), { me: true });
     assert.equal(await observer.get('plain-key'), 'untouched');
     assert.equal(await observer.get('e2e'), 'prefix without colon');

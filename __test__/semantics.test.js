@@ -1,26 +1,46 @@
 'use strict';
 
 // What set/get/remove/clear store and return, checked from the outside with ioredis.
+//
+// The suite runs against one redis-server and against a Redis Cluster (3 masters + 3 replicas,
+// observed through an ioredis Cluster). A cluster has only database 0: where the single-server
+// variant gives a test a database of its own, the cluster variant uses db 0 (and, for exact key
+// counts, empties the cluster first).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const RedisStorageAdapter = require('..');
-const { startRedis } = require('./servers');
-const { rejectsWithCode, ioredisFor, closeAll } = require('./helpers');
+const {
+  rejectsWithCode,
+  ioredisFor,
+  closeAll,
+  topologies,
+  existsCount,
+  dbsizeAll,
+  scanAll,
+  writeMany,
+  masterNodes,
+  keySlot,
+  slotOwners,
+} = require('./helpers');
 
-describe('storage semantics', () => {
+for (const topo of topologies()) describe(`storage semantics (${topo.name})`, () => {
   let server;
-  let observer; // ioredis, to see what really is in Redis
+  let observer; // ioredis (a Cluster for the cluster), to see what really is in Redis
   const open = [];
   const adapter = (opts = {}) => {
-    const a = new RedisStorageAdapter({ host: server.host, port: server.port, ...opts });
+    const { db, ...rest } = opts;
+    // A cluster has only db 0 (and refuses another): its variant leaves `db` out.
+    const a = new RedisStorageAdapter(topo.adapterOptions(server, topo.cluster ? rest : opts));
     open.push(a);
     return a;
   };
+  /** An ioredis client on database `db` of the server; on a cluster, the observer (db 0). */
+  const rawIn = (db) => (topo.cluster ? observer : ioredisFor(server, { db }, open));
 
   before(async () => {
-    server = await startRedis();
-    observer = ioredisFor(server, {}, open);
+    server = await topo.start();
+    observer = topo.observer(server, open);
   });
   after(async () => {
     await closeAll(open);
@@ -176,7 +196,8 @@ describe('storage semantics', () => {
       const a = adapter({ keyPrefix: 'exp:' });
       await a.set('zero', ['data', 0]);
       await a.set('epoch', ['a', 5]);
-      assert.equal(await observer.exists('exp:zero', 'exp:epoch'), 0);
+      // (One EXISTS per key: a multi-key EXISTS is CROSSSLOT on a cluster.)
+      assert.equal(await existsCount(observer, 'exp:zero', 'exp:epoch'), 0);
     });
 
     it('gives an [data, expire] entry a PX close to expire - now', async () => {
@@ -299,16 +320,17 @@ describe('storage semantics', () => {
   });
 
   describe('clear', () => {
-    it('removes 100k keys under its prefix and nothing else', async () => {
+    it('removes 100k keys under its prefix and nothing else', { timeout: 120000 }, async () => {
       const db = 9; // a database of its own, so that the counts are exact
-      const raw = ioredisFor(server, { db }, open);
+      if (topo.cluster) {
+        // No other database on a cluster: empty every master instead, for exact counts.
+        for (const node of await masterNodes(observer)) await node.flushall();
+      }
+      const raw = rawIn(db);
       const a = adapter({ db, keyPrefix: 'bulk:' });
       const total = 100000;
-      for (let start = 0; start < total; start += 10000) {
-        const pipeline = raw.pipeline();
-        for (let i = start; i < start + 10000; i += 1) pipeline.set(`bulk:${i}`, JSON.stringify({ i }));
-        await pipeline.exec();
-      }
+      const bulk = Array.from({ length: total }, (_, i) => [`bulk:${i}`, JSON.stringify({ i })]);
+      const bulkPerMaster = await writeMany(raw, bulk);
       await a.set('through-adapter', ['data', Date.now() + 60000]);
       const others = {
         'bulk': 'no colon',
@@ -318,17 +340,44 @@ describe('storage semantics', () => {
         'other:1': 'unrelated',
         '{bulk}:1': 'hash tag',
       };
+      if (topo.cluster) {
+        // Bystanders on every master (30 keys over 3 masters; checked below).
+        for (let i = 0; i < 30; i += 1) others[`keep:${i}`] = `bystander ${i}`;
+      }
       for (const [key, value] of Object.entries(others)) await raw.set(key, value);
       await raw.hset('other:hash', 'f', 'v');
-      assert.equal(await raw.dbsize(), total + 1 + Object.keys(others).length + 1);
+      assert.equal(await dbsizeAll(raw), total + 1 + Object.keys(others).length + 1);
+      // On a cluster: how many keys each master holds that are not the prefix's.
+      const keepPerMaster = new Map();
+      if (topo.cluster) {
+        const adapterKeyOwner = (await slotOwners(observer))[keySlot(topo.redisKey('bulk:', 'through-adapter'))];
+        for (const node of await masterNodes(observer)) {
+          const name = `${node.options.host}:${node.options.port}`;
+          const size = await node.dbsize();
+          const mine = (bulkPerMaster.get(name) || 0) + (name === adapterKeyOwner ? 1 : 0);
+          assert.ok(mine > 0, `master ${name} holds none of the prefix's keys`);
+          assert.ok(size - mine > 0, `master ${name} holds no bystander`);
+          keepPerMaster.set(name, size - mine);
+        }
+        assert.equal(keepPerMaster.size, 3);
+      }
 
       await a.clear();
 
-      assert.equal(await raw.dbsize(), Object.keys(others).length + 1);
+      assert.equal(await dbsizeAll(raw), Object.keys(others).length + 1);
       for (const [key, value] of Object.entries(others)) assert.equal(await raw.get(key), value, key);
       assert.equal(await raw.hget('other:hash', 'f'), 'v');
       assert.equal(await a.get('through-adapter'), undefined);
-      // Other databases are untouched.
+      if (topo.cluster) {
+        // Every master lost exactly its keys under the prefix, and kept all the others.
+        for (const node of await masterNodes(observer)) {
+          const name = `${node.options.host}:${node.options.port}`;
+          assert.equal(await node.dbsize(), keepPerMaster.get(name), `keys left on master ${name}`);
+        }
+        assert.deepEqual(await scanAll(observer, 'bulk:*'), []);
+      }
+      // Other databases are untouched. (A cluster has only db 0: there this checks that a second
+      // clear() keeps a key outside the prefix.)
       await observer.set('db0:survivor', 'yes');
       await a.clear();
       assert.equal(await observer.get('db0:survivor'), 'yes');
@@ -336,7 +385,7 @@ describe('storage semantics', () => {
 
     it('treats glob characters in the prefix literally', async () => {
       const db = 10;
-      const raw = ioredisFor(server, { db }, open);
+      const raw = rawIn(db);
       const a = adapter({ db, keyPrefix: 'g?l*o[b]\\:' });
       await a.set('mine', 1);
       // These match the prefix read as a glob pattern (g?l*o[b]\:*), none starts with it, and the
@@ -355,7 +404,7 @@ describe('storage semantics', () => {
 
     it("refuses an empty prefix with ERR_CLEAR_REFUSED and deletes nothing", async () => {
       const db = 12;
-      const raw = ioredisFor(server, { db }, open);
+      const raw = rawIn(db);
       await raw.set('precious', 'data');
       const a = adapter({ db, keyPrefix: '' });
       await a.set('bare', 1);

@@ -408,13 +408,16 @@ function parseInfo(text) {
 
 /**
  * Starts a cluster of `masters` masters with `replicas` replicas each and resolves once every
- * node reports `cluster_state:ok` and knows every other node.
+ * node reports `cluster_state:ok`, knows every other node and lists every replica in
+ * `CLUSTER SLOTS`, and every replica has synced.
  *
- * @param {{ masters?: number, replicas?: number, password?: string }} [opts]
+ * @param {{ masters?: number, replicas?: number, password?: string, nodeTimeout?: number }} [opts]
+ *   `nodeTimeout`: `--cluster-node-timeout` in ms (default 5000); a failover test wants it short,
+ *   so that a killed master's replica is promoted within a few seconds.
  * @returns {Promise<{ nodes: Array<{host: string, port: number}>, servers: object[],
  *   masters(): Promise<Array<{host: string, port: number}>>, stop(): Promise<void> }>}
  */
-async function startCluster({ masters = 3, replicas = 1, password } = {}) {
+async function startCluster({ masters = 3, replicas = 1, password, nodeTimeout = 5000 } = {}) {
   const count = masters * (1 + replicas);
   const busPorts = [];
   for (let i = 0; i < count; i += 1) busPorts.push(await freePort());
@@ -426,7 +429,7 @@ async function startCluster({ masters = 3, replicas = 1, password } = {}) {
           '--cluster-enabled', 'yes',
           '--cluster-port', String(busPort),
           '--cluster-config-file', 'nodes.conf',
-          '--cluster-node-timeout', '5000',
+          '--cluster-node-timeout', String(nodeTimeout),
           ...(password ? ['--masterauth', password] : []),
         ],
       }),
@@ -455,7 +458,14 @@ async function startCluster({ masters = 3, replicas = 1, password } = {}) {
       // Replicas must have finished their first sync, or a failover test would be flaky.
       const roles = await Promise.all(servers.map((s) => s.command('ROLE')));
       const synced = roles.every((r) => r[0] !== 'slave' || r[3] === 'connected');
-      if (ready && synced) break;
+      // And every node must list each master's replicas in CLUSTER SLOTS (gossip spreads that
+      // after the replicas synced): clients read the topology from there, and ioredis drops its
+      // connections to nodes it does not find in it.
+      const slots = await Promise.all(servers.map((s) => s.command('CLUSTER', 'SLOTS')));
+      const listed = slots.every(
+        (ranges) => Array.isArray(ranges) && ranges.every((range) => range.length - 2 === 1 + replicas),
+      );
+      if (ready && synced && listed) break;
       if (Date.now() > deadline) throw new Error('cluster did not become ready');
       await delay(100);
     }

@@ -42,6 +42,12 @@ pub struct ClusterNode {
 pub struct ClusterTarget {
     /// The startup nodes.
     pub startup: Vec<(String, u16)>,
+    /// Retries of a command the cluster answered `CLUSTERDOWN`/`TRYAGAIN`/`MASTERDOWN`.
+    pub max_redirections: u32,
+    /// The pause before each of those retries.
+    pub retry_delay: Duration,
+    /// Settings of one startup node alone, to tell why the cluster could not be reached.
+    probe: crate::config::ConnectionConfig,
     client: ClusterClient,
     settings: redis::cluster::ClusterConfig,
     nat: HashMap<(String, u16), (String, u16)>,
@@ -93,10 +99,13 @@ impl ClusterTarget {
                 builder = builder.certs(crate::connection::tls_certificates(tls));
             }
         }
-        if config.scale_reads == ScaleReads::Replicas {
-            builder =
-                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
-        }
+        builder = match config.scale_reads {
+            ScaleReads::Master => builder,
+            ScaleReads::Replicas => {
+                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy)
+            }
+            ScaleReads::All => builder.read_routing_strategy(AnyNodeStrategy),
+        };
         if !config.nat_map.is_empty() {
             let map = config
                 .nat_map
@@ -120,8 +129,15 @@ impl ClusterTarget {
         if let Some(t) = r.command_timeout {
             settings = settings.set_response_timeout(t);
         }
+        let (host, port) = config.nodes[0].clone();
         Ok(ClusterTarget {
             startup: config.nodes.clone(),
+            max_redirections: config.max_redirections,
+            retry_delay: config.retry_delay,
+            probe: crate::config::ConnectionConfig {
+                addr: crate::config::Addr::Tcp { host, port },
+                ..config.redis.clone()
+            },
             client,
             settings,
             nat: config.nat_map.iter().cloned().collect(),
@@ -134,13 +150,38 @@ impl ClusterTarget {
     /// # Errors
     /// The connection errors, named for `addr`.
     pub async fn connect(&self, addr: &str) -> Result<ClusterConnection> {
-        let mut conn = self
+        let mut conn = match self
             .client
             .get_async_connection_with_config(self.settings.clone())
             .await
-            .map_err(|e| Error::from_redis(&e, addr))?;
+        {
+            Ok(conn) => conn,
+            Err(e) => return Err(self.diagnose(Error::from_redis(&e, addr)).await),
+        };
         self.refresh(&mut conn, addr).await?;
         Ok(conn)
+    }
+
+    /// redis-rs reports a cluster it could not reach as a lost connection, whatever the cause;
+    /// one startup node, asked alone, tells a refused password apart.
+    async fn diagnose(&self, err: Error) -> Error {
+        if err.kind() != ErrorKind::Connection {
+            return err;
+        }
+        let Ok(client) = crate::connection::build_client(&self.probe) else {
+            return err;
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(self.probe.connect_timeout.or(Some(Duration::from_secs(1))));
+        match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Err(probe) if matches!(Error::from_redis(&probe, "").kind(), ErrorKind::Auth) => {
+                Error::from_redis(&probe, &self.probe.addr.to_string())
+            }
+            _ => err,
+        }
     }
 
     /// Reads `CLUSTER NODES` from any node and keeps it as the topology.
@@ -189,6 +230,79 @@ impl ClusterTarget {
     pub fn topology(&self) -> Vec<ClusterNode> {
         self.topology.lock().map(|t| t.clone()).unwrap_or_default()
     }
+}
+
+/// ioredis `scaleReads: 'all'`: a read goes to a random node of its slot, master or replica.
+#[derive(Debug, Default)]
+struct AnyNodeStrategy;
+
+impl redis::cluster_read_routing::ReadRoutingStrategy for AnyNodeStrategy {
+    fn route_read<'a>(
+        &self,
+        candidates: &redis::cluster_read_routing::ReadCandidates<'a>,
+    ) -> &'a NodeAddress {
+        use redis::cluster_read_routing::ReadCandidates;
+        match candidates {
+            ReadCandidates::AnyNode(c) => {
+                let replicas = c.replicas();
+                let pick = crate::lock::random_u64() as usize % (replicas.len().get() + 1);
+                if pick == 0 {
+                    c.primary()
+                } else {
+                    replicas.get(pick - 1).unwrap_or_else(|| replicas.first())
+                }
+            }
+            ReadCandidates::ReplicasOnly(c) => c.replicas().choose_random(),
+        }
+    }
+}
+
+/// The commands redis-rs would split by slot, with where their keys are: every argument, or
+/// every other one (key-value pairs).
+fn split_keys(name: &[u8]) -> Option<usize> {
+    const EVERY: &[&[u8]] = &[b"MGET", b"DEL", b"EXISTS", b"UNLINK", b"TOUCH", b"WATCH"];
+    if EVERY.iter().any(|c| c.eq_ignore_ascii_case(name)) {
+        Some(1)
+    } else if name.eq_ignore_ascii_case(b"MSET") {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+/// For a multi-key command whose keys span slots: the first key's slot. redis-rs would split
+/// such a command and send a part to each slot (an `MSET` then half-applied when a node fails);
+/// sending it whole to one slot instead makes the server answer `CROSSSLOT`, as Redis and
+/// ioredis do.
+pub fn cross_slot(cmd: &Cmd) -> Option<u16> {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    let step = split_keys(args.next()?)?;
+    let mut slots = args.step_by(step).map(crate::codec::key_slot);
+    let first = slots.next()?;
+    slots.any(|s| s != first).then_some(first)
+}
+
+/// Sends `cmd` whole to the master of `slot`.
+///
+/// # Errors
+/// The command's errors.
+pub async fn send_to_slot(
+    conn: &mut ClusterConnection,
+    slot: u16,
+    cmd: &Cmd,
+) -> redis::RedisResult<Value> {
+    use redis::cluster_routing::{Route, SlotAddr};
+    conn.route_command(
+        cmd.clone(),
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        ))),
+    )
+    .await
 }
 
 /// Sends `cmd` to the node at `host:port`.
@@ -244,6 +358,23 @@ fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_key_commands_across_slots() {
+        let cmd = |words: &[&str]| {
+            let mut c = Cmd::new();
+            for w in words {
+                c.arg(*w);
+            }
+            c
+        };
+        assert_eq!(cross_slot(&cmd(&["MGET", "{a}1", "{a}2"])), None);
+        assert!(cross_slot(&cmd(&["MGET", "a", "b"])).is_some());
+        assert_eq!(cross_slot(&cmd(&["MSET", "{a}1", "x", "{a}2", "y"])), None);
+        assert!(cross_slot(&cmd(&["mset", "a", "x", "b", "y"])).is_some());
+        assert_eq!(cross_slot(&cmd(&["GET", "a"])), None);
+        assert_eq!(cross_slot(&cmd(&["DEL", "a"])), None);
+    }
 
     #[test]
     fn reads_cluster_nodes() {

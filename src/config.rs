@@ -197,8 +197,10 @@ pub enum BackendConfig {
 pub enum ScaleReads {
     /// Every command to the slot's master. Default.
     Master,
-    /// Reads to replicas (`'slave'` and `'all'`).
+    /// Reads to a random replica (`'slave'`).
     Replicas,
+    /// Reads to a random node of the slot, master or replica (`'all'`).
+    All,
 }
 
 /// A Redis Cluster: ioredis `new Cluster(nodes, options)`.
@@ -313,6 +315,7 @@ impl ClusterConfig {
             }
         }
         let r = Reader(o);
+        r.named_function("clusterRetryStrategy", "options.")?;
         let redis = match o.get("redisOptions") {
             None | Some(Value::Null) => ConnectionConfig::default(),
             Some(Value::Object(ro)) => {
@@ -342,7 +345,8 @@ impl ClusterConfig {
         }
         let scale_reads = match r.string("scaleReads")?.as_deref() {
             None | Some("master") => ScaleReads::Master,
-            Some("slave") | Some("all") => ScaleReads::Replicas,
+            Some("slave") => ScaleReads::Replicas,
+            Some("all") => ScaleReads::All,
             Some(other) => {
                 return Err(Error::config(format!(
                     "option `options.scaleReads` must be 'master', 'slave' or 'all', got {other:?}"
@@ -454,8 +458,12 @@ fn cluster_node(v: &Value, i: usize) -> Result<(String, u16)> {
                 )));
             }
             let r = Reader(o);
-            let host = r.string("host")?.unwrap_or_else(|| "localhost".to_owned());
-            let port = r.port("port")?.unwrap_or(6379);
+            let in_node = |e: Error| Error::config(format!("option `nodes[{i}]`: {}", e.message()));
+            let host = r
+                .string("host")
+                .map_err(in_node)?
+                .unwrap_or_else(|| "localhost".to_owned());
+            let port = r.port("port").map_err(in_node)?.unwrap_or(6379);
             Ok((host, port))
         }
         _ => Err(bad()),
@@ -716,6 +724,7 @@ impl ConnectionConfig {
                         return Err(Error::config(format!("unknown option `{key}`")));
                     }
                 }
+                Reader(obj).function("retryStrategy")?;
                 Self::from_reader(&Reader(obj))
             }
             Value::Null => Ok(Self::default()),
@@ -1022,6 +1031,15 @@ impl<'a> Reader<'a> {
 
     fn millis(&self, key: &str, min: u64) -> Result<Option<Duration>> {
         self.as_named().millis(key, min)
+    }
+
+    fn named_function(&self, key: &str, prefix: &str) -> Result<bool> {
+        self.function(key).map_err(|_| {
+            Error::config(format!(
+                "option `{prefix}{key}` must be a function, got {}",
+                self.get(key).map_or("nothing".into(), describe)
+            ))
+        })
     }
 
     fn function(&self, key: &str) -> Result<bool> {
@@ -1347,6 +1365,10 @@ mod tests {
         assert_eq!(c.redis.connect_timeout, Some(Duration::from_millis(500)));
         assert_eq!(c.scale_reads, ScaleReads::Replicas);
         assert_eq!(
+            cluster(r#"{"nodes":[1],"options":{"scaleReads":"all"}}"#).scale_reads,
+            ScaleReads::All
+        );
+        assert_eq!(
             c.nat_map,
             vec![(("10.0.0.1".into(), 7000), ("127.0.0.1".into(), 17000))]
         );
@@ -1398,6 +1420,11 @@ mod tests {
                 "redlockOptions.db",
             ),
             (r#"{"options":{}}"#, "`options`"),
+            (r#"{"nodes":[{"port":70000}]}"#, "`nodes[0]`: option `port`"),
+            (
+                r#"{"nodes":[7000],"options":{"clusterRetryStrategy":5}}"#,
+                "`options.clusterRetryStrategy`",
+            ),
         ] {
             let e = parse(json).unwrap_err();
             assert_eq!(e.code(), "ERR_INVALID_OPTION", "{json}");

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -76,7 +77,10 @@ impl Link {
     async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
         match self {
             Link::Single(conn) => conn.send_packed_command(cmd).await,
-            Link::Cluster(conn) => redis::aio::ConnectionLike::req_packed_command(conn, cmd).await,
+            Link::Cluster(conn) => match crate::cluster::cross_slot(cmd) {
+                Some(slot) => crate::cluster::send_to_slot(conn, slot, cmd).await,
+                None => redis::aio::ConnectionLike::req_packed_command(conn, cmd).await,
+            },
         }
     }
 }
@@ -109,6 +113,26 @@ struct Inner {
     retry: RetryStrategy,
     runtime: Handle,
     state: watch::Sender<State>,
+    /// Commands issued and not finished (see [`Connection::track`]).
+    in_flight: AtomicUsize,
+    /// `quit()` was called: no new command is taken.
+    closing: AtomicBool,
+    /// Woken when the last command in flight finishes.
+    idle: tokio::sync::Notify,
+}
+
+/// A command counted from the moment it was issued until it finished, so that `quit()` lets
+/// every command issued before it finish first.
+pub struct InFlight {
+    inner: Arc<Inner>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
 }
 
 /// A reconnecting connection to one server or to a cluster. Cheap to clone: clones share the
@@ -184,6 +208,9 @@ impl Connection {
                 retry,
                 runtime,
                 state,
+                in_flight: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
+                idle: tokio::sync::Notify::new(),
             }),
         };
         if !lazy {
@@ -305,7 +332,13 @@ impl Connection {
             let (mut conn, generation) = self.ready(start_attempts, offline_queue).await?;
             match conn.send(cmd).await {
                 Ok(Value::ServerError(err)) => {
-                    return Err(Error::from_redis(&err.into(), &self.inner.addr))
+                    let err = Error::from_redis(&err.into(), &self.inner.addr);
+                    if let Some(delay) = self.cluster_retry(&err, resends) {
+                        resends += 1;
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    return Err(err);
                 }
                 Ok(value) => return Ok(value),
                 // A cluster connection has retried through redirections and failovers already.
@@ -316,9 +349,30 @@ impl Connection {
                     }
                     resends += 1;
                 }
-                Err(err) => return Err(Error::from_redis(&err, &self.inner.addr)),
+                Err(err) => {
+                    let err = Error::from_redis(&err, &self.inner.addr);
+                    if let Some(delay) = self.cluster_retry(&err, resends) {
+                        resends += 1;
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    return Err(err);
+                }
             }
         }
+    }
+
+    /// On a cluster, a command answered `CLUSTERDOWN`, `TRYAGAIN` or `MASTERDOWN` (a failover
+    /// under way) is sent again after `retryDelayOnFailover`, up to `maxRedirections` times.
+    fn cluster_retry(&self, err: &Error, done: u32) -> Option<Duration> {
+        let Target::Cluster(cluster) = &self.inner.target else {
+            return None;
+        };
+        let transient = matches!(
+            err.reply_code(),
+            Some("CLUSTERDOWN" | "TRYAGAIN" | "MASTERDOWN")
+        );
+        (transient && done < cluster.max_redirections).then_some(cluster.retry_delay)
     }
 
     /// Waits for a usable socket, within the offline-queue rules.
@@ -440,9 +494,40 @@ impl Connection {
         self.inner.runtime.spawn(connect_loop(weak, after_drop));
     }
 
-    /// Sends `QUIT` when connected, then closes: waiting commands fail with `ERR_CLOSED`, commands
-    /// already sent still get their replies.
+    /// Counts a command issued now (call it where the command is issued, in issue order).
+    ///
+    /// # Errors
+    /// `ERR_CLOSED` after `quit()`.
+    pub fn track(&self) -> Result<InFlight> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the connection is closed (quit() was called)",
+            ));
+        }
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(InFlight {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Stops taking commands: what [`Connection::quit`] does first, for callers that must mark
+    /// the point in issue order before the quit itself runs.
+    pub fn begin_quit(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+    }
+
+    /// Stops taking commands, lets every command issued before finish (as ioredis sends its
+    /// queue before `QUIT`), sends `QUIT` when connected, then closes.
     pub async fn quit(&self) {
+        self.begin_quit();
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.inner.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
         let conn = self.inner.state.borrow().conn.clone();
         if let Some(Link::Single(mut conn)) = conn {
             let _ = tokio::time::timeout(
@@ -739,7 +824,7 @@ fn async_config(config: &ConnectionConfig) -> AsyncConnectionConfig {
 }
 
 /// Builds the redis-rs client for the settings.
-fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
+pub(crate) fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
     let redis_settings = {
         let mut r = redis::RedisConnectionInfo::default()
             .set_db(config.db)

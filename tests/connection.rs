@@ -218,3 +218,27 @@ async fn notices_a_lost_server_without_traffic_and_comes_back() {
         Value::SimpleString("PONG".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_lets_commands_issued_before_it_finish() {
+    let server = RedisServer::start(&[]);
+    let mut config = server.config();
+    config.lazy_connect = true; // the commands are queued while the connection is made
+    let conn = connect(config);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let in_flight = conn.track().unwrap();
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = conn.send(&cmd(&["SET", &format!("k{i}"), "v"])).await;
+            drop(in_flight);
+            reply
+        }));
+    }
+    conn.quit().await;
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), Value::Okay);
+    }
+    assert_eq!(conn.track().err().map(|e| e.code()), Some("ERR_CLOSED"));
+    assert_eq!(conn.status(), Status::End);
+}

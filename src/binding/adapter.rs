@@ -122,7 +122,10 @@ impl NativeAdapter {
             .lock()
             .map_err(|_| throw(&env, &Error::config("locker state is poisoned")))? =
             Some(locker.clone());
-        Ok(NativeLocker { locker })
+        Ok(NativeLocker {
+            locker,
+            conn: self.storage.connection().clone(),
+        })
     }
 
     /// The key prefix.
@@ -149,7 +152,7 @@ impl NativeAdapter {
         expire_at: Option<f64>,
     ) -> napi::Result<Unknown<'env>> {
         let storage = self.storage.clone();
-        bridge::promise(env, async move {
+        bridge::command(env, self.storage.connection(), async move {
             storage.set(&key, &json, expire_at).await.into()
         })
     }
@@ -158,7 +161,7 @@ impl NativeAdapter {
     #[napi]
     pub fn get<'env>(&self, env: &'env Env, key: String) -> napi::Result<Unknown<'env>> {
         let storage = self.storage.clone();
-        bridge::promise(env, async move {
+        bridge::command(env, self.storage.connection(), async move {
             match storage.get(&key).await {
                 Ok(json) => Outcome::Json(json),
                 Err(e) => Outcome::Error(e),
@@ -170,14 +173,18 @@ impl NativeAdapter {
     #[napi]
     pub fn remove<'env>(&self, env: &'env Env, key: String) -> napi::Result<Unknown<'env>> {
         let storage = self.storage.clone();
-        bridge::promise(env, async move { storage.remove(&key).await.into() })
+        bridge::command(env, self.storage.connection(), async move {
+            storage.remove(&key).await.into()
+        })
     }
 
     /// Removes every key under the prefix.
     #[napi]
     pub fn clear<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
         let storage = self.storage.clone();
-        bridge::promise(env, async move { storage.clear().await.map(drop).into() })
+        bridge::command(env, self.storage.connection(), async move {
+            storage.clear().await.map(drop).into()
+        })
     }
 
     /// Releases the locks held, then closes the adapter's own connections (a shared client
@@ -189,6 +196,10 @@ impl NativeAdapter {
             .then(|| self.storage.connection().clone());
         let locker = self.locker.lock().ok().and_then(|mut l| l.take());
         let own_voters = !self.lock_nodes.is_empty();
+        if let Some(conn) = &conn {
+            // Commands issued after close() are refused; those issued before finish first.
+            conn.begin_quit();
+        }
         bridge::promise(env, async move {
             let mut outcome = Outcome::Undefined;
             if let Some(locker) = locker {

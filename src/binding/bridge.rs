@@ -249,6 +249,29 @@ where
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
 }
 
+/// [`promise`] for a command on `conn`: counted as in flight from now (so that a later `quit()`
+/// lets it finish), or rejected with `ERR_CLOSED` after `quit()`.
+///
+/// # Errors
+/// Only when napi itself fails to make the promise.
+pub fn command<'env, F>(
+    env: &'env Env,
+    conn: &crate::connection::Connection,
+    fut: F,
+) -> napi::Result<Unknown<'env>>
+where
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    match conn.track() {
+        Ok(in_flight) => promise(env, async move {
+            let outcome = fut.await;
+            drop(in_flight);
+            outcome
+        }),
+        Err(e) => promise(env, async move { Outcome::Error(e) }),
+    }
+}
+
 unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
     // SAFETY: `data` is the strong count given to the threadsafe function in `create`.
     let bridge = unsafe { Arc::from_raw(data as *const Bridge) };

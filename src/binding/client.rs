@@ -117,7 +117,7 @@ impl NativeClient {
             };
         }
         let conn = self.conn.clone();
-        bridge::promise(env, async move {
+        bridge::command(env, &self.conn, async move {
             match conn.send(&cmd).await {
                 Ok(value) => Outcome::Reply(value),
                 Err(e) => Outcome::Error(e),
@@ -135,6 +135,8 @@ impl NativeClient {
     #[napi]
     pub fn quit<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
         let conn = self.conn.clone();
+        // Commands issued after quit() are refused; those issued before finish first.
+        conn.begin_quit();
         bridge::promise(env, async move {
             conn.quit().await;
             Outcome::Str(b"OK".to_vec())

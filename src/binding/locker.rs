@@ -48,6 +48,8 @@ impl From<&crate::config::LockConfig> for LockOptions {
 #[napi]
 pub struct NativeLocker {
     pub(crate) locker: Locker,
+    /// The adapter's connection: locking after `close()` is refused like any command.
+    pub(crate) conn: crate::connection::Connection,
 }
 
 #[napi]
@@ -60,7 +62,9 @@ impl NativeLocker {
         resources: Vec<String>,
     ) -> napi::Result<Unknown<'env>> {
         let locker = self.locker.clone();
-        bridge::promise(env, async move { locker.lock(&resources).await.into() })
+        bridge::command(env, &self.conn, async move {
+            locker.lock(&resources).await.into()
+        })
     }
 
     /// Releases the locks holding `resources`; resolves `undefined`, or a report object
@@ -72,7 +76,7 @@ impl NativeLocker {
         resources: Vec<String>,
     ) -> napi::Result<Unknown<'env>> {
         let locker = self.locker.clone();
-        bridge::promise(env, async move {
+        bridge::command(env, &self.conn, async move {
             match locker.unlock(&resources).await {
                 Ok(report) => report_outcome(&report),
                 Err(e) => Outcome::Error(e),

@@ -79,6 +79,8 @@ struct Inner {
     runtime: Handle,
     queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     held: Mutex<HashMap<String, Arc<Held>>>,
+    /// `release_all` ran: no new lock is taken.
+    closed: AtomicBool,
 }
 
 /// A Redlock locker over a set of voting nodes.
@@ -103,6 +105,7 @@ impl Locker {
                 runtime,
                 queues: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
             }),
         })
     }
@@ -150,6 +153,14 @@ impl Locker {
                 }
             };
             guards.push(guard);
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            drop(guards);
+            self.inner.forget_queues(&resources);
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the locker is closed (the adapter was closed)",
+            ));
         }
         let value = random_hex();
         match self.acquire(&resources, &value).await {
@@ -199,8 +210,9 @@ impl Locker {
         Ok(report)
     }
 
-    /// Releases every lock this locker holds.
+    /// Releases every lock this locker holds and takes no new one.
     pub async fn release_all(&self) -> UnlockReport {
+        self.inner.closed.store(true, Ordering::Release);
         let all: Vec<String> = self
             .inner
             .held
@@ -481,7 +493,7 @@ fn jittered(delay: Duration, jitter: Duration) -> Duration {
 
 /// A random number: SipHash with the process's random keys over a counter and the clock.
 /// Lock values need to be unique and unguessable by other holders, not cryptographic.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

@@ -1,0 +1,536 @@
+'use strict';
+
+// The locker on a Redis Cluster (3 masters + 3 replicas, one cluster for the whole file).
+//
+// What the product promises there: the whole cluster is ONE voter (quorum 1 of 1), as
+// @sesamecare-oss/redlock documents for cluster use: a lock key lives on the master of its slot.
+// A multi-resource lock whose keys hash to different slots is taken all-or-nothing one slot at a
+// time, in slot order (a slot found taken: the slots already taken are given back and the vote
+// is "no"). `redlockFilter` sees one node per STARTUP node; keeping none throws ERR_NO_LOCK_NODE.
+// The locker can be read before the cluster is connected.
+//
+// Child processes: fixtures/lock-counter.js (critical sections on a shared counter, `nodes` for
+// the cluster), fixtures/lock-atomize.js (alova + atomize with the adapter as l2Cache),
+// fixtures/lock-holder.js (holds a lock until killed).
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const { Redlock } = require('@sesamecare-oss/redlock');
+const { forkFixture, killChildren } = require('./children');
+const RedisStorageAdapter = require('..');
+const { startCluster } = require('./servers');
+const {
+  rejectsWithCode,
+  throwsWithCode,
+  within,
+  closeAll,
+  keySlot,
+  slotOwners,
+  existsCount,
+  ioredisClusterFor,
+} = require('./helpers');
+
+const HEX32 = /^[0-9a-f]{32}$/;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Collects the process warnings emitted while `fn(seen)` runs (and one turn after). */
+async function collectWarnings(fn) {
+  const seen = [];
+  const listener = (w) => seen.push(w);
+  process.on('warning', listener);
+  try {
+    await fn(seen);
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.off('warning', listener);
+  }
+  return seen;
+}
+
+describe('locker on a Redis Cluster', () => {
+  let cluster;
+  let observer; // an ioredis Cluster
+  let owners; // slot -> "host:port" of its master
+  const open = [];
+
+  function adapterWith(opts = {}) {
+    const adapter = new RedisStorageAdapter({ nodes: cluster.nodes, ...opts });
+    open.push(adapter);
+    return adapter;
+  }
+  /** An adapter whose lock() tries once. */
+  function oneShot(opts = {}) {
+    return adapterWith({ ...opts, redlockOptions: { retryCount: 0, ...opts.redlockOptions } });
+  }
+  /** The startCluster server handle of the master that serves `key`'s slot. */
+  function masterOf(key) {
+    const owner = owners[keySlot(key)];
+    const server = cluster.servers.find((s) => `${s.host}:${s.port}` === owner);
+    assert.ok(server, `no server for master ${owner}`);
+    return server;
+  }
+  /** `CLUSTER KEYSLOT` of each key, as the server computes it. */
+  const slotsOf = (keys) => Promise.all(keys.map((k) => observer.cluster('KEYSLOT', k)));
+  /**
+   * `n` resource names `${base}<i>` whose slots differ and, as far as 3 masters allow, whose
+   * masters differ; sorted by slot unless `order` is given.
+   */
+  function resourcesInSlots(base, n) {
+    const picked = [];
+    const usedSlots = new Set();
+    const usedMasters = new Set();
+    for (let i = 0; picked.length < n && i < 10000; i += 1) {
+      const name = `${base}${i}`;
+      const slot = keySlot(name);
+      const master = owners[slot];
+      if (usedSlots.has(slot)) continue;
+      if (usedMasters.has(master) && usedMasters.size < 3) continue;
+      usedSlots.add(slot);
+      usedMasters.add(master);
+      picked.push(name);
+    }
+    return picked.sort((a, b) => keySlot(a) - keySlot(b));
+  }
+
+  before(async () => {
+    cluster = await startCluster();
+    observer = ioredisClusterFor(cluster, {}, open);
+    owners = await slotOwners(observer);
+  });
+
+  after(async () => {
+    killChildren();
+    await closeAll(open);
+    await cluster?.stop();
+  });
+
+  it('puts the lock key on the master of its slot, one voter for the whole cluster', async () => {
+    const adapter = adapterWith({ keyPrefix: 'pfx:', redlockTTL: 4000 });
+    const resource = 'clock:one';
+    await adapter.locker.lock(resource);
+    const server = masterOf(resource);
+    const value = await server.command('GET', resource);
+    assert.match(value, HEX32);
+    const pttl = await server.command('PTTL', resource);
+    assert.ok(pttl > 0 && pttl <= 4000, `PTTL ${pttl} for redlockTTL 4000`);
+    assert.equal(await observer.exists('pfx:clock:one'), 0, 'keyPrefix was applied to a lock key');
+    // The other masters do not serve that slot (one key, one voter).
+    const masters = await cluster.masters();
+    assert.equal(masters.length, 3);
+    for (const m of masters) {
+      const s = cluster.servers.find((x) => x.port === m.port);
+      if (s === server) continue;
+      const reply = await s.command('GET', resource);
+      assert.ok(reply instanceof Error && /^MOVED /.test(reply.message), `master ${m.port} answered ${reply}`);
+    }
+    await adapter.locker.unlock(resource);
+    assert.equal(await observer.exists(resource), 0);
+  });
+
+  it('excludes 3 processes x 4 callers: 300 GET/+1/SET sections count to 300', { timeout: 120000 }, async () => {
+    const resource = 'clock:counter';
+    const counterKey = 'ccounter:3x100';
+    const insideKey = 'ccounter:3x100:inside';
+    for (const k of [resource, counterKey, insideKey]) await observer.del(k);
+    const procs = Array.from({ length: 3 }, () =>
+      forkFixture('lock-counter.js', {
+        nodes: cluster.nodes,
+        mode: 'ours',
+        resource,
+        counterKey,
+        insideKey,
+        sections: 100,
+        concurrency: 4,
+        deadlineMs: 100000,
+      }),
+    );
+    await Promise.all(procs.map((p) => p.next('ready')));
+    for (const p of procs) p.child.send('go');
+    const results = await Promise.all(procs.map((p) => p.next('done', 110000)));
+    for (const r of results) {
+      assert.equal(r.sections, 100, JSON.stringify(r));
+      assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
+      assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), []);
+    }
+    assert.equal(await observer.get(counterKey), '300');
+    assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');
+    console.log(`# cluster 3x100 counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
+  });
+
+  it('excludes 3 processes on one lock over 3 slots of 3 masters: 150 sections count to 150', { timeout: 120000 }, async () => {
+    const resources = resourcesInSlots('clock:multi:', 3);
+    const slots = await slotsOf(resources);
+    assert.equal(new Set(slots).size, 3, `slots ${slots}`);
+    assert.equal(new Set(resources.map((r) => owners[keySlot(r)])).size, 3, 'the resources are not on 3 masters');
+    const counterKey = 'ccounter:multi';
+    const insideKey = 'ccounter:multi:inside';
+    for (const k of [...resources, counterKey, insideKey]) await observer.del(k);
+    // Each process names the resources in another order: the lock takes them in slot order anyway.
+    const orders = [resources, [...resources].reverse(), [resources[1], resources[2], resources[0]]];
+    const procs = orders.map((resource) =>
+      forkFixture('lock-counter.js', {
+        nodes: cluster.nodes,
+        mode: 'ours',
+        resource,
+        counterKey,
+        insideKey,
+        sections: 50,
+        concurrency: 4,
+        deadlineMs: 100000,
+      }),
+    );
+    await Promise.all(procs.map((p) => p.next('ready')));
+    for (const p of procs) p.child.send('go');
+    const results = await Promise.all(procs.map((p) => p.next('done', 110000)));
+    for (const r of results) {
+      assert.equal(r.sections, 50, JSON.stringify(r));
+      assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
+      assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), []);
+    }
+    assert.equal(await observer.get(counterKey), '150');
+    assert.equal(await existsCount(observer, resources), 0, 'a lock key was left behind');
+    console.log(`# cluster 3-slot counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
+  });
+
+  it('locks resources of different slots all or nothing; an overlapping lock is refused and leaves no key', { timeout: 30000 }, async () => {
+    // r0 < r1 < r2 < r3 in slot order, on different masters where possible.
+    const [r0, r1, r2, r3] = resourcesInSlots('clock:set:', 4);
+    const slots = await slotsOf([r0, r1, r2, r3]);
+    assert.equal(new Set(slots).size, 4, `CLUSTER KEYSLOT: ${slots}`);
+    assert.deepEqual(slots, [...slots].sort((a, b) => a - b));
+    assert.deepEqual(slots, [r0, r1, r2, r3].map(keySlot), 'the test computes slots as Redis does');
+    const a = adapterWith().locker;
+    const b = oneShot().locker;
+
+    await a.lock([r1, r2]);
+    const value = await masterOf(r1).command('GET', r1);
+    assert.match(value, HEX32);
+    assert.equal(await masterOf(r2).command('GET', r2), value, 'one lock: one value on every slot');
+
+    // [r3, r2, r0] is taken in slot order r0, r2, r3: r0 is taken, r2 is found taken, so r0 is
+    // given back and r3 never tried.
+    await rejectsWithCode(b.lock([r3, r2, r0]), 'ERR_LOCK_NOT_ACQUIRED', { mentions: [r2] });
+    assert.equal(await observer.exists(r0), 0, `a refused lock left ${r0} (taken before the taken slot) behind`);
+    assert.equal(await observer.exists(r3), 0, `a refused lock set ${r3}`);
+    // The refused attempt touched nothing of the holder's.
+    assert.equal(await observer.get(r1), value);
+    assert.equal(await observer.get(r2), value);
+    // And the other way round: the taken slot is the first one.
+    await rejectsWithCode(b.lock([r1, r3]), 'ERR_LOCK_NOT_ACQUIRED', { mentions: [r1, r3] });
+    assert.equal(await observer.exists(r3), 0);
+    await b.lock([r0, r3]); // disjoint: free
+    assert.equal(await observer.get(r0), await observer.get(r3));
+    await b.unlock(r3);
+    assert.equal(await existsCount(observer, r0, r3), 0, `unlock('${r3}') frees the whole [r0, r3] lock`);
+
+    // One unlock releases every slot's key.
+    await a.unlock([r1, r2]);
+    assert.equal(await existsCount(observer, r1, r2), 0, 'one unlock releases the keys of both slots');
+    await a.unlock([r1, r2]); // not held any more: no effect, no error
+
+    await a.lock([r0, r1, r2, r3]);
+    const all = await Promise.all([r0, r1, r2, r3].map((r) => masterOf(r).command('GET', r)));
+    assert.match(all[0], HEX32);
+    assert.deepEqual(all, [all[0], all[0], all[0], all[0]]);
+    await a.unlock(r2);
+    assert.equal(await existsCount(observer, r0, r1, r2, r3), 0, 'unlock of one resource frees all 4 slots');
+
+    // A stale unlock by the former holder never deletes another holder's keys.
+    await b.lock([r2, r3]);
+    const bValue = await observer.get(r2);
+    await a.unlock([r0, r1, r2, r3]);
+    assert.equal(await observer.get(r2), bValue);
+    assert.equal(await observer.get(r3), bValue);
+    await b.unlock([r2, r3]);
+    assert.equal(await existsCount(observer, r0, r1, r2, r3), 0);
+  });
+
+  it('keeps a multi-slot lock past redlockTTL (extends every slot) until unlock', { timeout: 30000 }, async () => {
+    const resources = resourcesInSlots('clock:ext:', 3);
+    const holder = adapterWith({ redlockTTL: 500 }).locker;
+    const other = oneShot({ redlockTTL: 500 }).locker;
+    const warnings = await collectWarnings(async () => {
+      await holder.lock(resources);
+      const until = Date.now() + 2000;
+      let attempts = 0;
+      while (Date.now() < until) {
+        await sleep(200);
+        if (Date.now() >= until) break;
+        attempts += 1;
+        // Each slot alone: every one of them is still held.
+        await rejectsWithCode(other.lock(resources[attempts % 3]), 'ERR_LOCK_NOT_ACQUIRED');
+      }
+      assert.ok(attempts >= 5, `only ${attempts} attempts during the hold`);
+      await holder.unlock(resources);
+      await other.lock(resources);
+      await other.unlock(resources);
+    });
+    const lost = warnings.filter((w) => w.code === 'ERR_LOCK_LOST');
+    assert.deepEqual(lost.map((w) => w.message), [], 'an extended lock was reported lost');
+    assert.equal(await existsCount(observer, resources), 0);
+  });
+
+  it('frees a lock whose holder process was SIGKILLed after redlockTTL', { timeout: 30000 }, async () => {
+    const resource = 'clock:killed';
+    const ttl = 1000;
+    await observer.del(resource);
+    const holder = forkFixture('lock-holder.js', { nodes: cluster.nodes, resource, redlockTTL: ttl });
+    await holder.next('locked');
+    const other = oneShot({ redlockTTL: ttl }).locker;
+    await sleep(ttl + 300);
+    await rejectsWithCode(other.lock(resource), 'ERR_LOCK_NOT_ACQUIRED');
+    await holder.kill();
+    const waiter = adapterWith({ redlockTTL: ttl, redlockOptions: { retryCount: 100, retryDelay: 50, retryJitter: 10 } }).locker;
+    await within(ttl + 5000, waiter.lock(resource), 'lock after the holder died');
+    await waiter.unlock(resource);
+    assert.equal(await observer.exists(resource), 0);
+  });
+
+  it('releases held locks on close()', { timeout: 20000 }, async () => {
+    const adapter = adapterWith();
+    const resources = resourcesInSlots('clock:closed:', 2);
+    await adapter.locker.lock(resources);
+    assert.equal(await existsCount(observer, resources), 2);
+    await adapter.close();
+    assert.equal(await existsCount(observer, resources), 0);
+  });
+
+  it('redlockFilter sees one node per startup node; keeping one locks, keeping none throws ERR_NO_LOCK_NODE', { timeout: 30000 }, async () => {
+    const seen = [];
+    const kept = adapterWith({
+      redlockFilter: (node) => {
+        seen.push(node);
+        return node.options.port === cluster.nodes[4].port; // a replica, as it happens: still one voter
+      },
+    });
+    const locker = kept.locker;
+    assert.deepEqual(
+      seen.map((n) => ({ host: n.options.host, port: n.options.port, db: n.options.db })),
+      cluster.nodes.map((n) => ({ host: n.host, port: n.port, db: 0 })),
+      'redlockFilter is called once per startup node, with { options: { host, port, db } }',
+    );
+    assert.equal(kept.locker, locker);
+    assert.equal(seen.length, cluster.nodes.length, 'the filter ran again on a second read');
+    // The cluster votes as one: the key goes to its slot's master, whichever node was kept.
+    const resources = resourcesInSlots('clock:filtered:', 2);
+    await locker.lock(resources);
+    for (const r of resources) assert.match(await masterOf(r).command('GET', r), HEX32);
+    await rejectsWithCode(oneShot().locker.lock(resources[1]), 'ERR_LOCK_NOT_ACQUIRED');
+    await locker.unlock(resources);
+    assert.equal(await existsCount(observer, resources), 0);
+
+    // Two startup nodes: two calls.
+    const two = [];
+    const fromTwo = adapterWith({ nodes: cluster.nodes.slice(0, 2), redlockFilter: (n) => two.push(n.options.port) && true });
+    await fromTwo.locker.lock('clock:two');
+    assert.deepEqual(two, cluster.nodes.slice(0, 2).map((n) => n.port));
+    await fromTwo.locker.unlock('clock:two');
+
+    const none = adapterWith({ redlockFilter: () => false });
+    throwsWithCode(() => none.locker, 'ERR_NO_LOCK_NODE', { mentions: ['No redis client available'] });
+    // The cache itself still works.
+    await none.set('filtered-out', 1);
+    assert.equal(await none.get('filtered-out'), 1);
+  });
+
+  it('reads the locker before the cluster is connected (lazyConnect), then locks', { timeout: 30000 }, async () => {
+    const lazy = adapterWith({ options: { lazyConnect: true } });
+    assert.equal(lazy.client.status, 'wait');
+    assert.deepEqual(lazy.client.nodes(), [], 'no topology before the first connection');
+    const locker = lazy.locker; // no topology needed
+    assert.equal(typeof locker.lock, 'function');
+    assert.equal(lazy.client.status, 'wait', 'reading the locker connected');
+    await within(20000, locker.lock('clock:lazy'), 'the first lock of a lazy adapter');
+    assert.equal(lazy.client.status, 'ready');
+    assert.match(await observer.get('clock:lazy'), HEX32);
+    await locker.unlock('clock:lazy');
+    assert.equal(await observer.exists('clock:lazy'), 0);
+
+    // Not lazy, read at once while it is still connecting.
+    const eager = adapterWith();
+    const early = eager.locker;
+    await within(20000, early.lock(['clock:early', 'clock:lazy']), 'a lock right after construction');
+    await early.unlock(['clock:early', 'clock:lazy']);
+    assert.equal(await existsCount(observer, 'clock:early', 'clock:lazy'), 0);
+  });
+
+  describe('atomize with a cluster l2Cache', () => {
+    let httpServer;
+    let baseURL;
+    let seen;
+    const active = new Map(); // request id -> its channels
+    function resetSeen() {
+      seen = { total: 0, maxOverlap: 0, conflicts: [], disjointOverlaps: 0 };
+    }
+
+    before(async () => {
+      resetSeen();
+      httpServer = http.createServer((req, res) => {
+        const url = new URL(req.url, 'http://x');
+        const id = url.searchParams.get('id');
+        const channels = (url.searchParams.get('ch') || 'default').split(',');
+        const ms = Number(url.searchParams.get('ms') || 0);
+        seen.total += 1;
+        for (const [otherId, otherChannels] of active) {
+          if (channels.some((c) => otherChannels.includes(c))) seen.conflicts.push(`${id} (${channels}) during ${otherId} (${otherChannels})`);
+          else seen.disjointOverlaps += 1;
+        }
+        active.set(id, channels);
+        seen.maxOverlap = Math.max(seen.maxOverlap, active.size);
+        setTimeout(() => {
+          active.delete(id);
+          res.setHeader('content-type', 'application/json');
+          res.end(JSON.stringify({ id }));
+        }, ms);
+      });
+      await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+      baseURL = `http://127.0.0.1:${httpServer.address().port}`;
+    });
+
+    after(async () => {
+      httpServer?.closeAllConnections();
+      await new Promise((resolve) => (httpServer ? httpServer.close(resolve) : resolve()));
+    });
+
+    async function runProcesses(perProcess, extra = {}, ms = 100000) {
+      resetSeen();
+      const procs = perProcess.map((requests) =>
+        forkFixture('lock-atomize.js', { nodes: cluster.nodes, baseURL, timeout: 60000, requests, ...extra }),
+      );
+      await Promise.all(procs.map((p) => p.next('ready')));
+      for (const p of procs) p.child.send('go');
+      const results = await Promise.all(procs.map((p) => p.next('done', ms)));
+      for (const r of results) {
+        assert.deepEqual(r.failures, [], 'some atomized requests failed');
+        assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), [], 'a lock was lost while held');
+      }
+      return results;
+    }
+
+    it('serialises 3 processes x 15 concurrent atomized requests on the default channel', { timeout: 120000 }, async () => {
+      const perProcess = [0, 1, 2].map((p) => Array.from({ length: 15 }, (_, i) => ({ id: `p${p}-${i}`, ms: 20 })));
+      const results = await runProcesses(perProcess);
+      assert.deepEqual(results.map((r) => r.ok), [15, 15, 15]);
+      assert.equal(seen.total, 45);
+      assert.deepEqual(seen.conflicts, []);
+      assert.equal(seen.maxOverlap, 1);
+      assert.equal(await observer.exists('default'), 0, 'the lock key was left behind');
+    });
+
+    it('excludes requests that share any channel of a multi-channel atomize (channels in different slots)', { timeout: 120000 }, async () => {
+      const slots = await slotsOf(['a', 'b', 'c', 'd']);
+      assert.equal(new Set(slots).size, 4, `the channels should hash to 4 slots: ${slots}`);
+      const perProcess = [0, 1, 2].map((p) => [
+        ...Array.from({ length: 3 }, (_, i) => ({ id: `ab-p${p}-${i}`, channel: ['a', 'b'], ms: 50 })),
+        ...Array.from({ length: 3 }, (_, i) => ({ id: `bc-p${p}-${i}`, channel: ['b', 'c'], ms: 50 })),
+        ...Array.from({ length: 3 }, (_, i) => ({ id: `d-p${p}-${i}`, channel: ['d'], ms: 50 })),
+      ]);
+      const results = await runProcesses(perProcess);
+      assert.deepEqual(results.map((r) => r.ok), [9, 9, 9]);
+      assert.equal(seen.total, 27);
+      assert.deepEqual(seen.conflicts, [], 'requests sharing a channel overlapped');
+      assert.ok(seen.disjointOverlaps > 0, 'a channel-d request never ran alongside an a/b/c request');
+      assert.equal(await existsCount(observer, 'a', 'b', 'c', 'd'), 0, 'a lock key was left behind');
+    });
+  });
+
+  describe('interop with @sesamecare-oss/redlock over an ioredis Cluster', () => {
+    /** A Redlock over its own ioredis Cluster (closed in `after`). */
+    function redlockWith(settings = {}) {
+      const client = ioredisClusterFor(cluster, {}, open);
+      const redlock = new Redlock([client], { retryCount: 0, ...settings });
+      redlock.on('error', () => {});
+      return redlock;
+    }
+
+    it("Redlock holds 'r' -> ours cannot lock it; after release ours can", { timeout: 20000 }, async () => {
+      const resource = 'cinterop:r';
+      const redlock = redlockWith();
+      const ours = oneShot().locker;
+      const theirs = await redlock.acquire([resource], 5000);
+      assert.equal(await masterOf(resource).command('GET', resource), theirs.value);
+      await rejectsWithCode(ours.lock(resource), 'ERR_LOCK_NOT_ACQUIRED', { mentions: [resource] });
+      assert.equal(await observer.get(resource), theirs.value, "our refused attempt touched Redlock's key");
+      await ours.unlock(resource);
+      assert.equal(await observer.get(resource), theirs.value, "our unlock of a lock we do not hold touched Redlock's key");
+      await theirs.release();
+      await ours.lock(resource);
+      assert.match(await observer.get(resource), HEX32);
+      await ours.unlock(resource);
+      assert.equal(await observer.exists(resource), 0);
+    });
+
+    it("ours holds 'r' -> Redlock cannot acquire it; after our unlock it can", { timeout: 20000 }, async () => {
+      const resource = 'cinterop:o';
+      const redlock = redlockWith();
+      const ours = adapterWith().locker;
+      await ours.lock(resource);
+      const value = await observer.get(resource);
+      assert.match(value, HEX32);
+      await assert.rejects(redlock.acquire([resource], 1000, { retryCount: 0 }), 'Redlock acquired a lock we hold');
+      assert.equal(await observer.get(resource), value, "Redlock's refused attempt touched our key");
+      await ours.unlock(resource);
+      const theirs = await redlock.acquire([resource], 1000, { retryCount: 0 });
+      assert.equal(await observer.get(resource), theirs.value);
+      await theirs.release();
+      assert.equal(await observer.exists(resource), 0);
+    });
+
+    it('a multi-resource lock within one slot ({tag}) excludes Redlock on any of its resources, and back', { timeout: 20000 }, async () => {
+      const [m1, m2, m3] = ['{cinterop}m1', '{cinterop}m2', '{cinterop}m3'];
+      assert.equal(new Set(await slotsOf([m1, m2, m3])).size, 1, 'a hash tag puts them in one slot');
+      const redlock = redlockWith();
+      const ours = oneShot().locker;
+      await ours.lock([m1, m2]);
+      await assert.rejects(redlock.acquire([m2, m3], 1000));
+      assert.equal(await observer.exists(m3), 0);
+      await ours.unlock([m1, m2]);
+      const theirs = await redlock.acquire([m2, m3], 5000);
+      await rejectsWithCode(ours.lock([m1, m2]), 'ERR_LOCK_NOT_ACQUIRED');
+      assert.equal(await observer.exists(m1), 0);
+      await theirs.release();
+      await ours.lock([m1, m2]);
+      assert.equal(await observer.get(m1), await observer.get(m2));
+      await ours.unlock([m1, m2]);
+      assert.equal(await existsCount(observer, m1, m2, m3), 0);
+    });
+
+    it('our cross-slot lock excludes Redlock on each of its resources', { timeout: 20000 }, async () => {
+      const resources = resourcesInSlots('cinterop:x', 3);
+      const redlock = redlockWith();
+      const ours = adapterWith().locker;
+      await ours.lock(resources);
+      for (const r of resources) {
+        await assert.rejects(redlock.acquire([r], 1000), `Redlock acquired ${r} of a lock we hold`);
+      }
+      await ours.unlock(resources);
+      for (const r of resources) {
+        const theirs = await redlock.acquire([r], 1000);
+        await theirs.release();
+      }
+    });
+
+    it('a process on Redlock and a process on ours count a shared counter to 200', { timeout: 120000 }, async () => {
+      const resource = 'cinterop:counter-lock';
+      const counterKey = 'cinterop:counter';
+      const insideKey = 'cinterop:counter:inside';
+      for (const k of [resource, counterKey, insideKey]) await observer.del(k);
+      const common = { nodes: cluster.nodes, resource, counterKey, insideKey, sections: 100, concurrency: 4, deadlineMs: 100000 };
+      const procs = [
+        forkFixture('lock-counter.js', { ...common, mode: 'redlock' }),
+        forkFixture('lock-counter.js', { ...common, mode: 'ours' }),
+      ];
+      await Promise.all(procs.map((p) => p.next('ready')));
+      for (const p of procs) p.child.send('go');
+      const results = await Promise.all(procs.map((p) => p.next('done', 110000)));
+      for (const r of results) {
+        assert.equal(r.sections, 100, JSON.stringify(r));
+        assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
+      }
+      console.log(`# cluster mixed counter: lock attempts that ran out and were retried (redlock, ours): ${results.map((r) => r.lockFailures).join(', ')}`);
+      assert.equal(await observer.get(counterKey), '200');
+      assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');
+    });
+  });
+});
