@@ -560,8 +560,8 @@ declare namespace RedisStorageAdapter {
      */
     redisOptions?: RedisClusterNodeOptions;
     /**
-     * Where reads go: `'master'`, or a random replica for `'slave'` and `'all'` (a read may then
-     * miss a write made just before).
+     * Where reads go: `'master'`; a random replica (`'slave'`); a random node of the slot,
+     * master or replica (`'all'`). A read from a replica may miss a write made just before.
      * @default 'master'
      */
     scaleReads?: 'master' | 'slave' | 'all';
