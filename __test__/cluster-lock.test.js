@@ -29,24 +29,12 @@ const {
   slotOwners,
   existsCount,
   ioredisClusterFor,
+  collectWarnings,
 } = require('./helpers');
 
 const HEX32 = /^[0-9a-f]{32}$/;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Collects the process warnings emitted while `fn(seen)` runs (and one turn after). */
-async function collectWarnings(fn) {
-  const seen = [];
-  const listener = (w) => seen.push(w);
-  process.on('warning', listener);
-  try {
-    await fn(seen);
-    await new Promise((resolve) => setImmediate(resolve));
-  } finally {
-    process.off('warning', listener);
-  }
-  return seen;
-}
 
 describe('locker on a Redis Cluster', () => {
   let cluster;

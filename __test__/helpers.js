@@ -345,8 +345,23 @@ function topologies({ spreadKeys = false } = {}) {
   ];
 }
 
+/** Collects the process warnings emitted while `fn(seen)` runs (and one turn after). */
+async function collectWarnings(fn) {
+  const seen = [];
+  const listener = (w) => seen.push(w);
+  process.on('warning', listener);
+  try {
+    await fn(seen);
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.off('warning', listener);
+  }
+  return seen;
+}
+
 module.exports = {
   ERROR_CODES,
+  collectWarnings,
   errorText,
   rejectsWithCode,
   throwsWithCode,

@@ -13,30 +13,19 @@ const assert = require('node:assert/strict');
 const { forkFixture, killChildren } = require('./children');
 const RedisStorageAdapter = require('..');
 const { startRedis, startNodes, rawCommands } = require('./servers');
-const { rejectsWithCode, throwsWithCode, within, waitFor, ioredisFor, closeAll } = require('./helpers');
+const {
+  rejectsWithCode,
+  throwsWithCode,
+  within,
+  waitFor,
+  ioredisFor,
+  closeAll,
+  collectWarnings,
+} = require('./helpers');
 
 const HEX32 = /^[0-9a-f]{32}$/;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-
-
-/** Collects the process warnings emitted while `fn(seen)` runs (and one turn after). */
-async function collectWarnings(fn) {
-  const seen = [];
-  const listener = (w) => seen.push(w);
-  process.on('warning', listener);
-  try {
-    await fn(seen);
-    await new Promise((resolve) => setImmediate(resolve));
-  } finally {
-    process.off('warning', listener);
-  }
-  return seen;
-}
 
 // ---------------------------------------------------------------------------------------------
 
