@@ -3,6 +3,7 @@
 // Child processes for the lock suites: forked fixtures that report by IPC messages, killed
 // (SIGKILL) when the test process exits.
 
+const http = require('node:http');
 const path = require('node:path');
 const { fork } = require('node:child_process');
 const { within } = require('./helpers');
@@ -73,4 +74,44 @@ function killChildren() {
 }
 process.on('exit', killChildren);
 
-module.exports = { forkFixture, killChildren };
+/**
+ * A local HTTP server for atomize tests that records how requests overlap: `?id=&ch=a,b&ms=`
+ * answers after `ms`; `seen` counts the requests, the most at once, overlaps of requests
+ * sharing a channel (`conflicts`) and overlaps of disjoint ones. `reset()` clears `seen` in place.
+ */
+async function startOverlapServer() {
+  const seen = {};
+  const active = new Map(); // request id -> its channels
+  const reset = () => Object.assign(seen, { total: 0, maxOverlap: 0, conflicts: [], disjointOverlaps: 0 });
+  reset();
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const id = url.searchParams.get('id');
+    const channels = (url.searchParams.get('ch') || 'default').split(',');
+    const ms = Number(url.searchParams.get('ms') || 0);
+    seen.total += 1;
+    for (const [otherId, otherChannels] of active) {
+      if (channels.some((c) => otherChannels.includes(c))) seen.conflicts.push(`${id} (${channels}) during ${otherId} (${otherChannels})`);
+      else seen.disjointOverlaps += 1;
+    }
+    active.set(id, channels);
+    seen.maxOverlap = Math.max(seen.maxOverlap, active.size);
+    setTimeout(() => {
+      active.delete(id);
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ id }));
+    }, ms);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    baseURL: `http://127.0.0.1:${server.address().port}`,
+    seen,
+    reset,
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+module.exports = { forkFixture, killChildren, startOverlapServer };

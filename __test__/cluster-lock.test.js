@@ -15,9 +15,8 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
 const { Redlock } = require('@sesamecare-oss/redlock');
-const { forkFixture, killChildren } = require('./children');
+const { forkFixture, killChildren, startOverlapServer } = require('./children');
 const RedisStorageAdapter = require('..');
 const { startCluster } = require('./servers');
 const {
@@ -344,45 +343,21 @@ describe('locker on a Redis Cluster', () => {
   });
 
   describe('atomize with a cluster l2Cache', () => {
-    let httpServer;
+    let overlap;
     let baseURL;
     let seen;
-    const active = new Map(); // request id -> its channels
-    function resetSeen() {
-      seen = { total: 0, maxOverlap: 0, conflicts: [], disjointOverlaps: 0 };
-    }
 
     before(async () => {
-      resetSeen();
-      httpServer = http.createServer((req, res) => {
-        const url = new URL(req.url, 'http://x');
-        const id = url.searchParams.get('id');
-        const channels = (url.searchParams.get('ch') || 'default').split(',');
-        const ms = Number(url.searchParams.get('ms') || 0);
-        seen.total += 1;
-        for (const [otherId, otherChannels] of active) {
-          if (channels.some((c) => otherChannels.includes(c))) seen.conflicts.push(`${id} (${channels}) during ${otherId} (${otherChannels})`);
-          else seen.disjointOverlaps += 1;
-        }
-        active.set(id, channels);
-        seen.maxOverlap = Math.max(seen.maxOverlap, active.size);
-        setTimeout(() => {
-          active.delete(id);
-          res.setHeader('content-type', 'application/json');
-          res.end(JSON.stringify({ id }));
-        }, ms);
-      });
-      await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
-      baseURL = `http://127.0.0.1:${httpServer.address().port}`;
+      overlap = await startOverlapServer();
+      ({ baseURL, seen } = overlap);
     });
 
     after(async () => {
-      httpServer?.closeAllConnections();
-      await new Promise((resolve) => (httpServer ? httpServer.close(resolve) : resolve()));
+      await overlap?.close();
     });
 
     async function runProcesses(perProcess, extra = {}, ms = 100000) {
-      resetSeen();
+      overlap.reset();
       const procs = perProcess.map((requests) =>
         forkFixture('lock-atomize.js', { nodes: cluster.nodes, baseURL, timeout: 60000, requests, ...extra }),
       );

@@ -10,8 +10,7 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const http = require('node:http');
-const { forkFixture, killChildren } = require('./children');
+const { forkFixture, killChildren, startOverlapServer } = require('./children');
 const { startRedis } = require('./servers');
 const { ioredisFor, closeAll } = require('./helpers');
 
@@ -27,54 +26,30 @@ const { ioredisFor, closeAll } = require('./helpers');
 describe('atomize with the locker', () => {
   let redis;
   let observer;
-  let httpServer;
+  let overlap;
   let baseURL;
   const open = [];
 
   /** What the HTTP server saw: overlaps overall and between requests sharing a channel. */
   let seen;
-  function resetSeen() {
-    seen = { total: 0, maxOverlap: 0, conflicts: [], disjointOverlaps: 0 };
-  }
-  const active = new Map(); // request id -> its channels
 
   before(async () => {
     redis = await startRedis();
     observer = ioredisFor(redis, {}, open);
-    resetSeen();
-    httpServer = http.createServer((req, res) => {
-      const url = new URL(req.url, 'http://x');
-      const id = url.searchParams.get('id');
-      const channels = (url.searchParams.get('ch') || 'default').split(',');
-      const ms = Number(url.searchParams.get('ms') || 0);
-      seen.total += 1;
-      for (const [otherId, otherChannels] of active) {
-        if (channels.some((c) => otherChannels.includes(c))) seen.conflicts.push(`${id} (${channels}) during ${otherId} (${otherChannels})`);
-        else seen.disjointOverlaps += 1;
-      }
-      active.set(id, channels);
-      seen.maxOverlap = Math.max(seen.maxOverlap, active.size);
-      setTimeout(() => {
-        active.delete(id);
-        res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ id }));
-      }, ms);
-    });
-    await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
-    baseURL = `http://127.0.0.1:${httpServer.address().port}`;
+    overlap = await startOverlapServer();
+    ({ baseURL, seen } = overlap);
   });
 
   after(async () => {
     killChildren();
     await closeAll(open);
-    httpServer?.closeAllConnections();
-    await new Promise((resolve) => (httpServer ? httpServer.close(resolve) : resolve()));
+    await overlap?.close();
     await redis?.stop();
   });
 
   /** Runs one fixture per entry of `perProcess` (its requests) at once; resolves with their results. */
   async function runProcesses(perProcess, extra = {}, ms = 90000) {
-    resetSeen();
+    overlap.reset();
     const procs = perProcess.map((requests) =>
       forkFixture('lock-atomize.js', { port: redis.port, baseURL, timeout: 60000, requests, ...extra }),
     );
