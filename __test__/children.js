@@ -3,6 +3,7 @@
 // Child processes for the lock suites: forked fixtures that report by IPC messages, killed
 // (SIGKILL) when the test process exits.
 
+const assert = require('node:assert/strict');
 const http = require('node:http');
 const path = require('node:path');
 const { fork } = require('node:child_process');
@@ -114,4 +115,20 @@ async function startOverlapServer() {
   };
 }
 
-module.exports = { forkFixture, killChildren, startOverlapServer };
+/**
+ * Starts forked lock-counter.js fixtures together and waits for them; checks that each ran its
+ * `sections` critical sections alone and never lost its lock. Resolves with their results.
+ */
+async function runCounters(procs, sections, timeout) {
+  await Promise.all(procs.map((p) => p.next('ready')));
+  for (const p of procs) p.child.send('go');
+  const results = await Promise.all(procs.map((p) => p.next('done', timeout)));
+  for (const r of results) {
+    assert.equal(r.sections, sections, JSON.stringify(r));
+    assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
+    assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), []);
+  }
+  return results;
+}
+
+module.exports = { forkFixture, killChildren, startOverlapServer, runCounters };

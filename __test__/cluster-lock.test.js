@@ -16,7 +16,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Redlock } = require('@sesamecare-oss/redlock');
-const { forkFixture, killChildren, startOverlapServer } = require('./children');
+const { forkFixture, killChildren, startOverlapServer, runCounters } = require('./children');
 const RedisStorageAdapter = require('..');
 const { startCluster } = require('./servers');
 const {
@@ -132,14 +132,7 @@ describe('locker on a Redis Cluster', () => {
         deadlineMs: 100000,
       }),
     );
-    await Promise.all(procs.map((p) => p.next('ready')));
-    for (const p of procs) p.child.send('go');
-    const results = await Promise.all(procs.map((p) => p.next('done', 110000)));
-    for (const r of results) {
-      assert.equal(r.sections, 100, JSON.stringify(r));
-      assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
-      assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), []);
-    }
+    const results = await runCounters(procs, 100, 110000);
     assert.equal(await observer.get(counterKey), '300');
     assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');
     console.log(`# cluster 3x100 counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
@@ -167,14 +160,7 @@ describe('locker on a Redis Cluster', () => {
         deadlineMs: 100000,
       }),
     );
-    await Promise.all(procs.map((p) => p.next('ready')));
-    for (const p of procs) p.child.send('go');
-    const results = await Promise.all(procs.map((p) => p.next('done', 110000)));
-    for (const r of results) {
-      assert.equal(r.sections, 50, JSON.stringify(r));
-      assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
-      assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), []);
-    }
+    const results = await runCounters(procs, 50, 110000);
     assert.equal(await observer.get(counterKey), '150');
     assert.equal(await existsCount(observer, resources), 0, 'a lock key was left behind');
     console.log(`# cluster 3-slot counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
@@ -484,13 +470,7 @@ describe('locker on a Redis Cluster', () => {
         forkFixture('lock-counter.js', { ...common, mode: 'redlock' }),
         forkFixture('lock-counter.js', { ...common, mode: 'ours' }),
       ];
-      await Promise.all(procs.map((p) => p.next('ready')));
-      for (const p of procs) p.child.send('go');
-      const results = await Promise.all(procs.map((p) => p.next('done', 110000)));
-      for (const r of results) {
-        assert.equal(r.sections, 100, JSON.stringify(r));
-        assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
-      }
+      const results = await runCounters(procs, 100, 110000);
       console.log(`# cluster mixed counter: lock attempts that ran out and were retried (redlock, ours): ${results.map((r) => r.lockFailures).join(', ')}`);
       assert.equal(await observer.get(counterKey), '200');
       assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');

@@ -6,7 +6,7 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { forkFixture, killChildren } = require('./children');
+const { forkFixture, killChildren, runCounters } = require('./children');
 const { Redlock } = require('@sesamecare-oss/redlock');
 const RedisStorageAdapter = require('..');
 const { startRedis, rawCommands } = require('./servers');
@@ -126,13 +126,7 @@ describe('interop with @sesamecare-oss/redlock', () => {
       forkFixture('lock-counter.js', { ...common, mode: 'redlock' }),
       forkFixture('lock-counter.js', { ...common, mode: 'ours' }),
     ];
-    await Promise.all(procs.map((p) => p.next('ready')));
-    for (const p of procs) p.child.send('go');
-    const results = await Promise.all(procs.map((p) => p.next('done', 80000)));
-    for (const r of results) {
-      assert.equal(r.sections, 100, JSON.stringify(r));
-      assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
-    }
+    const results = await runCounters(procs, 100, 80000);
     console.log(`# mixed counter: lock attempts that ran out and were retried (redlock, ours): ${results.map((r) => r.lockFailures).join(', ')}`);
     assert.equal(await observer.get(counterKey), '200');
     assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');

@@ -10,7 +10,7 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { forkFixture, killChildren } = require('./children');
+const { forkFixture, killChildren, runCounters } = require('./children');
 const RedisStorageAdapter = require('..');
 const { startRedis, startNodes, rawCommands } = require('./servers');
 const {
@@ -85,14 +85,7 @@ describe('locker', () => {
         concurrency: 8,
       }),
     );
-    await Promise.all(procs.map((p) => p.next('ready')));
-    for (const p of procs) p.child.send('go');
-    const results = await Promise.all(procs.map((p) => p.next('done', 80000)));
-    for (const r of results) {
-      assert.equal(r.sections, 200, JSON.stringify(r));
-      assert.equal(r.overlaps, 0, `a section found another one inside: ${JSON.stringify(r)}`);
-      assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), []);
-    }
+    const results = await runCounters(procs, 200, 80000);
     assert.equal(await observer.get(counterKey), '800');
     assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');
     console.log(`# 4x200 counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
