@@ -5,6 +5,10 @@
 //! backoff; commands issued meanwhile wait (the offline queue) for at most
 //! `maxRetriesPerRequest` reconnection attempts, and a command that failed only because the socket
 //! broke is sent again on the new socket (`autoResendUnfulfilledCommands`).
+//!
+//! Plain TCP and unix sockets use the adapter's own [`Pipe`]; [`Connection::submit`] puts a
+//! command on it without any task, which is the fast path the binding takes. TLS connections and
+//! clusters go through redis-rs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +26,7 @@ use redis::cluster_async::ClusterConnection;
 use crate::cluster::{ClusterNode, ClusterTarget};
 use crate::config::{Addr, ClusterConfig, ConnectionConfig, TlsConfig};
 use crate::error::{Error, ErrorKind, Result};
+use crate::pipe::{Io, Pipe};
 
 /// A boxed future, as the retry strategy returns it.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -66,21 +71,68 @@ impl Status {
     }
 }
 
-/// A live link: one server's multiplexed socket, or a cluster's connections.
+/// A command as the caller has it: built with redis-rs, or already packed as RESP.
+#[derive(Clone, Copy)]
+pub enum Request<'a> {
+    Cmd(&'a Cmd),
+    Packed(&'a [u8]),
+}
+
+impl Request<'_> {
+    fn packed(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Request::Cmd(cmd) => cmd.get_packed_command().into(),
+            Request::Packed(bytes) => (*bytes).into(),
+        }
+    }
+
+    /// The command as redis-rs takes it (for TLS and cluster links, which are redis-rs's).
+    fn cmd(&self) -> std::borrow::Cow<'_, Cmd> {
+        match self {
+            Request::Cmd(cmd) => std::borrow::Cow::Borrowed(*cmd),
+            Request::Packed(bytes) => std::borrow::Cow::Owned(crate::resp::unpack(bytes)),
+        }
+    }
+}
+
+/// A live link: our pipe to one server, redis-rs's multiplexed TLS socket, or a cluster's
+/// connections.
 #[derive(Clone)]
 enum Link {
+    Pipe(Pipe),
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
 impl Link {
-    async fn send(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+    async fn send(
+        &mut self,
+        req: Request<'_>,
+        timeout: Option<Duration>,
+    ) -> redis::RedisResult<Value> {
         match self {
-            Link::Single(conn) => conn.send_packed_command(cmd).await,
-            Link::Cluster(conn) => match crate::cluster::cross_slot(cmd) {
-                Some(slot) => crate::cluster::send_to_slot(conn, slot, cmd).await,
-                None => redis::aio::ConnectionLike::req_packed_command(conn, cmd).await,
-            },
+            Link::Pipe(pipe) => {
+                let bytes = req.packed();
+                match timeout {
+                    Some(limit) => tokio::time::timeout(limit, pipe.send(&bytes))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(
+                                std::io::Error::new(std::io::ErrorKind::TimedOut, "commandTimeout")
+                                    .into(),
+                            )
+                        }),
+                    None => pipe.send(&bytes).await,
+                }
+            }
+            Link::Single(conn) => conn.send_packed_command(&req.cmd()).await,
+            Link::Cluster(conn) => {
+                let cmd = req.cmd();
+                match crate::cluster::cross_slot(&cmd) {
+                    Some(slot) => crate::cluster::send_to_slot(conn, slot, &cmd).await,
+                    None => redis::aio::ConnectionLike::req_packed_command(conn, &cmd).await,
+                }
+            }
         }
     }
 }
@@ -311,7 +363,15 @@ impl Connection {
     /// `ERR_TIMEOUT` when `commandTimeout` runs out, `ERR_REPLY` for an error reply, `ERR_AUTH`,
     /// `ERR_CLOSED` after `quit()`.
     pub async fn send(&self, cmd: &Cmd) -> Result<Value> {
-        self.send_with(cmd, true).await
+        self.send_request(Request::Cmd(cmd), true, 0).await
+    }
+
+    /// [`Connection::send`] for a command packed as RESP (see [`crate::resp::encode`]).
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn send_packed(&self, bytes: &[u8]) -> Result<Value> {
+        self.send_request(Request::Packed(bytes), true, 0).await
     }
 
     /// Sends one command; with `offline_queue` false it fails at once with `ERR_CONNECTION` while
@@ -321,16 +381,83 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub async fn send_with(&self, cmd: &Cmd, offline_queue: bool) -> Result<Value> {
+        self.send_request(Request::Cmd(cmd), offline_queue, 0).await
+    }
+
+    /// Puts the packed command `bytes` on the connection and calls `done` with its outcome (as
+    /// [`Connection::send`] would return it), on whichever thread it ends. The command is counted
+    /// in flight until then (so `quit()` waits for it).
+    ///
+    /// When connected to one server without TLS or `commandTimeout`, the command goes straight
+    /// into the socket's buffer with no task at all, and `Some(pipe)` is returned: the caller
+    /// must call [`Pipe::flush`] on it soon (after a burst of commands, so that they share one
+    /// write). Otherwise a task sends it, as `send` would, and `None` is returned.
+    pub fn submit<F>(&self, bytes: Vec<u8>, done: F) -> Option<Pipe>
+    where
+        F: FnOnce(Result<Value>) + Send + 'static,
+    {
+        let in_flight = match self.track() {
+            Ok(t) => t,
+            Err(e) => {
+                done(Err(e));
+                return None;
+            }
+        };
+        if self.inner.config.command_timeout.is_none() {
+            let fast = {
+                let s = self.inner.state.borrow();
+                match (s.status, &s.conn) {
+                    (Status::Ready, Some(Link::Pipe(pipe))) => Some((pipe.clone(), s.generation)),
+                    _ => None,
+                }
+            };
+            if let Some((pipe, generation)) = fast {
+                let must_flush = pipe.submit(Box::new(Submitted {
+                    conn: self.clone(),
+                    bytes,
+                    generation,
+                    in_flight,
+                    done,
+                }));
+                return must_flush.then_some(pipe);
+            }
+        }
+        self.spawn_send(bytes, 0, in_flight, done);
+        None
+    }
+
+    fn spawn_send<F>(&self, bytes: Vec<u8>, resends: u32, in_flight: InFlight, done: F)
+    where
+        F: FnOnce(Result<Value>) + Send + 'static,
+    {
+        let conn = self.clone();
+        self.inner.runtime.spawn(async move {
+            let outcome = conn
+                .send_request(Request::Packed(&bytes), true, resends)
+                .await;
+            done(outcome);
+            drop(in_flight);
+        });
+    }
+
+    /// The send loop: waits for a socket (within the offline-queue rules), sends, and sends again
+    /// after a socket failure (`resends` were done already) or a cluster's transient error.
+    async fn send_request(
+        &self,
+        req: Request<'_>,
+        offline_queue: bool,
+        mut resends: u32,
+    ) -> Result<Value> {
         let start_attempts = self.inner.state.borrow().failed_attempts;
         let max_resends = self
             .inner
             .config
             .max_retries_per_request
             .unwrap_or(u32::MAX);
-        let mut resends = 0u32;
+        let timeout = self.inner.config.command_timeout;
         loop {
             let (mut conn, generation) = self.ready(start_attempts, offline_queue).await?;
-            match conn.send(cmd).await {
+            match conn.send(req, timeout).await {
                 Ok(Value::ServerError(err)) => {
                     let err = Error::from_redis(&err.into(), &self.inner.addr);
                     if let Some(delay) = self.cluster_retry(&err, resends) {
@@ -529,10 +656,10 @@ impl Connection {
             idle.await;
         }
         let conn = self.inner.state.borrow().conn.clone();
-        if let Some(Link::Single(mut conn)) = conn {
+        if let Some(mut conn @ (Link::Pipe(_) | Link::Single(_))) = conn {
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
-                conn.send_packed_command(&redis::cmd("QUIT")),
+                conn.send(Request::Cmd(&redis::cmd("QUIT")), None),
             )
             .await;
         }
@@ -559,6 +686,50 @@ impl Drop for Inner {
             s.status = Status::End;
             s.conn = None;
         });
+    }
+}
+
+/// A command put on the pipe by [`Connection::submit`].
+struct Submitted<F> {
+    conn: Connection,
+    bytes: Vec<u8>,
+    generation: u64,
+    in_flight: InFlight,
+    done: F,
+}
+
+impl<F> crate::pipe::Command for Submitted<F>
+where
+    F: FnOnce(Result<Value>) + Send + 'static,
+{
+    fn packed(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A socket failure sends the command again on the next socket, as `send` would.
+    fn finish(self: Box<Self>, reply: redis::RedisResult<Value>) {
+        let Submitted {
+            conn,
+            bytes,
+            generation,
+            in_flight,
+            done,
+        } = *self;
+        let addr = &conn.inner.addr;
+        match reply {
+            Ok(Value::ServerError(err)) => done(Err(Error::from_redis(&err.into(), addr))),
+            Ok(value) => done(Ok(value)),
+            Err(err) if is_socket_failure(&err) => {
+                conn.connection_lost(generation);
+                if conn.inner.config.resend_unfulfilled {
+                    conn.spawn_send(bytes, 1, in_flight, done);
+                    return;
+                }
+                done(Err(Error::from_redis(&err, addr)));
+            }
+            Err(err) => done(Err(Error::from_redis(&err, addr))),
+        }
+        drop(in_flight);
     }
 }
 
@@ -653,7 +824,7 @@ async fn connect_once(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Res
             Target::Single {
                 client,
                 async_config,
-            } => Link::Single(open(inner, client, async_config, weak, generation).await?),
+            } => open(inner, client, async_config, weak, generation).await?,
             Target::Cluster(target) => Link::Cluster(target.connect(&inner.addr).await?),
         };
         // One round trip before the socket counts as connected, so that a server that accepts
@@ -666,7 +837,7 @@ async fn connect_once(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Res
             }
             None => redis::cmd("PING"),
         };
-        match conn.send(&hello).await {
+        match conn.send(Request::Cmd(&hello), None).await {
             Ok(Value::ServerError(err)) => return Err(Error::from_redis(&err.into(), &inner.addr)),
             Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
             Ok(_) => {}
@@ -690,20 +861,19 @@ async fn connect_once(inner: &Inner, weak: &Weak<Inner>, generation: u64) -> Res
     }
 }
 
-/// Opens a multiplexed connection (TCP, AUTH, SELECT). For plain TCP and unix sockets the
-/// socket is made here, so that its driver is ours to watch: when the server goes away the
-/// connection starts reconnecting at once (status `reconnecting`), before any command fails.
-/// Over TLS redis-rs makes the socket, and a lost server is noticed by the next command.
+/// Opens a link (TCP, AUTH, SELECT). Plain TCP and unix sockets get our [`Pipe`], whose driver
+/// is watched: when the server goes away the connection starts reconnecting at once (status
+/// `reconnecting`), before any command fails. Over TLS redis-rs makes the socket, and a lost
+/// server is noticed by the next command.
 async fn open(
     inner: &Inner,
     client: &redis::Client,
     async_config: &AsyncConnectionConfig,
     weak: &Weak<Inner>,
     generation: u64,
-) -> Result<MultiplexedConnection> {
+) -> Result<Link> {
     let io_error = |e: std::io::Error| Error::from_redis(&redis::RedisError::from(e), &inner.addr);
-    let config = async_config.clone();
-    match (&inner.config.addr, &inner.config.tls) {
+    let io = match (&inner.config.addr, &inner.config.tls) {
         (Addr::Tcp { host, port }, None) => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
                 .await
@@ -717,47 +887,68 @@ async fn open(
                     .set_tcp_keepalive(&keepalive)
                     .map_err(io_error)?;
             }
-            watched(inner, client, weak, generation, stream, config).await
+            Io::Tcp(stream)
         }
         #[cfg(unix)]
-        (Addr::Unix(path), _) => {
-            let stream = tokio::net::UnixStream::connect(path)
+        (Addr::Unix(path), _) => Io::Unix(
+            tokio::net::UnixStream::connect(path)
                 .await
-                .map_err(io_error)?;
-            watched(inner, client, weak, generation, stream, config).await
+                .map_err(io_error)?,
+        ),
+        _ => {
+            return client
+                .get_multiplexed_async_connection_with_config(async_config)
+                .await
+                .map(Link::Single)
+                .map_err(|e| connect_error(&e, inner))
         }
-        _ => client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| connect_error(&e, inner)),
-    }
-}
-
-/// Sets the connection up on `stream` (AUTH, SELECT) and runs its driver; when the driver ends
-/// (the server closed or the socket broke), the connection of `generation` is lost.
-async fn watched<S>(
-    inner: &Inner,
-    client: &redis::Client,
-    weak: &Weak<Inner>,
-    generation: u64,
-    stream: S,
-    config: AsyncConnectionConfig,
-) -> Result<MultiplexedConnection>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let info = client.get_connection_info().redis_settings();
-    let (conn, driver) = MultiplexedConnection::new_with_config(info, stream, config)
-        .await
-        .map_err(|e| connect_error(&e, inner))?;
-    let weak = weak.clone();
+    };
+    let (pipe, driver) = Pipe::new(io);
+    let watcher = weak.clone();
     inner.runtime.spawn(async move {
         driver.await;
-        if let Some(inner) = weak.upgrade() {
+        if let Some(inner) = watcher.upgrade() {
             Connection { inner }.connection_lost(generation);
         }
     });
-    Ok(conn)
+    handshake(inner, &pipe).await?;
+    Ok(Link::Pipe(pipe))
+}
+
+/// AUTH and SELECT on a new pipe, as configured.
+async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
+    let config = &inner.config;
+    let send = |cmd: Vec<u8>| async move {
+        match pipe.send(&cmd).await {
+            Ok(Value::ServerError(err)) => Err(redis::RedisError::from(err)),
+            other => other,
+        }
+    };
+    if let Some(password) = &config.password {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = &config.username {
+            args.push(user.as_bytes());
+        }
+        args.push(password.0.as_bytes());
+        match send(crate::resp::encode(&args)).await {
+            Ok(_) => {}
+            // A password given to a server that needs none: ioredis goes on (with a warning).
+            Err(err)
+                if config.username.is_none()
+                    && err.detail().is_some_and(|d| {
+                        d.contains("without any password configured")
+                            || d.contains("no password is set")
+                    }) => {}
+            Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
+        }
+    }
+    if config.db != 0 {
+        let db = config.db.to_string();
+        send(crate::resp::encode(&[b"SELECT", db.as_bytes()]))
+            .await
+            .map_err(|e| Error::from_redis(&e, &inner.addr))?;
+    }
+    Ok(())
 }
 
 /// Resolves the TLS `servername` to the addresses of the configured `host`, so that the

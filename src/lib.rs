@@ -11,6 +11,8 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod lock;
+pub mod pipe;
+pub mod resp;
 pub mod storage;
 
 #[cfg(feature = "napi")]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::codec::{key_slot, prefix_pattern, prefixed, Expiry};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
+use crate::resp;
 
 /// How many keys one `SCAN` step asks for, and so one `UNLINK` removes at most.
 const SCAN_COUNT: usize = 1000;
@@ -45,32 +46,38 @@ impl Storage {
         &self.conn
     }
 
-    /// Stores the JSON text `json` under `key`, expiring at `expire_at` (ms since the epoch)
-    /// when given; an entry already expired is not written.
-    ///
-    /// # Errors
-    /// The connection's errors.
-    pub async fn set(&self, key: &str, json: &str, expire_at: Option<f64>) -> Result<()> {
-        let mut cmd = Cmd::new();
-        cmd.arg("SET").arg(self.redis_key(key)).arg(json);
+    /// The command storing the JSON text `json` under `key`, expiring at `expire_at` (ms since
+    /// the epoch) when given, packed as RESP; `None` for an entry already expired (nothing is
+    /// written).
+    pub fn set_command(&self, key: &str, json: &str, expire_at: Option<f64>) -> Option<Vec<u8>> {
+        let key = self.redis_key(key);
         match Expiry::from_timestamp(expire_at) {
-            Expiry::Passed => return Ok(()),
+            Expiry::Passed => None,
             Expiry::In(ms) => {
-                cmd.arg("PX").arg(ms);
+                let ms = ms.to_string();
+                Some(resp::encode(&[
+                    b"SET",
+                    &key,
+                    json.as_bytes(),
+                    b"PX",
+                    ms.as_bytes(),
+                ]))
             }
-            Expiry::Never => {}
+            Expiry::Never => Some(resp::encode(&[b"SET", &key, json.as_bytes()])),
         }
-        self.conn.send(&cmd).await.map(drop)
     }
 
-    /// The JSON text stored under `key`, or `None`.
+    /// The command reading `key`, packed as RESP; its reply goes through [`Storage::get_reply`].
+    pub fn get_command(&self, key: &str) -> Vec<u8> {
+        resp::encode(&[b"GET", &self.redis_key(key)])
+    }
+
+    /// The JSON text in a `GET` reply, or `None`.
     ///
     /// # Errors
-    /// The connection's errors; `ERR_PROTOCOL` when the key holds a non-string value.
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut cmd = Cmd::new();
-        cmd.arg("GET").arg(self.redis_key(key));
-        match self.conn.send(&cmd).await? {
+    /// `ERR_PROTOCOL` when the key holds a non-string value.
+    pub fn get_reply(reply: Value) -> Result<Option<Vec<u8>>> {
+        match reply {
             Value::Nil => Ok(None),
             Value::BulkString(bytes) => Ok(Some(bytes)),
             Value::SimpleString(s) => Ok(Some(s.into_bytes())),
@@ -81,14 +88,40 @@ impl Storage {
         }
     }
 
+    /// The command deleting `key`, packed as RESP.
+    pub fn remove_command(&self, key: &str) -> Vec<u8> {
+        resp::encode(&[b"DEL", &self.redis_key(key)])
+    }
+
+    /// Stores the JSON text `json` under `key`, expiring at `expire_at` (ms since the epoch)
+    /// when given; an entry already expired is not written.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn set(&self, key: &str, json: &str, expire_at: Option<f64>) -> Result<()> {
+        match self.set_command(key, json, expire_at) {
+            Some(cmd) => self.conn.send_packed(&cmd).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// The JSON text stored under `key`, or `None`.
+    ///
+    /// # Errors
+    /// The connection's errors; `ERR_PROTOCOL` when the key holds a non-string value.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Self::get_reply(self.conn.send_packed(&self.get_command(key)).await?)
+    }
+
     /// Deletes `key`.
     ///
     /// # Errors
     /// The connection's errors.
     pub async fn remove(&self, key: &str) -> Result<()> {
-        let mut cmd = Cmd::new();
-        cmd.arg("DEL").arg(self.redis_key(key));
-        self.conn.send(&cmd).await.map(drop)
+        self.conn
+            .send_packed(&self.remove_command(key))
+            .await
+            .map(drop)
     }
 
     /// Removes every key under the prefix, and nothing else, by `SCAN` + `UNLINK` on every

@@ -151,31 +151,35 @@ impl NativeAdapter {
         json: String,
         expire_at: Option<f64>,
     ) -> napi::Result<Unknown<'env>> {
-        let storage = self.storage.clone();
-        bridge::command(env, self.storage.connection(), async move {
-            storage.set(&key, &json, expire_at).await.into()
-        })
+        match self.storage.set_command(&key, &json, expire_at) {
+            Some(cmd) => {
+                bridge::submit(env, self.storage.connection(), cmd, |_| Outcome::Undefined)
+            }
+            // Already expired: nothing to write, but still in issue order after quit().
+            None => bridge::command(env, self.storage.connection(), async { Outcome::Undefined }),
+        }
     }
 
     /// Resolves the parsed value under `key`, or `undefined`.
     #[napi]
     pub fn get<'env>(&self, env: &'env Env, key: String) -> napi::Result<Unknown<'env>> {
-        let storage = self.storage.clone();
-        bridge::command(env, self.storage.connection(), async move {
-            match storage.get(&key).await {
+        let cmd = self.storage.get_command(&key);
+        bridge::submit(
+            env,
+            self.storage.connection(),
+            cmd,
+            |reply| match Storage::get_reply(reply) {
                 Ok(json) => Outcome::Json(json),
                 Err(e) => Outcome::Error(e),
-            }
-        })
+            },
+        )
     }
 
     /// Deletes `key`.
     #[napi]
     pub fn remove<'env>(&self, env: &'env Env, key: String) -> napi::Result<Unknown<'env>> {
-        let storage = self.storage.clone();
-        bridge::command(env, self.storage.connection(), async move {
-            storage.remove(&key).await.into()
-        })
+        let cmd = self.storage.remove_command(&key);
+        bridge::submit(env, self.storage.connection(), cmd, |_| Outcome::Undefined)
     }
 
     /// Removes every key under the prefix.

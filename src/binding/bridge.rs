@@ -18,7 +18,9 @@ use napi::bindgen_prelude::{Env, Unknown};
 use napi::sys;
 use redis::Value;
 
+use crate::connection::Connection;
 use crate::error::{Error, ErrorKind};
+use crate::pipe::Pipe;
 
 /// What a finished future hands to JavaScript.
 pub enum Outcome {
@@ -69,6 +71,10 @@ pub struct Bridge {
     live_tsfn: AtomicPtr<sys::napi_threadsafe_function__>,
     /// A reference to `JSON.parse`.
     json_parse: sys::napi_ref,
+    /// A reference to `queueMicrotask`.
+    queue_microtask: sys::napi_ref,
+    /// A reference to the native function that flushes the pipes written to in this burst.
+    flush_fn: sys::napi_ref,
 }
 
 // SAFETY: `env` and `json_parse` are used only on the JavaScript thread (`promise`,
@@ -78,6 +84,9 @@ unsafe impl Sync for Bridge {}
 
 thread_local! {
     static CURRENT: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
+    /// Pipes with commands submitted by this thread and not yet written: they are written in
+    /// one go by a microtask at the end of the burst.
+    static UNFLUSHED: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
 }
 
 fn check(status: sys::napi_status, what: &str) -> napi::Result<()> {
@@ -127,6 +136,33 @@ impl Bridge {
                 sys::napi_create_reference(env, parse, 1, &mut json_parse),
                 "napi_create_reference",
             )?;
+            let mut queue = ptr::null_mut();
+            check(
+                sys::napi_get_named_property(env, global, c"queueMicrotask".as_ptr(), &mut queue),
+                "queueMicrotask",
+            )?;
+            let mut queue_microtask = ptr::null_mut();
+            check(
+                sys::napi_create_reference(env, queue, 1, &mut queue_microtask),
+                "napi_create_reference",
+            )?;
+            let mut flush = ptr::null_mut();
+            check(
+                sys::napi_create_function(
+                    env,
+                    c"flushRedisPipes".as_ptr(),
+                    15,
+                    Some(flush_pipes),
+                    ptr::null_mut(),
+                    &mut flush,
+                ),
+                "napi_create_function",
+            )?;
+            let mut flush_fn = ptr::null_mut();
+            check(
+                sys::napi_create_reference(env, flush, 1, &mut flush_fn),
+                "napi_create_reference",
+            )?;
 
             let bridge = Arc::new(Bridge {
                 env,
@@ -137,6 +173,8 @@ impl Bridge {
                 pending: AtomicUsize::new(0),
                 live_tsfn: AtomicPtr::new(ptr::null_mut()),
                 json_parse,
+                queue_microtask,
+                flush_fn,
             });
             let mut name = ptr::null_mut();
             let label = "alova-storage-redis";
@@ -270,6 +308,110 @@ where
         }),
         Err(e) => promise(env, async move { Outcome::Error(e) }),
     }
+}
+
+/// Puts the packed command `bytes` on `conn` and returns a promise for `convert` of its reply:
+/// the fast path. On one server the command goes straight into the socket's buffer, and a
+/// microtask writes the whole burst of commands made in this turn with one system call.
+///
+/// # Errors
+/// Only when napi itself fails to make the promise.
+pub fn submit<'env>(
+    env: &'env Env,
+    conn: &Connection,
+    bytes: Vec<u8>,
+    convert: fn(Value) -> Outcome,
+) -> napi::Result<Unknown<'env>> {
+    let bridge = Bridge::current(env)?;
+    let mut deferred = ptr::null_mut();
+    let mut promise = ptr::null_mut();
+    // SAFETY: on the JavaScript thread of `env`, with valid out-pointers.
+    check(
+        unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) },
+        "napi_create_promise",
+    )?;
+    bridge.hold();
+    let deferred = Deferred(deferred);
+    let completes = bridge.clone();
+    let unflushed = conn.submit(bytes, move |reply| {
+        let outcome = match reply {
+            Ok(value) => convert(value),
+            Err(e) => Outcome::Error(e),
+        };
+        completes.complete(deferred, outcome);
+    });
+    if let Some(pipe) = unflushed {
+        bridge.flush_soon(pipe);
+    }
+    // SAFETY: `promise` is a live value of `env`.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+}
+
+impl Bridge {
+    /// Has `pipe` written at the end of this burst (once per burst); at once when no microtask
+    /// can be queued.
+    fn flush_soon(&self, pipe: Pipe) {
+        let first = UNFLUSHED.with(|cell| {
+            let mut list = cell.borrow_mut();
+            let first = list.is_empty();
+            if !list.iter().any(|p| p.same(&pipe)) {
+                list.push(pipe);
+            }
+            first
+        });
+        // SAFETY: on the JavaScript thread (`UNFLUSHED` is this thread's), with live references.
+        if first && !unsafe { self.queue_flush() } {
+            flush_all();
+        }
+    }
+
+    unsafe fn queue_flush(&self) -> bool {
+        unsafe {
+            let mut queue = ptr::null_mut();
+            let mut flush = ptr::null_mut();
+            let mut out = ptr::null_mut();
+            sys::napi_get_reference_value(self.env, self.queue_microtask, &mut queue)
+                == sys::Status::napi_ok
+                && sys::napi_get_reference_value(self.env, self.flush_fn, &mut flush)
+                    == sys::Status::napi_ok
+                && !queue.is_null()
+                && !flush.is_null()
+                && sys::napi_call_function(
+                    self.env,
+                    undefined(self.env),
+                    queue,
+                    1,
+                    &flush,
+                    &mut out,
+                ) == sys::Status::napi_ok
+        }
+    }
+}
+
+/// Writes every pipe this thread submitted to since the last flush.
+fn flush_all() {
+    let pipes = UNFLUSHED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    for pipe in &pipes {
+        pipe.flush();
+    }
+    // Give the list's allocation back for the next burst.
+    UNFLUSHED.with(|cell| {
+        let mut list = cell.borrow_mut();
+        if list.is_empty() {
+            let mut pipes = pipes;
+            pipes.clear();
+            *list = pipes;
+        }
+    });
+}
+
+unsafe extern "C" fn flush_pipes(
+    env: sys::napi_env,
+    _info: sys::napi_callback_info,
+) -> sys::napi_value {
+    flush_all();
+    // SAFETY: called by napi on the JavaScript thread of `env`.
+    unsafe { undefined(env) }
 }
 
 unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {

@@ -2,13 +2,13 @@
 
 use napi::bindgen_prelude::{Buffer, Either, Env, Function, Unknown};
 use napi_derive::napi;
-use redis::Cmd;
 
 use super::bridge::{self, Outcome};
 use super::error::throw;
 use crate::cluster::default_cluster_retry_strategy;
 use crate::config::BackendConfig;
 use crate::connection::{default_retry_strategy, Connection};
+use crate::resp;
 
 /// A node of a cluster, as `client.nodes()` gives it.
 #[napi(object)]
@@ -108,21 +108,13 @@ impl NativeClient {
         if let Err(e) = crate::command::check(&command, first) {
             return bridge::promise(env, async move { Outcome::Error(e) });
         }
-        let mut cmd = Cmd::new();
-        cmd.arg(command);
-        for arg in &args {
-            match arg {
-                Either::A(s) => cmd.arg(s.as_bytes()),
-                Either::B(b) => cmd.arg(&b[..]),
-            };
-        }
-        let conn = self.conn.clone();
-        bridge::command(env, &self.conn, async move {
-            match conn.send(&cmd).await {
-                Ok(value) => Outcome::Reply(value),
-                Err(e) => Outcome::Error(e),
-            }
-        })
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
+        parts.push(command.as_bytes());
+        parts.extend(args.iter().map(|a| match a {
+            Either::A(s) => s.as_bytes(),
+            Either::B(b) => &b[..],
+        }));
+        bridge::submit(env, &self.conn, resp::encode(&parts), Outcome::Reply)
     }
 
     /// ioredis's status name.
