@@ -64,35 +64,62 @@ pub enum Io {
 }
 
 impl Io {
+    fn split(self) -> (Reader, Writer) {
+        match self {
+            Io::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (Reader::Tcp(r), Writer::Tcp(w))
+            }
+            #[cfg(unix)]
+            Io::Unix(s) => {
+                let (r, w) = s.into_split();
+                (Reader::Unix(r), Writer::Unix(w))
+            }
+        }
+    }
+}
+
+/// The socket's read side, owned by the driver. It reads through tokio's `AsyncRead`, which
+/// takes a short read as "drained" and waits for the next readiness event instead of trying
+/// again (one system call per reply burst, not two).
+enum Reader {
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    #[cfg(unix)]
+    Unix(tokio::net::unix::OwnedReadHalf),
+}
+
+impl Reader {
+    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        match self {
+            Reader::Tcp(s) => s.read_buf(buf).await,
+            #[cfg(unix)]
+            Reader::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
+/// The socket's write side, shared by every thread that flushes.
+enum Writer {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    #[cfg(unix)]
+    Unix(tokio::net::unix::OwnedWriteHalf),
+}
+
+impl Writer {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Io::Tcp(s) => s.try_write(buf),
+            Writer::Tcp(s) => s.try_write(buf),
             #[cfg(unix)]
-            Io::Unix(s) => s.try_write(buf),
-        }
-    }
-
-    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        match self {
-            Io::Tcp(s) => s.try_read_buf(buf),
-            #[cfg(unix)]
-            Io::Unix(s) => s.try_read_buf(buf),
-        }
-    }
-
-    async fn readable(&self) -> io::Result<()> {
-        match self {
-            Io::Tcp(s) => s.readable().await,
-            #[cfg(unix)]
-            Io::Unix(s) => s.readable().await,
+            Writer::Unix(s) => s.try_write(buf),
         }
     }
 
     async fn writable(&self) -> io::Result<()> {
         match self {
-            Io::Tcp(s) => s.writable().await,
+            Writer::Tcp(s) => s.writable().await,
             #[cfg(unix)]
-            Io::Unix(s) => s.writable().await,
+            Writer::Unix(s) => s.writable().await,
         }
     }
 }
@@ -114,7 +141,7 @@ struct State {
 }
 
 struct Shared {
-    io: Io,
+    io: Writer,
     state: Mutex<State>,
     /// Wakes the writer task when the socket was full.
     writer: Notify,
@@ -142,8 +169,9 @@ impl Pipe {
     /// A pipe over `io`, and its driver (reading replies, finishing writes the socket could not
     /// take at once), which must be spawned. The driver ends when the pipe dies, with the reason.
     pub fn new(io: Io) -> (Pipe, impl Future<Output = RedisError> + Send + 'static) {
+        let (reader, writer) = io.split();
         let shared = Arc::new(Shared {
-            io,
+            io: writer,
             state: Mutex::new(State {
                 out: Vec::new(),
                 spare: Vec::new(),
@@ -161,7 +189,7 @@ impl Pipe {
         };
         let driver = async move {
             let err = tokio::select! {
-                err = read_loop(&shared) => err,
+                err = read_loop(&shared, reader) => err,
                 err = write_loop(&shared) => err,
                 () = shared.stop.notified() => closed_error("the connection was closed"),
             };
@@ -332,7 +360,7 @@ async fn write_loop(shared: &Shared) -> RedisError {
 }
 
 /// Reads replies and hands them to the waiters in order.
-async fn read_loop(shared: &Shared) -> RedisError {
+async fn read_loop(shared: &Shared, mut reader: Reader) -> RedisError {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut need = 0usize;
     let mut replies: Vec<Value> = Vec::new();
@@ -342,15 +370,9 @@ async fn read_loop(shared: &Shared) -> RedisError {
         if buf.capacity() - buf.len() < want / 2 {
             buf.reserve(want);
         }
-        match shared.io.try_read_buf(&mut buf) {
+        match reader.read_buf(&mut buf).await {
             Ok(0) => return closed_error("the server closed the connection"),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = shared.io.readable().await {
-                    return e.into();
-                }
-                continue;
-            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return e.into(),
         }
