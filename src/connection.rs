@@ -903,7 +903,7 @@ async fn open(
                 .map_err(|e| connect_error(&e, inner))
         }
     };
-    let (pipe, driver) = Pipe::new(io);
+    let (pipe, driver) = Pipe::new(io).map_err(io_error)?;
     let watcher = weak.clone();
     inner.runtime.spawn(async move {
         driver.await;

@@ -4,6 +4,9 @@
 //! napi in it; `cargo test --no-default-features` builds and tests it against real servers. The
 //! `napi` feature adds the thin JavaScript binding.
 
+#[cfg(not(unix))]
+compile_error!("the pipelined socket (src/pipe.rs) needs a unix platform: Linux or macOS");
+
 pub mod cluster;
 pub mod codec;
 pub mod command;

@@ -4,18 +4,25 @@
 //! in order and are handed to the waiters in order. Writing needs no task hop: whichever thread
 //! submits can write the buffer out itself ([`Pipe::flush`]), so a JavaScript thread that issues
 //! a burst of commands writes them with one system call and wakes nobody. Only when the socket
-//! is full does a background task wait for it to drain. A reader task parses replies straight
-//! from its buffer and calls the waiters, several per read.
+//! is full does a background task wait for it to drain. Replies are parsed straight from the
+//! read buffer and handed to the waiters, several per read, by whoever reads: a tokio task, or,
+//! once [`Pipe::reader`] was taken over by an event loop ([`PipeReader::set_external`]), that
+//! loop's thread (the binding makes it the JavaScript thread's, so a reply settles its promise
+//! with no thread hop at all).
 //!
 //! When the socket fails, every waiter gets the failure (an I/O error, so the connection may send
 //! the command again on a new socket) and the pipe stays dead.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redis::{RedisError, RedisResult, Value};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{oneshot, Notify};
 
 use crate::resp;
@@ -56,72 +63,82 @@ const KEEP_BUFFER: usize = 1 << 20;
 /// The reader's buffer starts at, and reads at least, this much.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The socket.
+/// The socket, before the pipe takes it.
 pub enum Io {
     Tcp(tokio::net::TcpStream),
-    #[cfg(unix)]
     Unix(tokio::net::UnixStream),
 }
 
-impl Io {
-    fn split(self) -> (Reader, Writer) {
+/// The socket as the pipe keeps it: out of tokio's reactor (it is registered only while a task
+/// waits on it), non-blocking, readable and writable from any thread.
+enum Sock {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Sock {
+    fn from_io(io: Io) -> io::Result<Sock> {
+        Ok(match io {
+            Io::Tcp(s) => Sock::Tcp(s.into_std()?),
+            Io::Unix(s) => Sock::Unix(s.into_std()?),
+        })
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Io::Tcp(s) => {
-                let (r, w) = s.into_split();
-                (Reader::Tcp(r), Writer::Tcp(w))
-            }
-            #[cfg(unix)]
-            Io::Unix(s) => {
-                let (r, w) = s.into_split();
-                (Reader::Unix(r), Writer::Unix(w))
-            }
+            Sock::Tcp(s) => (&*s).read(buf),
+            Sock::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => (&*s).write(buf),
+            Sock::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
+    /// A second descriptor of the same socket, for a registration of its own.
+    fn duplicate(&self) -> io::Result<OwnedFd> {
+        match self {
+            Sock::Tcp(s) => s.as_fd().try_clone_to_owned(),
+            Sock::Unix(s) => s.as_fd().try_clone_to_owned(),
+        }
+    }
+
+    /// A registration with tokio's reactor for `interest`, on a descriptor of its own (so that it
+    /// can come and go while the socket lives on).
+    fn watch(&self, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+        let fd = self.duplicate()?;
+        // SAFETY: the registration owns `fd`, which stays open (and the same socket) until the
+        // registration is dropped.
+        unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(io::Error::from)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
         }
     }
 }
 
-/// The socket's read side, owned by the driver. It reads through tokio's `AsyncRead`, which
-/// takes a short read as "drained" and waits for the next readiness event instead of trying
-/// again (one system call per reply burst, not two).
-enum Reader {
-    Tcp(tokio::net::tcp::OwnedReadHalf),
-    #[cfg(unix)]
-    Unix(tokio::net::unix::OwnedReadHalf),
-}
-
-impl Reader {
-    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        use tokio::io::AsyncReadExt;
-        match self {
-            Reader::Tcp(s) => s.read_buf(buf).await,
-            #[cfg(unix)]
-            Reader::Unix(s) => s.read_buf(buf).await,
-        }
-    }
-}
-
-/// The socket's write side, shared by every thread that flushes.
-enum Writer {
-    Tcp(tokio::net::tcp::OwnedWriteHalf),
-    #[cfg(unix)]
-    Unix(tokio::net::unix::OwnedWriteHalf),
-}
-
-impl Writer {
-    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Writer::Tcp(s) => s.try_write(buf),
-            #[cfg(unix)]
-            Writer::Unix(s) => s.try_write(buf),
-        }
-    }
-
-    async fn writable(&self) -> io::Result<()> {
-        match self {
-            Writer::Tcp(s) => s.writable().await,
-            #[cfg(unix)]
-            Writer::Unix(s) => s.writable().await,
-        }
-    }
+/// What the reader keeps between reads.
+struct ReadState {
+    /// `buf[..filled]` holds bytes read and not yet parsed; the rest is zeroed room.
+    buf: Vec<u8>,
+    filled: usize,
+    /// The size the buffer must reach for the reply under way (a long bulk string).
+    need: usize,
+    replies: Vec<Value>,
+    waiters: Vec<Waiter>,
 }
 
 struct State {
@@ -141,8 +158,14 @@ struct State {
 }
 
 struct Shared {
-    io: Writer,
+    sock: Sock,
     state: Mutex<State>,
+    /// Held by whoever reads, so that replies are parsed and handed out in order.
+    read: Mutex<ReadState>,
+    /// An event loop outside tokio reads (see [`PipeReader::set_external`]).
+    external: AtomicBool,
+    /// Wakes the read task when `external` changes.
+    reader_moved: Notify,
     /// Wakes the writer task when the socket was full.
     writer: Notify,
     /// Ends the driver: the last handle was dropped, or the pipe died.
@@ -168,10 +191,22 @@ pub struct Pipe {
 impl Pipe {
     /// A pipe over `io`, and its driver (reading replies, finishing writes the socket could not
     /// take at once), which must be spawned. The driver ends when the pipe dies, with the reason.
-    pub fn new(io: Io) -> (Pipe, impl Future<Output = RedisError> + Send + 'static) {
-        let (reader, writer) = io.split();
+    ///
+    /// # Errors
+    /// When the socket cannot be taken out of tokio's reactor.
+    pub fn new(io: Io) -> io::Result<(Pipe, impl Future<Output = RedisError> + Send + 'static)> {
+        let sock = Sock::from_io(io)?;
         let shared = Arc::new(Shared {
-            io: writer,
+            sock,
+            read: Mutex::new(ReadState {
+                buf: Vec::new(),
+                filled: 0,
+                need: 0,
+                replies: Vec::new(),
+                waiters: Vec::new(),
+            }),
+            external: AtomicBool::new(false),
+            reader_moved: Notify::new(),
             state: Mutex::new(State {
                 out: Vec::new(),
                 spare: Vec::new(),
@@ -189,14 +224,14 @@ impl Pipe {
         };
         let driver = async move {
             let err = tokio::select! {
-                err = read_loop(&shared, reader) => err,
+                err = read_loop(&shared) => err,
                 err = write_loop(&shared) => err,
                 () = shared.stop.notified() => closed_error("the connection was closed"),
             };
             shared.kill(err.clone());
             shared.state().dead.clone().unwrap_or(err)
         };
-        (pipe, driver)
+        Ok((pipe, driver))
     }
 
     /// Queues `cmd`. Returns true when the caller must see that [`Pipe::flush`] is called soon
@@ -246,6 +281,53 @@ impl Pipe {
     pub fn same(&self, other: &Pipe) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
+
+    /// True once an event loop outside tokio reads this pipe.
+    pub fn is_external(&self) -> bool {
+        self.shared.external.load(Ordering::Acquire)
+    }
+
+    /// The read side, for an event loop that takes reading over. It does not keep the pipe open:
+    /// when the last [`Pipe`] goes, the pipe dies and the socket is shut down (which the loop sees
+    /// as readable, so it learns of it at once).
+    pub fn reader(&self) -> PipeReader {
+        PipeReader {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A pipe's read side as an outside event loop drives it (see [`Pipe::reader`]).
+pub struct PipeReader {
+    shared: Arc<Shared>,
+}
+
+impl PipeReader {
+    /// The socket's descriptor, to watch for readability (it stays open while this lives).
+    pub fn fd(&self) -> RawFd {
+        self.shared.sock.raw_fd()
+    }
+
+    /// Moves reading to the caller's loop (`true`) or back to the pipe's task (`false`).
+    pub fn set_external(&self, external: bool) {
+        self.shared.external.store(external, Ordering::Release);
+        self.shared.reader_moved.notify_one();
+    }
+
+    /// Reads what has arrived and hands the replies to their waiters, on this thread. Returns
+    /// false when the pipe is dead (now or before): the loop should stop watching it.
+    pub fn read_available(&self) -> bool {
+        if self.shared.state().dead.is_some() {
+            return false;
+        }
+        match self.shared.read_available() {
+            Ok(()) => true,
+            Err(err) => {
+                self.shared.kill(err);
+                false
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -267,6 +349,8 @@ impl Shared {
             st.held = None;
             std::mem::take(&mut st.waiters)
         };
+        // Wakes whoever watches the socket (a task, or an outside loop) to see the end.
+        self.sock.shutdown();
         self.stop.notify_one();
         for waiter in waiters {
             waiter.finish(Err(err.clone()));
@@ -305,7 +389,7 @@ impl Shared {
         loop {
             let mut off = 0;
             while off < buf.len() {
-                match self.io.try_write(&buf[off..]) {
+                match self.sock.write(&buf[off..]) {
                     Ok(n) => off += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // The socket is full: the writer task finishes when it drains.
@@ -328,6 +412,67 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Reads until the socket has nothing more now, handing out every whole reply.
+    fn read_available(&self) -> Result<(), RedisError> {
+        let mut guard = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        let rs = &mut *guard;
+        loop {
+            let want = rs.need.max(rs.filled + READ_CHUNK / 2);
+            if rs.buf.len() < want {
+                rs.buf.resize(want.max(READ_CHUNK), 0);
+            }
+            let room = rs.buf.len() - rs.filled;
+            let n = match self.sock.read(&mut rs.buf[rs.filled..]) {
+                Ok(0) => return Err(closed_error("the server closed the connection")),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            rs.filled += n;
+            let mut pos = 0;
+            rs.need = 0;
+            loop {
+                let mut need = 0;
+                match resp::parse(&rs.buf[pos..rs.filled], &mut need) {
+                    Ok(Some((value, used))) => {
+                        rs.replies.push(value);
+                        pos += used;
+                    }
+                    Ok(None) => {
+                        rs.need = if need > 0 { pos + need } else { 0 };
+                        break;
+                    }
+                    Err(e) => return Err(protocol_error(&e.0)),
+                }
+            }
+            if pos > 0 {
+                rs.buf.copy_within(pos..rs.filled, 0);
+                rs.filled -= pos;
+                rs.need = rs.need.saturating_sub(pos);
+            }
+            if !rs.replies.is_empty() {
+                {
+                    let mut st = self.state();
+                    if st.waiters.len() < rs.replies.len() {
+                        return Err(protocol_error("a reply came for no command"));
+                    }
+                    let n = rs.replies.len();
+                    rs.waiters.extend(st.waiters.drain(..n));
+                }
+                for (waiter, reply) in rs.waiters.drain(..).zip(rs.replies.drain(..)) {
+                    waiter.finish(Ok(reply));
+                }
+            }
+            // A short read drained the socket: wait for the next readiness.
+            if n < room {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Finishes the writes the socket could not take at once.
 async fn write_loop(shared: &Shared) -> RedisError {
     loop {
@@ -335,13 +480,19 @@ async fn write_loop(shared: &Shared) -> RedisError {
         let Some((mut buf, mut off)) = shared.state().held.take() else {
             continue;
         };
+        // A descriptor of its own, registered only while the socket is full.
+        let watch = match shared.sock.watch(Interest::WRITABLE) {
+            Ok(watch) => watch,
+            Err(e) => return e.into(),
+        };
         loop {
             while off < buf.len() {
-                match shared.io.try_write(&buf[off..]) {
+                match shared.sock.write(&buf[off..]) {
                     Ok(n) => off += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = shared.io.writable().await {
-                            return e.into();
+                        match watch.writable().await {
+                            Ok(mut ready) => ready.clear_ready(),
+                            Err(e) => return e.into(),
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -359,53 +510,31 @@ async fn write_loop(shared: &Shared) -> RedisError {
     }
 }
 
-/// Reads replies and hands them to the waiters in order.
-async fn read_loop(shared: &Shared, mut reader: Reader) -> RedisError {
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let mut need = 0usize;
-    let mut replies: Vec<Value> = Vec::new();
-    let mut waiters: Vec<Waiter> = Vec::new();
+/// Reads replies while no outside loop does.
+async fn read_loop(shared: &Shared) -> RedisError {
     loop {
-        let want = need.saturating_sub(buf.len()).max(READ_CHUNK);
-        if buf.capacity() - buf.len() < want / 2 {
-            buf.reserve(want);
-        }
-        match reader.read_buf(&mut buf).await {
-            Ok(0) => return closed_error("the server closed the connection"),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return e.into(),
-        }
-        let mut pos = 0;
-        need = 0;
-        loop {
-            match resp::parse(&buf[pos..], &mut need) {
-                Ok(Some((value, used))) => {
-                    replies.push(value);
-                    pos += used;
-                }
-                Ok(None) => break,
-                Err(e) => return protocol_error(&e.0),
-            }
-        }
-        if pos == buf.len() {
-            buf.clear();
-        } else if pos > 0 {
-            buf.drain(..pos);
-        }
-        if replies.is_empty() {
+        if shared.external.load(Ordering::Acquire) {
+            shared.reader_moved.notified().await;
             continue;
         }
-        {
-            let mut st = shared.state();
-            if st.waiters.len() < replies.len() {
-                drop(st);
-                return protocol_error("a reply came for no command");
+        let watch = match shared.sock.watch(Interest::READABLE) {
+            Ok(watch) => watch,
+            Err(e) => return e.into(),
+        };
+        while !shared.external.load(Ordering::Acquire) {
+            tokio::select! {
+                ready = watch.readable() => {
+                    let mut ready = match ready {
+                        Ok(ready) => ready,
+                        Err(e) => return e.into(),
+                    };
+                    if let Err(e) = shared.read_available() {
+                        return e;
+                    }
+                    ready.clear_ready();
+                }
+                () = shared.reader_moved.notified() => {}
             }
-            waiters.extend(st.waiters.drain(..replies.len()));
-        }
-        for (waiter, reply) in waiters.drain(..).zip(replies.drain(..)) {
-            waiter.finish(Ok(reply));
         }
     }
 }

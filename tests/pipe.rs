@@ -194,3 +194,69 @@ async fn submitters_on_many_threads_each_get_their_own_replies() {
     }
     assert_eq!(*wrong.lock().unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_moves_to_an_outside_loop_and_back() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["PING"])).await.unwrap();
+    let (tx, rx) = oneshot::channel();
+    let pipe = conn
+        .submit(encode(&[b"PING"]), move |r| {
+            let _ = tx.send(r);
+        })
+        .expect("a plain TCP connection takes the fast path");
+    pipe.flush();
+    rx.await.unwrap().unwrap();
+
+    // An outside "event loop": a thread that reads whenever asked, and counts who answered.
+    let reader = pipe.reader();
+    reader.set_external(true);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered_outside = Arc::new(AtomicUsize::new(0));
+    let outside = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                assert!(reader.read_available(), "the pipe stays alive");
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            reader
+        })
+    };
+    for i in 0..200 {
+        let answered = answered_outside.clone();
+        let here = std::thread::current().id();
+        let (tx, rx) = oneshot::channel();
+        if let Some(p) = conn.submit(encode(&[b"INCR", b"n"]), move |r| {
+            if std::thread::current().id() != here {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = tx.send(r);
+        }) {
+            p.flush();
+        }
+        assert_eq!(rx.await.unwrap().unwrap(), Value::Int(i + 1));
+    }
+    assert!(answered_outside.load(Ordering::Relaxed) > 0);
+    stop.store(true, Ordering::Release);
+    let reader = outside.join().unwrap();
+
+    // Back to the pipe's own task: replies keep coming with nobody outside reading.
+    reader.set_external(false);
+    for i in 200..300 {
+        assert_eq!(
+            submit(&conn, encode(&[b"INCR", b"n"]))
+                .await
+                .unwrap()
+                .unwrap(),
+            Value::Int(i + 1)
+        );
+    }
+    // A closed connection shuts the socket: the outside reader learns it is dead.
+    conn.disconnect();
+    drop(pipe);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!reader.read_available());
+}

@@ -75,6 +75,10 @@ pub struct Bridge {
     queue_microtask: sys::napi_ref,
     /// A reference to the native function that flushes the pipes written to in this burst.
     flush_fn: sys::napi_ref,
+    /// The async context (and its resource object) promises are settled in when replies are
+    /// read on this thread (see [`Bridge::settle_here`]).
+    async_context: sys::napi_async_context,
+    async_resource: sys::napi_ref,
 }
 
 // SAFETY: `env` and `json_parse` are used only on the JavaScript thread (`promise`,
@@ -87,6 +91,9 @@ thread_local! {
     /// Pipes with commands submitted by this thread and not yet written: they are written in
     /// one go by a microtask at the end of the burst.
     static UNFLUSHED: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    /// The bridge this thread settles right after the reads under way (see
+    /// [`Bridge::settle_here`]): completions for it need not wake the thread.
+    static DRAINING: std::cell::Cell<*const Bridge> = const { std::cell::Cell::new(ptr::null()) };
 }
 
 fn check(status: sys::napi_status, what: &str) -> napi::Result<()> {
@@ -163,6 +170,31 @@ impl Bridge {
                 sys::napi_create_reference(env, flush, 1, &mut flush_fn),
                 "napi_create_reference",
             )?;
+            let mut resource = ptr::null_mut();
+            check(
+                sys::napi_create_object(env, &mut resource),
+                "napi_create_object",
+            )?;
+            let mut async_resource = ptr::null_mut();
+            check(
+                sys::napi_create_reference(env, resource, 1, &mut async_resource),
+                "napi_create_reference",
+            )?;
+            let mut resource_name = ptr::null_mut();
+            check(
+                sys::napi_create_string_utf8(
+                    env,
+                    c"alova-storage-redis:reply".as_ptr(),
+                    25,
+                    &mut resource_name,
+                ),
+                "napi_create_string_utf8",
+            )?;
+            let mut async_context = ptr::null_mut();
+            check(
+                sys::napi_async_init(env, resource, resource_name, &mut async_context),
+                "napi_async_init",
+            )?;
 
             let bridge = Arc::new(Bridge {
                 env,
@@ -175,6 +207,8 @@ impl Bridge {
                 json_parse,
                 queue_microtask,
                 flush_fn,
+                async_context,
+                async_resource,
             });
             let mut name = ptr::null_mut();
             let label = "alova-storage-redis";
@@ -228,7 +262,8 @@ impl Bridge {
             return;
         };
         shared.queue.push((deferred, outcome));
-        if shared.queue.len() == 1 {
+        let draining = DRAINING.with(|d| ptr::eq(d.get(), self));
+        if shared.queue.len() == 1 && !draining {
             // SAFETY: the threadsafe function is alive (it is cleared under this lock in
             // `finalize` before napi frees it).
             unsafe {
@@ -341,6 +376,8 @@ pub fn submit<'env>(
         completes.complete(deferred, outcome);
     });
     if let Some(pipe) = unflushed {
+        // SAFETY: on the JavaScript thread of `env`, whose bridge this is.
+        unsafe { super::poll::adopt(env.raw(), &bridge, &pipe) };
         bridge.flush_soon(pipe);
     }
     // SAFETY: `promise` is a live value of `env`.
@@ -348,6 +385,66 @@ pub fn submit<'env>(
 }
 
 impl Bridge {
+    /// Runs `read` (reads on this thread whose replies complete this bridge's promises), then
+    /// settles what is queued, in a callback scope, so that the promises' reactions run when it
+    /// closes, as after any I/O callback. Returns what `read` returned.
+    ///
+    /// # Safety
+    /// On the JavaScript thread of `env`, from a libuv callback (no JavaScript on the stack).
+    pub unsafe fn settle_here<R>(&self, env: sys::napi_env, read: impl FnOnce() -> R) -> R {
+        DRAINING.with(|d| d.set(self));
+        let out = read();
+        DRAINING.with(|d| d.set(ptr::null()));
+        let empty = self.shared.lock().map_or(true, |s| s.queue.is_empty());
+        if empty {
+            return out;
+        }
+        // SAFETY: on the JavaScript thread, outside any JavaScript frame.
+        unsafe {
+            let mut handles = ptr::null_mut();
+            sys::napi_open_handle_scope(env, &mut handles);
+            let mut resource = ptr::null_mut();
+            sys::napi_get_reference_value(env, self.async_resource, &mut resource);
+            let mut scope = ptr::null_mut();
+            let opened =
+                sys::napi_open_callback_scope(env, resource, self.async_context, &mut scope)
+                    == sys::Status::napi_ok;
+            self.settle_queued(env);
+            if opened {
+                sys::napi_close_callback_scope(env, scope);
+            }
+            sys::napi_close_handle_scope(env, handles);
+        }
+        out
+    }
+
+    /// Settles every queued outcome.
+    ///
+    /// # Safety
+    /// On the JavaScript thread of `env`.
+    unsafe fn settle_queued(&self, env: sys::napi_env) {
+        let (batch, tsfn) = match self.shared.lock() {
+            Ok(mut shared) => (
+                std::mem::take(&mut shared.queue),
+                shared.tsfn.as_ref().map(|t| t.0),
+            ),
+            Err(_) => return,
+        };
+        let n = batch.len();
+        for (deferred, outcome) in batch {
+            // SAFETY: on the JavaScript thread; each deferred is settled exactly once.
+            unsafe {
+                let mut scope = ptr::null_mut();
+                sys::napi_open_handle_scope(env, &mut scope);
+                settle(env, self, deferred.0, outcome);
+                sys::napi_close_handle_scope(env, scope);
+            }
+        }
+        if let Some(tsfn) = tsfn {
+            self.release(n, tsfn);
+        }
+    }
+
     /// Has `pipe` written at the end of this burst (once per burst); at once when no microtask
     /// can be queued.
     fn flush_soon(&self, pipe: Pipe) {
@@ -437,27 +534,11 @@ unsafe extern "C" fn settle_all(
     if env.is_null() {
         return;
     }
-    // SAFETY: `context` is the bridge, kept alive by the threadsafe function's own count.
-    let bridge = unsafe { &*(context as *const Bridge) };
-    let (batch, tsfn) = match bridge.shared.lock() {
-        Ok(mut shared) => (
-            std::mem::take(&mut shared.queue),
-            shared.tsfn.as_ref().map(|t| t.0),
-        ),
-        Err(_) => return,
-    };
-    let n = batch.len();
-    for (deferred, outcome) in batch {
-        // SAFETY: on the JavaScript thread; each deferred is settled exactly once.
-        unsafe {
-            let mut scope = ptr::null_mut();
-            sys::napi_open_handle_scope(env, &mut scope);
-            settle(env, bridge, deferred.0, outcome);
-            sys::napi_close_handle_scope(env, scope);
-        }
-    }
-    if let Some(tsfn) = tsfn {
-        bridge.release(n, tsfn);
+    // SAFETY: `context` is the bridge, kept alive by the threadsafe function's own count; napi
+    // calls this on the JavaScript thread.
+    unsafe {
+        let bridge = &*(context as *const Bridge);
+        bridge.settle_queued(env);
     }
 }
 

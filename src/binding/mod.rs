@@ -6,4 +6,5 @@ mod bridge;
 mod client;
 mod error;
 mod locker;
+mod poll;
 mod retry;
