@@ -17,6 +17,7 @@ pub mod scripts;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -60,6 +61,10 @@ struct Held {
     guards: Mutex<Vec<OwnedMutexGuard<()>>>,
     lost: AtomicBool,
     stop: watch::Sender<bool>,
+    /// When the acquire that won started (validity counts from there).
+    started: Instant,
+    /// Its extension task was started (see [`sweep`]).
+    extending: AtomicBool,
     /// Which voters may hold the key: those that did not fail the last acquire or extend. A
     /// release that fails elsewhere is no news (the key was never set there).
     may_hold: Mutex<Vec<bool>>,
@@ -81,6 +86,8 @@ struct Inner {
     held: Mutex<HashMap<String, Arc<Held>>>,
     /// `release_all` ran: no new lock is taken.
     closed: AtomicBool,
+    /// The sweeper (see [`sweep`]) is running.
+    sweeping: AtomicBool,
 }
 
 /// A Redlock locker over a set of voting nodes.
@@ -106,6 +113,7 @@ impl Locker {
                 queues: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                sweeping: AtomicBool::new(false),
             }),
         })
     }
@@ -165,13 +173,15 @@ impl Locker {
         let value = random_hex();
         match self.acquire(&resources, &value).await {
             Ok((start, holders)) => {
-                let (stop, stop_rx) = watch::channel(false);
+                let (stop, _) = watch::channel(false);
                 let held = Arc::new(Held {
                     resources: resources.clone(),
                     value,
                     guards: Mutex::new(guards),
                     lost: AtomicBool::new(false),
                     stop,
+                    started: start,
+                    extending: AtomicBool::new(false),
                     may_hold: Mutex::new(holders),
                 });
                 {
@@ -180,10 +190,10 @@ impl Locker {
                         map.insert(r.clone(), held.clone());
                     }
                 }
-                let weak = Arc::downgrade(&self.inner);
-                self.inner
-                    .runtime
-                    .spawn(keep_extended(weak, held, start, stop_rx));
+                if !self.inner.sweeping.swap(true, Ordering::AcqRel) {
+                    let weak = Arc::downgrade(&self.inner);
+                    self.inner.runtime.spawn(sweep(weak));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -380,10 +390,27 @@ impl Inner {
 
     /// Stops extending `held`, deletes its keys, then wakes the next caller of this process.
     async fn release(&self, held: &Held, report: &mut UnlockReport) {
-        let _ = held.stop.send(true);
-        let votes = self
-            .vote(&RELEASE_SCRIPT, &held.resources, &held.value)
-            .await;
+        held.stop.send_replace(true);
+        let mut release = std::pin::pin!(self.vote(&RELEASE_SCRIPT, &held.resources, &held.value));
+        // With one voter, one poll puts the release on the voter's socket; the next caller of
+        // this process may then send its acquire right behind it (the server runs them in
+        // order), so a hand-off costs one round trip. Should the release have to wait for a
+        // reconnection instead, the acquire may overtake it and is refused, then retried: slower,
+        // never unsafe, since a release deletes only its own value.
+        let mut votes = None;
+        let early = self.voters.len() == 1;
+        if early {
+            if let std::task::Poll::Ready(v) =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(release.as_mut().poll(cx))).await
+            {
+                votes = Some(v);
+            }
+            self.hand_off(held);
+        }
+        let votes = match votes {
+            Some(v) => v,
+            None => release.await,
+        };
         let holders = held.may_hold.lock().expect("holders").clone();
         for ((conn, vote), may_hold) in self.voters.iter().zip(&votes).zip(holders) {
             if let Vote::Failed(why) = vote {
@@ -396,6 +423,13 @@ impl Inner {
             report.lost.extend(held.resources.iter().cloned());
         }
         report.released += 1;
+        if !early {
+            self.hand_off(held);
+        }
+    }
+
+    /// Lets the next caller of this process queued on `held`'s resources go.
+    fn hand_off(&self, held: &Held) {
         drop(std::mem::take(&mut *held.guards.lock().expect("guards")));
         self.forget_queues(&held.resources);
     }
@@ -405,7 +439,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(map) = self.held.lock() {
             for held in map.values() {
-                let _ = held.stop.send(true);
+                held.stop.send_replace(true);
             }
         }
     }
@@ -413,12 +447,70 @@ impl Drop for Inner {
 
 /// Extends `held` before it expires until it is unlocked (or the locker is gone); marks it lost
 /// when an extension does not succeed before the lock expires.
+/// How often the sweeper looks for locks due for extension: a quarter of the lead it must
+/// extend them by, so that it always starts in time.
+fn sweep_tick(config: &LockConfig) -> Duration {
+    let lead = config.automatic_extension_threshold.min(config.ttl / 2);
+    (lead / 4).max(Duration::from_millis(5))
+}
+
+/// One task per locker, while locks are held (and a while after): it starts the extension task
+/// of a lock only when that lock nears its expiry. Most locks are released long before, so taking
+/// and releasing a lock costs no task and no thread wake-up.
+async fn sweep(weak: Weak<Inner>) {
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let tick = {
+            let Some(inner) = weak.upgrade() else { return };
+            let tick = sweep_tick(&inner.config);
+            let ttl = inner.config.ttl;
+            let lead = inner.config.automatic_extension_threshold.min(ttl / 2);
+            let now = Instant::now();
+            let due: Vec<Arc<Held>> = {
+                let map = inner.held.lock().expect("lock map");
+                if map.is_empty() {
+                    let since = *idle_since.get_or_insert(now);
+                    // Idle for long: stop; the next lock starts a new sweeper.
+                    if now.duration_since(since) > IDLE_SWEEPER {
+                        // Under the map's lock: a lock taken after this sees the flag down and
+                        // starts a new sweeper.
+                        inner.sweeping.store(false, Ordering::Release);
+                        return;
+                    }
+                } else {
+                    idle_since = None;
+                }
+                map.values()
+                    .filter(|h| h.started + ttl - lead <= now + 2 * tick)
+                    .filter(|h| !h.extending.swap(true, Ordering::AcqRel))
+                    .cloned()
+                    .collect()
+            };
+            for held in due {
+                let stop = held.stop.subscribe();
+                let start = held.started;
+                inner
+                    .runtime
+                    .spawn(keep_extended(weak.clone(), held, start, stop));
+            }
+            tick
+        };
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// How long the sweeper stays after the last lock was released.
+const IDLE_SWEEPER: Duration = Duration::from_secs(5);
+
 async fn keep_extended(
     weak: Weak<Inner>,
     held: Arc<Held>,
     mut start: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
+    if *stop.borrow_and_update() {
+        return;
+    }
     let (ttl, lead) = match weak.upgrade() {
         Some(inner) => {
             let ttl = inner.config.ttl;
