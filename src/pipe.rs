@@ -58,6 +58,22 @@ impl Command for Oneshot {
     }
 }
 
+thread_local! {
+    /// See [`set_thread_hooks`].
+    static SUBMIT_HOOK: std::cell::Cell<Option<fn(&Pipe)>> = const { std::cell::Cell::new(None) };
+    static FLUSH_HOOK: std::cell::Cell<Option<fn(&Pipe)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Hooks for the commands this thread submits (the binding sets them on JavaScript threads):
+/// `submitted` is called with each pipe a command goes to while that pipe is still read by its
+/// task (the binding moves reading to the thread's loop then, whichever code path used the pipe
+/// first); `flush_later` takes over the flush after [`Pipe::send`]'s submit (the binding writes
+/// the whole burst of the current turn at once).
+pub fn set_thread_hooks(submitted: Option<fn(&Pipe)>, flush_later: Option<fn(&Pipe)>) {
+    SUBMIT_HOOK.with(|h| h.set(submitted));
+    FLUSH_HOOK.with(|h| h.set(flush_later));
+}
+
 /// An output buffer larger than this is not kept for reuse.
 const KEEP_BUFFER: usize = 1 << 20;
 /// The reader's buffer starts at, and reads at least, this much.
@@ -246,7 +262,14 @@ impl Pipe {
         }
         st.out.extend_from_slice(cmd.packed());
         st.waiters.push_back(cmd);
-        !st.writing
+        let must_flush = !st.writing;
+        drop(st);
+        if !self.is_external() {
+            if let Some(hook) = SUBMIT_HOOK.with(std::cell::Cell::get) {
+                hook(self);
+            }
+        }
+        must_flush
     }
 
     /// Writes out what was submitted, on this thread, unless another writer is at it; what the
@@ -266,7 +289,10 @@ impl Pipe {
             tx,
         };
         if self.submit(Box::new(cmd)) {
-            self.flush();
+            match FLUSH_HOOK.with(std::cell::Cell::get) {
+                Some(later) => later(self),
+                None => self.flush(),
+            }
         }
         rx.await
             .unwrap_or_else(|_| Err(closed_error("the connection was closed")))

@@ -10,9 +10,11 @@
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::future::Future;
+use std::pin::Pin;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 
 use napi::bindgen_prelude::{Env, Unknown};
 use napi::sys;
@@ -58,6 +60,53 @@ struct Shared {
     /// `None` once the environment tore the threadsafe function down.
     tsfn: Option<Tsfn>,
     queue: Vec<(Deferred, Outcome)>,
+    /// Tasks woken and waiting to be polled on the JavaScript thread.
+    runnable: Vec<Arc<Task>>,
+}
+
+/// A future run on its JavaScript thread (see [`promise`]): polled only there, woken from
+/// anywhere.
+struct Task {
+    bridge: Weak<Bridge>,
+    /// Taken when the future ends. Locked only on the JavaScript thread.
+    slot: Mutex<Option<(BoxedOutcome, Deferred)>>,
+    /// Already in `runnable`.
+    queued: AtomicBool,
+}
+
+type BoxedOutcome = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(bridge) = self.bridge.upgrade() else {
+            return;
+        };
+        let Ok(mut shared) = bridge.shared.lock() else {
+            return;
+        };
+        let Some(tsfn) = shared.tsfn.as_ref().map(|t| t.0) else {
+            return;
+        };
+        shared.runnable.push(self.clone());
+        let first = shared.runnable.len() + shared.queue.len() == 1;
+        if first && !bridge.is_draining() {
+            // SAFETY: the threadsafe function is alive (cleared under this lock in `finalize`).
+            unsafe {
+                sys::napi_call_threadsafe_function(
+                    tsfn,
+                    ptr::null_mut(),
+                    sys::ThreadsafeFunctionCallMode::nonblocking,
+                );
+            }
+        }
+    }
 }
 
 /// One JavaScript thread's bridge.
@@ -119,6 +168,7 @@ impl Bridge {
             }
             let bridge = Bridge::create(raw)?;
             *slot = Some(bridge.clone());
+            crate::pipe::set_thread_hooks(Some(adopt_on_submit), Some(flush_at_end_of_turn));
             Ok(bridge)
         })
     }
@@ -201,6 +251,7 @@ impl Bridge {
                 shared: Mutex::new(Shared {
                     tsfn: None,
                     queue: Vec::new(),
+                    runnable: Vec::new(),
                 }),
                 pending: AtomicUsize::new(0),
                 live_tsfn: AtomicPtr::new(ptr::null_mut()),
@@ -262,8 +313,7 @@ impl Bridge {
             return;
         };
         shared.queue.push((deferred, outcome));
-        let draining = DRAINING.with(|d| ptr::eq(d.get(), self));
-        if shared.queue.len() == 1 && !draining {
+        if shared.queue.len() + shared.runnable.len() == 1 && !self.is_draining() {
             // SAFETY: the threadsafe function is alive (it is cleared under this lock in
             // `finalize` before napi frees it).
             unsafe {
@@ -296,7 +346,12 @@ impl Bridge {
     }
 }
 
-/// Runs `fut` on the tokio runtime and returns a promise for its outcome.
+/// Runs `fut` on this JavaScript thread and returns a promise for its outcome.
+///
+/// The future is polled here, now, and again on this thread whenever it is woken (a reply read
+/// by this thread wakes it with no thread hop; a wake from elsewhere goes through the bridge's
+/// threadsafe function), inside the tokio runtime's context so that its timers work. Its I/O and
+/// any task it spawns stay on tokio.
 ///
 /// # Errors
 /// Only when napi itself fails to make the promise.
@@ -313,11 +368,13 @@ where
         "napi_create_promise",
     )?;
     bridge.hold();
-    let deferred = Deferred(deferred);
-    napi::bindgen_prelude::spawn(async move {
-        let outcome = fut.await;
-        bridge.complete(deferred, outcome);
+    let task = Arc::new(Task {
+        bridge: Arc::downgrade(&bridge),
+        slot: Mutex::new(Some((Box::pin(fut), Deferred(deferred)))),
+        queued: AtomicBool::new(false),
     });
+    // SAFETY: on the JavaScript thread of `env`, inside a call from JavaScript.
+    unsafe { bridge.run(env.raw(), Some(task)) };
     // SAFETY: `promise` is a live value of `env`.
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
 }
@@ -376,8 +433,6 @@ pub fn submit<'env>(
         completes.complete(deferred, outcome);
     });
     if let Some(pipe) = unflushed {
-        // SAFETY: on the JavaScript thread of `env`, whose bridge this is.
-        unsafe { super::poll::adopt(env.raw(), &bridge, &pipe) };
         bridge.flush_soon(pipe);
     }
     // SAFETY: `promise` is a live value of `env`.
@@ -385,6 +440,53 @@ pub fn submit<'env>(
 }
 
 impl Bridge {
+    /// True on the JavaScript thread while it runs tasks or reads for this bridge: it settles
+    /// what is queued before it returns, so nobody needs to wake it.
+    fn is_draining(&self) -> bool {
+        DRAINING.with(|d| ptr::eq(d.get(), self))
+    }
+
+    /// Polls `first` (a new task) and every woken task until none is left, then settles what is
+    /// queued.
+    ///
+    /// # Safety
+    /// On the JavaScript thread of `env`.
+    unsafe fn run(&self, env: sys::napi_env, first: Option<Arc<Task>>) {
+        let outer = DRAINING.with(|d| d.replace(self));
+        {
+            let _context = super::client::runtime().enter();
+            let mut batch: Vec<Arc<Task>> = first.into_iter().collect();
+            loop {
+                for task in batch.drain(..) {
+                    task.queued.store(false, Ordering::Release);
+                    let waker = Waker::from(task.clone());
+                    let mut cx = Context::from_waker(&waker);
+                    let mut slot = task.slot.lock().unwrap_or_else(|p| p.into_inner());
+                    let Some((fut, _)) = slot.as_mut() else {
+                        continue;
+                    };
+                    if let Poll::Ready(outcome) = fut.as_mut().poll(&mut cx) {
+                        if let Some((_, deferred)) = slot.take() {
+                            drop(slot);
+                            self.complete(deferred, outcome);
+                        }
+                    }
+                }
+                match self.shared.lock() {
+                    Ok(mut shared) if !shared.runnable.is_empty() => {
+                        std::mem::swap(&mut batch, &mut shared.runnable);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        DRAINING.with(|d| d.set(outer));
+        if outer.is_null() {
+            // SAFETY: on the JavaScript thread of `env`.
+            unsafe { self.settle_queued(env) };
+        }
+    }
+
     /// Runs `read` (reads on this thread whose replies complete this bridge's promises), then
     /// settles what is queued, in a callback scope, so that the promises' reactions run when it
     /// closes, as after any I/O callback. Returns what `read` returned.
@@ -395,8 +497,11 @@ impl Bridge {
         DRAINING.with(|d| d.set(self));
         let out = read();
         DRAINING.with(|d| d.set(ptr::null()));
-        let empty = self.shared.lock().map_or(true, |s| s.queue.is_empty());
-        if empty {
+        let idle = self
+            .shared
+            .lock()
+            .map_or(true, |s| s.queue.is_empty() && s.runnable.is_empty());
+        if idle {
             return out;
         }
         // SAFETY: on the JavaScript thread, outside any JavaScript frame.
@@ -409,7 +514,7 @@ impl Bridge {
             let opened =
                 sys::napi_open_callback_scope(env, resource, self.async_context, &mut scope)
                     == sys::Status::napi_ok;
-            self.settle_queued(env);
+            self.run(env, None);
             if opened {
                 sys::napi_close_callback_scope(env, scope);
             }
@@ -485,6 +590,32 @@ impl Bridge {
     }
 }
 
+/// Moves reading of `pipe` to this JavaScript thread's loop (see `poll`): the submit hook of
+/// every JavaScript thread with a bridge.
+fn adopt_on_submit(pipe: &Pipe) {
+    let bridge = CURRENT.with(|cell| cell.try_borrow().ok().and_then(|b| b.clone()));
+    if let Some(bridge) = bridge {
+        if !bridge.live_tsfn.load(Ordering::Relaxed).is_null() {
+            // SAFETY: the hook is set only on JavaScript threads, and `CURRENT` is this thread's
+            // bridge, whose environment is alive while its threadsafe function is.
+            unsafe { super::poll::adopt(bridge.env, &bridge, pipe) };
+        }
+    }
+}
+
+/// Has `pipe` written at the end of this turn, with everything else submitted in it: the flush
+/// hook of every JavaScript thread with a bridge (the futures of [`promise`] run only where the
+/// microtasks run after them).
+fn flush_at_end_of_turn(pipe: &Pipe) {
+    let bridge = CURRENT.with(|cell| cell.try_borrow().ok().and_then(|b| b.clone()));
+    match bridge {
+        Some(bridge) if !bridge.live_tsfn.load(Ordering::Relaxed).is_null() => {
+            bridge.flush_soon(pipe.clone());
+        }
+        _ => pipe.flush(),
+    }
+}
+
 /// Writes every pipe this thread submitted to since the last flush.
 fn flush_all() {
     let pipes = UNFLUSHED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
@@ -518,6 +649,7 @@ unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mu
     let queued = match bridge.shared.lock() {
         Ok(mut shared) => {
             shared.tsfn = None;
+            shared.runnable.clear();
             std::mem::take(&mut shared.queue)
         }
         Err(_) => Vec::new(),
@@ -538,7 +670,7 @@ unsafe extern "C" fn settle_all(
     // calls this on the JavaScript thread.
     unsafe {
         let bridge = &*(context as *const Bridge);
-        bridge.settle_queued(env);
+        bridge.run(env, None);
     }
 }
 
