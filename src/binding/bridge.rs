@@ -139,7 +139,7 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
     /// Pipes with commands submitted by this thread and not yet written: they are written in
     /// one go by a microtask at the end of the burst.
-    static UNFLUSHED: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    static UNFLUSHED: RefCell<Vec<(Pipe, u32)>> = const { RefCell::new(Vec::new()) };
     /// The bridge this thread settles right after the reads under way (see
     /// [`Bridge::settle_here`]): completions for it need not wake the thread.
     static DRAINING: std::cell::Cell<*const Bridge> = const { std::cell::Cell::new(ptr::null()) };
@@ -553,14 +553,26 @@ impl Bridge {
     /// Has `pipe` written at the end of this burst (once per burst); at once when no microtask
     /// can be queued.
     fn flush_soon(&self, pipe: Pipe) {
-        let first = UNFLUSHED.with(|cell| {
+        let (first, early) = UNFLUSHED.with(|cell| {
             let mut list = cell.borrow_mut();
             let first = list.is_empty();
-            if !list.iter().any(|p| p.same(&pipe)) {
-                list.push(pipe);
-            }
-            first
+            let early = match list.iter_mut().find(|(p, _)| p.same(&pipe)) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n == EARLY_FLUSH
+                }
+                None => {
+                    list.push((pipe.clone(), 1));
+                    false
+                }
+            };
+            (first, early)
         });
+        if early {
+            // A burst is under way: send its start now, so that the server works on it while
+            // this thread prepares the rest (sent at the end of the turn).
+            pipe.flush();
+        }
         // SAFETY: on the JavaScript thread (`UNFLUSHED` is this thread's), with live references.
         if first && !unsafe { self.queue_flush() } {
             flush_all();
@@ -616,10 +628,15 @@ fn flush_at_end_of_turn(pipe: &Pipe) {
     }
 }
 
+/// The command of a turn at which the turn's commands so far are written at once, instead of
+/// waiting for the end of the turn: a lone command (one in flight) goes at the end of its turn,
+/// right before the thread sleeps, while a burst lets the server start early.
+const EARLY_FLUSH: u32 = 2;
+
 /// Writes every pipe this thread submitted to since the last flush.
 fn flush_all() {
     let pipes = UNFLUSHED.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
-    for pipe in &pipes {
+    for (pipe, _) in &pipes {
         pipe.flush();
     }
     // Give the list's allocation back for the next burst.
