@@ -631,7 +631,7 @@ fn flush_at_end_of_turn(pipe: &Pipe) {
 /// The command of a turn at which the turn's commands so far are written at once, instead of
 /// waiting for the end of the turn: a lone command (one in flight) goes at the end of its turn,
 /// right before the thread sleeps, while a burst lets the server start early.
-const EARLY_FLUSH: u32 = 2;
+const EARLY_FLUSH: u32 = 4;
 
 /// Writes every pipe this thread submitted to since the last flush.
 fn flush_all() {
