@@ -138,6 +138,7 @@ declare namespace RedisStorageAdapter {
    * | `ERR_PROTOCOL` | a reply of an unexpected shape |
    * | `ERR_LOCK_NOT_ACQUIRED` | `locker.lock()` ran out of attempts |
    * | `ERR_NO_LOCK_NODE` | `redlockFilter` left no node to lock on (`No redis client available`) |
+   * | `ERR_INTERNAL` | a defect in this package, caught instead of crashing the process (please report it) |
    *
    * Two more codes are process warnings (`process.on('warning')`), never rejections:
    * `ERR_LOCK_LOST` (a held lock expired or was taken before `unlock`) and `ERR_LOCK_RELEASE`
@@ -155,7 +156,8 @@ declare namespace RedisStorageAdapter {
     | 'ERR_CLEAR_REFUSED'
     | 'ERR_PROTOCOL'
     | 'ERR_LOCK_NOT_ACQUIRED'
-    | 'ERR_NO_LOCK_NODE';
+    | 'ERR_NO_LOCK_NODE'
+    | 'ERR_INTERNAL';
 
   /**
    * What this package throws and rejects with: an `Error` (a `TypeError` for wrong options and

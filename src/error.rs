@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Protocol,
     /// A lock could not be acquired within its attempts.
     LockNotAcquired,
+    /// A defect in this package (a panic caught at the JavaScript boundary).
+    Internal,
 }
 
 impl ErrorKind {
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Reply => "ERR_REPLY",
             ErrorKind::ClearRefused => "ERR_CLEAR_REFUSED",
             ErrorKind::Protocol => "ERR_PROTOCOL",
+            ErrorKind::Internal => "ERR_INTERNAL",
             ErrorKind::LockNotAcquired => "ERR_LOCK_NOT_ACQUIRED",
         }
     }

@@ -340,6 +340,12 @@ impl PipeReader {
         self.shared.reader_moved.notify_one();
     }
 
+    /// Kills the pipe (its commands fail as if the socket broke, so they are sent again on the
+    /// next one): for a reader that met a defect of its own.
+    pub fn fail(&self, why: &str) {
+        self.shared.kill(protocol_error(why));
+    }
+
     /// Reads what has arrived and hands the replies to their waiters, on this thread. Returns
     /// false when the pipe is dead (now or before): the loop should stop watching it.
     pub fn read_available(&self) -> bool {

@@ -465,11 +465,21 @@ impl Bridge {
                     let Some((fut, _)) = slot.as_mut() else {
                         continue;
                     };
-                    if let Poll::Ready(outcome) = fut.as_mut().poll(&mut cx) {
-                        if let Some((_, deferred)) = slot.take() {
-                            drop(slot);
-                            self.complete(deferred, outcome);
-                        }
+                    // A panic must not unwind into libuv or Node: it rejects the promise.
+                    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        fut.as_mut().poll(&mut cx)
+                    }));
+                    let outcome = match polled {
+                        Ok(Poll::Pending) => continue,
+                        Ok(Poll::Ready(outcome)) => outcome,
+                        Err(panic) => Outcome::Error(Error::new(
+                            ErrorKind::Internal,
+                            format!("internal error: {}", panic_message(&panic)),
+                        )),
+                    };
+                    if let Some((_, deferred)) = slot.take() {
+                        drop(slot);
+                        self.complete(deferred, outcome);
                     }
                 }
                 match self.shared.lock() {
@@ -602,6 +612,15 @@ impl Bridge {
     }
 }
 
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
 /// Moves reading of `pipe` to this JavaScript thread's loop (see `poll`): the submit hook of
 /// every JavaScript thread with a bridge.
 fn adopt_on_submit(pipe: &Pipe) {
@@ -654,7 +673,8 @@ unsafe extern "C" fn flush_pipes(
     env: sys::napi_env,
     _info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    flush_all();
+    // Nothing may unwind into V8.
+    let _ = std::panic::catch_unwind(flush_all);
     // SAFETY: called by napi on the JavaScript thread of `env`.
     unsafe { undefined(env) }
 }

@@ -112,9 +112,17 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
             return;
         }
         let reader = &watch.reader;
-        let alive = watch
-            .bridge
-            .settle_here(watch.env, || status == 0 && reader.read_available());
+        // A panic must not unwind into libuv: the pipe is then treated as dead.
+        let alive = watch.bridge.settle_here(watch.env, || {
+            status == 0
+                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    reader.read_available()
+                }))
+                .unwrap_or_else(|_| {
+                    reader.fail("internal error while reading replies");
+                    false
+                })
+        });
         if !alive {
             close(handle);
         }
