@@ -98,6 +98,7 @@ async function measure(job, op, { maxOps = Infinity, rssBefore } = {}) {
     opsPerSec: ops / seconds,
     ...latency(reservoir),
     cpuUsPerOp: ops ? (cpu.user + cpu.system) / ops : null,
+    kernelCpuUsPerOp: ops ? cpu.system / ops : null,
     redisCpuUsPerOp: ops ? redisUs / ops : null,
     ctxSwitchesPerOp: ops ? ctxSwitches(ru0, ru1) / ops : null,
     selfCores: machine.selfCores,
