@@ -1,11 +1,21 @@
-//! Futures to JavaScript promises, settled in batches.
+//! Calls to JavaScript promises, settled in batches.
 //!
 //! Each JavaScript thread (the main thread, every worker) gets one bridge: a threadsafe function
-//! with no JavaScript callback, and a queue. A future runs on the tokio runtime; when it ends, its
-//! outcome joins the queue, and only the completion that finds the queue empty wakes the
-//! JavaScript thread. That wake settles every queued promise in one crossing, so at high
-//! concurrency many replies cost one thread hop. The threadsafe function holds the event loop
-//! open only while promises are pending, so an idle adapter never keeps Node from exiting.
+//! with no JavaScript callback, and a queue of outcomes. Two kinds of call end in it:
+//!
+//! - [`submit`]: a packed command put straight on a pipe; its reply is converted where it is read
+//!   (normally on this very thread, see `poll`) and queued.
+//! - [`promise`]: a future polled on this thread (a small executor: `Bridge::run`), again each
+//!   time it is woken, inside the tokio runtime's context.
+//!
+//! The queue is settled by whoever is on the JavaScript thread anyway (the reply-reading callback,
+//! the call that made the promise); only a completion or wake from another thread, finding the
+//! queue empty, wakes the JavaScript thread through the threadsafe function, and that one wake
+//! settles everything queued. The threadsafe function holds the event loop open only while
+//! promises are pending, so an idle adapter never keeps Node from exiting.
+//!
+//! Writes are batched the same way: commands made in one turn of the event loop are written
+//! together by a microtask at its end (the start of a longer burst a little earlier).
 
 use std::cell::RefCell;
 use std::ffi::c_void;
