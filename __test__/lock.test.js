@@ -246,6 +246,26 @@ describe('locker', () => {
     assert.equal(await observer.exists(resource), 0);
   });
 
+  it('keeps a lock extended while the JavaScript thread is blocked longer than redlockTTL', { timeout: 30000 }, async () => {
+    // Replies are read on the JavaScript thread; the extension must not wait for it.
+    const resource = 'lock:blocked';
+    await observer.del(resource);
+    const adapter = adapterWith({ redlockTTL: 500, keyPrefix: 'blocked:' });
+    const warnings = await collectWarnings(async () => {
+      await adapter.set('k', 1);
+      await adapter.locker.lock(resource);
+      const until = Date.now() + 1500;
+      while (Date.now() < until) {
+        // a synchronous computation three times as long as redlockTTL
+      }
+      assert.equal(await observer.exists(resource), 1, 'the lock expired while the thread was blocked');
+      await adapter.locker.unlock(resource);
+    });
+    const lost = warnings.filter((w) => w.code === 'ERR_LOCK_LOST');
+    assert.deepEqual(lost.map((w) => w.message), [], 'the lock was reported lost');
+    assert.equal(await observer.exists(resource), 0);
+  });
+
   it('reports a lock lost while held (ERR_LOCK_LOST) and never deletes the new holder\'s key', { timeout: 20000 }, async () => {
     const resource = 'lock:lost';
     await observer.del(resource);

@@ -74,6 +74,9 @@ pub fn set_thread_hooks(submitted: Option<fn(&Pipe)>, flush_later: Option<fn(&Pi
     FLUSH_HOOK.with(|h| h.set(flush_later));
 }
 
+/// How long a task waits for a reply that an outside loop should read before reading itself.
+const BUSY_READER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// An output buffer larger than this is not kept for reuse.
 const KEEP_BUFFER: usize = 1 << 20;
 /// The reader's buffer starts at, and reads at least, this much.
@@ -288,14 +291,32 @@ impl Pipe {
             packed: bytes.to_vec(),
             tx,
         };
+        let hooked = FLUSH_HOOK.with(std::cell::Cell::get);
         if self.submit(Box::new(cmd)) {
-            match FLUSH_HOOK.with(std::cell::Cell::get) {
+            match hooked {
                 Some(later) => later(self),
                 None => self.flush(),
             }
         }
-        rx.await
-            .unwrap_or_else(|_| Err(closed_error("the connection was closed")))
+        let closed = |_| Err(closed_error("the connection was closed"));
+        if hooked.is_some() || !self.is_external() {
+            return rx.await.unwrap_or_else(closed);
+        }
+        // Sent from a task while an outside loop reads (a lock's extension while the JavaScript
+        // thread owns the socket): should that loop be busy (a long synchronous computation),
+        // read from here too, so that the reply is not held up behind it. Reads are serialised,
+        // so whoever comes first hands every reply out.
+        let mut rx = rx;
+        loop {
+            match tokio::time::timeout(BUSY_READER_WAIT, &mut rx).await {
+                Ok(reply) => return reply.unwrap_or_else(closed),
+                Err(_) => {
+                    if let Err(e) = self.shared.read_available() {
+                        self.shared.kill(e);
+                    }
+                }
+            }
+        }
     }
 
     /// True once the socket failed or was closed.

@@ -260,3 +260,28 @@ async fn reading_moves_to_an_outside_loop_and_back() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!reader.read_available());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_outside_reader_does_not_hold_up_commands_sent_from_tasks() {
+    let server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["PING"])).await.unwrap();
+    let pipe = conn
+        .submit(encode(&[b"PING"]), |_| {})
+        .expect("a plain TCP connection takes the fast path");
+    pipe.flush();
+    // The outside loop takes reading over, then never reads (a JavaScript thread stuck in a
+    // long computation).
+    let reader = pipe.reader();
+    reader.set_external(true);
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let reply = tokio::time::timeout(Duration::from_secs(2), conn.send(&cmd(&["INCR", "n"])))
+            .await
+            .expect("the reply is read by the task itself")
+            .unwrap();
+        assert_eq!(reply, Value::Int(i + 1));
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(reader);
+}
