@@ -155,6 +155,34 @@ thread_local! {
     static DRAINING: std::cell::Cell<*const Bridge> = const { std::cell::Cell::new(ptr::null()) };
 }
 
+/// `object[name]`.
+///
+/// # Safety
+/// On the JavaScript thread of `env`, with a live `object`.
+unsafe fn property(
+    env: sys::napi_env,
+    object: sys::napi_value,
+    name: &std::ffi::CStr,
+) -> napi::Result<sys::napi_value> {
+    let mut value = ptr::null_mut();
+    // SAFETY: as the caller promises.
+    let status = unsafe { sys::napi_get_named_property(env, object, name.as_ptr(), &mut value) };
+    check(status, &name.to_string_lossy())?;
+    Ok(value)
+}
+
+/// A strong reference to `value`, kept for the bridge's life.
+///
+/// # Safety
+/// On the JavaScript thread of `env`, with a live `value`.
+unsafe fn reference(env: sys::napi_env, value: sys::napi_value) -> napi::Result<sys::napi_ref> {
+    let mut out = ptr::null_mut();
+    // SAFETY: as the caller promises.
+    let status = unsafe { sys::napi_create_reference(env, value, 1, &mut out) };
+    check(status, "napi_create_reference")?;
+    Ok(out)
+}
+
 fn check(status: sys::napi_status, what: &str) -> napi::Result<()> {
     if status == sys::Status::napi_ok {
         Ok(())
@@ -188,31 +216,9 @@ impl Bridge {
         unsafe {
             let mut global = ptr::null_mut();
             check(sys::napi_get_global(env, &mut global), "napi_get_global")?;
-            let mut json = ptr::null_mut();
-            check(
-                sys::napi_get_named_property(env, global, c"JSON".as_ptr(), &mut json),
-                "JSON",
-            )?;
-            let mut parse = ptr::null_mut();
-            check(
-                sys::napi_get_named_property(env, json, c"parse".as_ptr(), &mut parse),
-                "JSON.parse",
-            )?;
-            let mut json_parse = ptr::null_mut();
-            check(
-                sys::napi_create_reference(env, parse, 1, &mut json_parse),
-                "napi_create_reference",
-            )?;
-            let mut queue = ptr::null_mut();
-            check(
-                sys::napi_get_named_property(env, global, c"queueMicrotask".as_ptr(), &mut queue),
-                "queueMicrotask",
-            )?;
-            let mut queue_microtask = ptr::null_mut();
-            check(
-                sys::napi_create_reference(env, queue, 1, &mut queue_microtask),
-                "napi_create_reference",
-            )?;
+            let json = property(env, global, c"JSON")?;
+            let json_parse = reference(env, property(env, json, c"parse")?)?;
+            let queue_microtask = reference(env, property(env, global, c"queueMicrotask")?)?;
             let mut flush = ptr::null_mut();
             check(
                 sys::napi_create_function(
@@ -225,31 +231,14 @@ impl Bridge {
                 ),
                 "napi_create_function",
             )?;
-            let mut flush_fn = ptr::null_mut();
-            check(
-                sys::napi_create_reference(env, flush, 1, &mut flush_fn),
-                "napi_create_reference",
-            )?;
+            let flush_fn = reference(env, flush)?;
             let mut resource = ptr::null_mut();
             check(
                 sys::napi_create_object(env, &mut resource),
                 "napi_create_object",
             )?;
-            let mut async_resource = ptr::null_mut();
-            check(
-                sys::napi_create_reference(env, resource, 1, &mut async_resource),
-                "napi_create_reference",
-            )?;
-            let mut resource_name = ptr::null_mut();
-            check(
-                sys::napi_create_string_utf8(
-                    env,
-                    c"alova-storage-redis:reply".as_ptr(),
-                    25,
-                    &mut resource_name,
-                ),
-                "napi_create_string_utf8",
-            )?;
+            let async_resource = reference(env, resource)?;
+            let resource_name = string(env, b"alova-storage-redis:reply");
             let mut async_context = ptr::null_mut();
             check(
                 sys::napi_async_init(env, resource, resource_name, &mut async_context),
@@ -369,18 +358,10 @@ pub fn promise<'env, F>(env: &'env Env, fut: F) -> napi::Result<Unknown<'env>>
 where
     F: Future<Output = Outcome> + Send + 'static,
 {
-    let bridge = Bridge::current(env)?;
-    let mut deferred = ptr::null_mut();
-    let mut promise = ptr::null_mut();
-    // SAFETY: on the JavaScript thread of `env`, with valid out-pointers.
-    check(
-        unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) },
-        "napi_create_promise",
-    )?;
-    bridge.hold();
+    let (bridge, deferred, promise) = Bridge::new_promise(env)?;
     let task = Arc::new(Task {
         bridge: Arc::downgrade(&bridge),
-        slot: Mutex::new(Some((Box::pin(fut), Deferred(deferred)))),
+        slot: Mutex::new(Some((Box::pin(fut), deferred))),
         queued: AtomicBool::new(false),
     });
     // SAFETY: on the JavaScript thread of `env`, inside a call from JavaScript.
@@ -424,16 +405,7 @@ pub fn submit<'env>(
     bytes: Vec<u8>,
     convert: fn(Value) -> Outcome,
 ) -> napi::Result<Unknown<'env>> {
-    let bridge = Bridge::current(env)?;
-    let mut deferred = ptr::null_mut();
-    let mut promise = ptr::null_mut();
-    // SAFETY: on the JavaScript thread of `env`, with valid out-pointers.
-    check(
-        unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) },
-        "napi_create_promise",
-    )?;
-    bridge.hold();
-    let deferred = Deferred(deferred);
+    let (bridge, deferred, promise) = Bridge::new_promise(env)?;
     let completes = bridge.clone();
     let unflushed = conn.submit(bytes, move |reply| {
         let outcome = match reply {
@@ -450,6 +422,21 @@ pub fn submit<'env>(
 }
 
 impl Bridge {
+    /// This thread's bridge and a new pending promise of it (counted, so that it holds the event
+    /// loop until settled).
+    fn new_promise(env: &Env) -> napi::Result<(Arc<Bridge>, Deferred, sys::napi_value)> {
+        let bridge = Bridge::current(env)?;
+        let mut deferred = ptr::null_mut();
+        let mut promise = ptr::null_mut();
+        // SAFETY: on the JavaScript thread of `env`, with valid out-pointers.
+        check(
+            unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) },
+            "napi_create_promise",
+        )?;
+        bridge.hold();
+        Ok((bridge, Deferred(deferred), promise))
+    }
+
     /// True on the JavaScript thread while it runs tasks or reads for this bridge: it settles
     /// what is queued before it returns, so nobody needs to wake it.
     fn is_draining(&self) -> bool {
