@@ -520,6 +520,10 @@ impl Shared {
             }
             // A short read drained the socket: wait for the next readiness.
             if n < room {
+                // A buffer grown for one large reply is not kept.
+                if rs.filled == 0 && rs.buf.len() > KEEP_BUFFER {
+                    rs.buf = Vec::new();
+                }
                 return Ok(());
             }
         }
