@@ -131,4 +131,25 @@ async function runCounters(procs, sections, timeout) {
   return results;
 }
 
-module.exports = { forkFixture, killChildren, startOverlapServer, runCounters };
+/**
+ * Starts one forked lock-atomize.js fixture per entry of `perProcess` (its requests) against the
+ * overlap server, with the connection settings `where` (`{ port }` or `{ nodes }`), lets them go
+ * together and waits; checks that no request failed and no lock was lost. Resolves with their
+ * results.
+ */
+async function runAtomize(overlap, where, perProcess, extra, ms) {
+  overlap.reset();
+  const procs = perProcess.map((requests) =>
+    forkFixture('lock-atomize.js', { ...where, baseURL: overlap.baseURL, timeout: 60000, requests, ...extra }),
+  );
+  await Promise.all(procs.map((p) => p.next('ready')));
+  for (const p of procs) p.child.send('go');
+  const results = await Promise.all(procs.map((p) => p.next('done', ms)));
+  for (const r of results) {
+    assert.deepEqual(r.failures, [], 'some atomized requests failed');
+    assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), [], 'a lock was lost while held');
+  }
+  return results;
+}
+
+module.exports = { forkFixture, killChildren, startOverlapServer, runCounters, runAtomize };

@@ -16,7 +16,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Redlock } = require('@sesamecare-oss/redlock');
-const { forkFixture, killChildren, startOverlapServer, runCounters } = require('./children');
+const { forkFixture, killChildren, startOverlapServer, runCounters, runAtomize } = require('./children');
 const RedisStorageAdapter = require('..');
 const { startCluster } = require('./servers');
 const {
@@ -330,32 +330,19 @@ describe('locker on a Redis Cluster', () => {
 
   describe('atomize with a cluster l2Cache', () => {
     let overlap;
-    let baseURL;
     let seen;
 
     before(async () => {
       overlap = await startOverlapServer();
-      ({ baseURL, seen } = overlap);
+      ({ seen } = overlap);
     });
 
     after(async () => {
       await overlap?.close();
     });
 
-    async function runProcesses(perProcess, extra = {}, ms = 100000) {
-      overlap.reset();
-      const procs = perProcess.map((requests) =>
-        forkFixture('lock-atomize.js', { nodes: cluster.nodes, baseURL, timeout: 60000, requests, ...extra }),
-      );
-      await Promise.all(procs.map((p) => p.next('ready')));
-      for (const p of procs) p.child.send('go');
-      const results = await Promise.all(procs.map((p) => p.next('done', ms)));
-      for (const r of results) {
-        assert.deepEqual(r.failures, [], 'some atomized requests failed');
-        assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), [], 'a lock was lost while held');
-      }
-      return results;
-    }
+    const runProcesses = (perProcess, extra = {}, ms = 100000) =>
+      runAtomize(overlap, { nodes: cluster.nodes }, perProcess, extra, ms);
 
     it('serialises 3 processes x 15 concurrent atomized requests on the default channel', { timeout: 120000 }, async () => {
       const perProcess = [0, 1, 2].map((p) => Array.from({ length: 15 }, (_, i) => ({ id: `p${p}-${i}`, ms: 20 })));

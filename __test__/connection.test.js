@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const RedisStorageAdapter = require('..');
-const { startRedis, freePort, HOST } = require('./servers');
+const { startRedis, startPlainAndSecured, freePort, HOST } = require('./servers');
 const { rejectsWithCode, within, ioredisFor, closeAll } = require('./helpers');
 
 const PASSWORD = 'connection-secret-pw';
@@ -48,12 +48,8 @@ describe('connections', () => {
   };
 
   before(async () => {
-    [server, secured] = await Promise.all([
-      startRedis({ unixSocket: true }),
-      startRedis({ password: PASSWORD }),
-    ]);
+    ({ server, secured } = await startPlainAndSecured(PASSWORD));
     observer = ioredisFor(server, {}, open);
-    await secured.command('ACL', 'SETUSER', 'app', 'on', '>app-user-pw', '~*', '+@all');
   });
   after(async () => {
     await closeAll(open);

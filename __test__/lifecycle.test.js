@@ -10,7 +10,7 @@ const { spawn } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
 const Redis = require('ioredis');
 const RedisStorageAdapter = require('..');
-const { startRedis } = require('./servers');
+const { startPlainAndSecured } = require('./servers');
 const { within, waitFor, ioredisFor, connectionCount, closeAll } = require('./helpers');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -57,12 +57,8 @@ describe('lifecycle', () => {
   const open = [];
 
   before(async () => {
-    [server, secured] = await Promise.all([
-      startRedis({ unixSocket: true }),
-      startRedis({ password: PASSWORD }),
-    ]);
+    ({ server, secured } = await startPlainAndSecured(PASSWORD));
     observer = ioredisFor(server, {}, open);
-    await secured.command('ACL', 'SETUSER', 'app', 'on', '>app-user-pw', '~*', '+@all');
   });
   after(async () => {
     await closeAll(open);

@@ -10,7 +10,7 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { forkFixture, killChildren, startOverlapServer } = require('./children');
+const { killChildren, startOverlapServer, runAtomize } = require('./children');
 const { startRedis } = require('./servers');
 const { ioredisFor, closeAll } = require('./helpers');
 
@@ -27,7 +27,6 @@ describe('atomize with the locker', () => {
   let redis;
   let observer;
   let overlap;
-  let baseURL;
   const open = [];
 
   /** What the HTTP server saw: overlaps overall and between requests sharing a channel. */
@@ -37,7 +36,7 @@ describe('atomize with the locker', () => {
     redis = await startRedis();
     observer = ioredisFor(redis, {}, open);
     overlap = await startOverlapServer();
-    ({ baseURL, seen } = overlap);
+    ({ seen } = overlap);
   });
 
   after(async () => {
@@ -48,20 +47,8 @@ describe('atomize with the locker', () => {
   });
 
   /** Runs one fixture per entry of `perProcess` (its requests) at once; resolves with their results. */
-  async function runProcesses(perProcess, extra = {}, ms = 90000) {
-    overlap.reset();
-    const procs = perProcess.map((requests) =>
-      forkFixture('lock-atomize.js', { port: redis.port, baseURL, timeout: 60000, requests, ...extra }),
-    );
-    await Promise.all(procs.map((p) => p.next('ready')));
-    for (const p of procs) p.child.send('go');
-    const results = await Promise.all(procs.map((p) => p.next('done', ms)));
-    for (const r of results) {
-      assert.deepEqual(r.failures, [], 'some atomized requests failed');
-      assert.deepEqual(r.warnings.filter((w) => w.code === 'ERR_LOCK_LOST'), [], 'a lock was lost while held');
-    }
-    return results;
-  }
+  const runProcesses = (perProcess, extra = {}, ms = 90000) =>
+    runAtomize(overlap, { port: redis.port }, perProcess, extra, ms);
 
   it('serialises 3 processes x 20 concurrent atomized requests on the default channel', { timeout: 120000 }, async () => {
     const perProcess = [0, 1, 2].map((p) =>

@@ -529,8 +529,22 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
+/**
+ * Two servers for connection suites, started together: `server`, plain and with a unix socket,
+ * and `secured`, with `password` and an ACL user `app` (password `app-user-pw`, every command).
+ */
+async function startPlainAndSecured(password) {
+  const [server, secured] = await Promise.all([
+    startRedis({ unixSocket: true }),
+    startRedis({ password }),
+  ]);
+  await secured.command('ACL', 'SETUSER', 'app', 'on', '>app-user-pw', '~*', '+@all');
+  return { server, secured };
+}
+
 module.exports = {
   HOST,
+  startPlainAndSecured,
   freePort,
   parseReply,
   rawCommands,
