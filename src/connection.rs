@@ -79,10 +79,11 @@ pub enum Request<'a> {
 }
 
 impl Request<'_> {
-    fn packed(&self) -> std::borrow::Cow<'_, [u8]> {
+    /// The command packed as RESP, in a buffer of its own (the pipe keeps it until the reply).
+    fn packed(&self) -> Vec<u8> {
         match self {
-            Request::Cmd(cmd) => cmd.get_packed_command().into(),
-            Request::Packed(bytes) => (*bytes).into(),
+            Request::Cmd(cmd) => cmd.get_packed_command(),
+            Request::Packed(bytes) => bytes.to_vec(),
         }
     }
 
@@ -114,7 +115,7 @@ impl Link {
             Link::Pipe(pipe) => {
                 let bytes = req.packed();
                 match timeout {
-                    Some(limit) => tokio::time::timeout(limit, pipe.send(&bytes))
+                    Some(limit) => tokio::time::timeout(limit, pipe.send(bytes))
                         .await
                         .unwrap_or_else(|_| {
                             Err(
@@ -122,7 +123,7 @@ impl Link {
                                     .into(),
                             )
                         }),
-                    None => pipe.send(&bytes).await,
+                    None => pipe.send(bytes).await,
                 }
             }
             Link::Single(conn) => conn.send_packed_command(&req.cmd()).await,
@@ -919,7 +920,7 @@ async fn open(
 async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
     let config = &inner.config;
     let send = |cmd: Vec<u8>| async move {
-        match pipe.send(&cmd).await {
+        match pipe.send(cmd).await {
             Ok(Value::ServerError(err)) => Err(redis::RedisError::from(err)),
             other => other,
         }

@@ -285,12 +285,9 @@ impl Pipe {
     ///
     /// # Errors
     /// The socket's failure.
-    pub async fn send(&self, bytes: &[u8]) -> Reply {
+    pub async fn send(&self, packed: Vec<u8>) -> Reply {
         let (tx, rx) = oneshot::channel();
-        let cmd = Oneshot {
-            packed: bytes.to_vec(),
-            tx,
-        };
+        let cmd = Oneshot { packed, tx };
         let hooked = FLUSH_HOOK.with(std::cell::Cell::get);
         if self.submit(Box::new(cmd)) {
             match hooked {
