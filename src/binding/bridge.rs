@@ -450,7 +450,7 @@ impl Bridge {
     /// On the JavaScript thread of `env`.
     unsafe fn run(&self, env: sys::napi_env, first: Option<Arc<Task>>) {
         let outer = DRAINING.with(|d| d.replace(self));
-        {
+        let settled = {
             let _context = super::client::runtime().enter();
             let mut batch: Vec<Arc<Task>> = first.into_iter().collect();
             loop {
@@ -479,18 +479,30 @@ impl Bridge {
                         self.complete(deferred, outcome);
                     }
                 }
-                match self.shared.lock() {
-                    Ok(mut shared) if !shared.runnable.is_empty() => {
-                        std::mem::swap(&mut batch, &mut shared.runnable);
-                    }
-                    _ => break,
+                let Ok(mut shared) = self.shared.lock() else {
+                    break None;
+                };
+                if !shared.runnable.is_empty() {
+                    std::mem::swap(&mut batch, &mut shared.runnable);
+                } else if outer.is_null() {
+                    // Seen empty and emptied under one lock: whatever is pushed after this
+                    // finds the bridge empty and wakes this thread (see `Task::wake_by_ref`).
+                    // Taken under a second lock, a task woken in between would be left in
+                    // `runnable` with no wake-up coming.
+                    break Some((
+                        std::mem::take(&mut shared.queue),
+                        shared.tsfn.as_ref().map(|t| t.0),
+                    ));
+                } else {
+                    // The outer `run` settles (and rechecks) when this returns.
+                    break None;
                 }
             }
-        }
+        };
         DRAINING.with(|d| d.set(outer));
-        if outer.is_null() {
+        if let Some((batch, tsfn)) = settled {
             // SAFETY: on the JavaScript thread of `env`.
-            unsafe { self.settle_queued(env) };
+            unsafe { self.settle_batch(env, batch, tsfn) };
         }
     }
 
@@ -530,18 +542,16 @@ impl Bridge {
         out
     }
 
-    /// Settles every queued outcome.
+    /// Settles `batch`, taken from the queue.
     ///
     /// # Safety
     /// On the JavaScript thread of `env`.
-    unsafe fn settle_queued(&self, env: sys::napi_env) {
-        let (batch, tsfn) = match self.shared.lock() {
-            Ok(mut shared) => (
-                std::mem::take(&mut shared.queue),
-                shared.tsfn.as_ref().map(|t| t.0),
-            ),
-            Err(_) => return,
-        };
+    unsafe fn settle_batch(
+        &self,
+        env: sys::napi_env,
+        batch: Vec<(Deferred, Outcome)>,
+        tsfn: Option<sys::napi_threadsafe_function>,
+    ) {
         let n = batch.len();
         for (deferred, outcome) in batch {
             // SAFETY: on the JavaScript thread; each deferred is settled exactly once.
