@@ -247,3 +247,131 @@ async fn lock_keys_live_in_the_lock_db() {
     l.unlock(&res(&["in-db-2"])).await.unwrap();
     assert_eq!(int(&db2, &["EXISTS", "in-db-2"]).await, 0);
 }
+
+/// How many times the server ran `command` (from `INFO commandstats`).
+async fn calls(conn: &Connection, command: &str) -> u64 {
+    let info = match conn.send(&cmd(&["INFO", "commandstats"])).await.unwrap() {
+        Value::BulkString(b) => String::from_utf8(b).unwrap(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("{other:?}"),
+    };
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+async fn value_of(conn: &Connection, key: &str) -> Option<Vec<u8>> {
+    match conn.send(&cmd(&["GET", key])).await.unwrap() {
+        Value::BulkString(b) => Some(b),
+        Value::Nil => None,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Starts `l.lock(resources)` in a task and gives it time to queue behind the holder.
+async fn queued(l: &Locker, resources: &[&str]) -> tokio::task::JoinHandle<()> {
+    let (l, resources) = (l.clone(), res(resources));
+    let task = tokio::spawn(async move { l.lock(&resources).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !task.is_finished(),
+        "the caller did not wait for the holder"
+    );
+    task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_caller_of_the_process_takes_the_lock_as_it_stands() {
+    let server = RedisServer::start(&[]);
+    let data = server.connect();
+    let l = locker(vec![server.connect()], LockConfig::default());
+
+    l.lock(&res(&["handed"])).await.unwrap();
+    let value = value_of(&data, "handed").await.expect("the lock key");
+    let scripts = calls(&data, "evalsha").await;
+    let next = queued(&l, &["handed"]).await;
+    let report = l.unlock(&res(&["handed"])).await.unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+    next.await.unwrap();
+    assert_eq!(
+        value_of(&data, "handed").await,
+        Some(value),
+        "the next caller holds the same key"
+    );
+    assert_eq!(
+        calls(&data, "evalsha").await,
+        scripts,
+        "a hand-off inside the process sends nothing to Redis"
+    );
+    // The last holder deletes the key, as any holder would.
+    assert_eq!(l.unlock(&res(&["handed"])).await.unwrap().released, 1);
+    assert_eq!(int(&data, &["EXISTS", "handed"]).await, 0);
+
+    // A waiter for more resources than the holder had takes a lock of its own.
+    l.lock(&res(&["one"])).await.unwrap();
+    let value = value_of(&data, "one").await;
+    let next = queued(&l, &["one", "two"]).await;
+    l.unlock(&res(&["one"])).await.unwrap();
+    next.await.unwrap();
+    let (one, two) = (value_of(&data, "one").await, value_of(&data, "two").await);
+    assert!(
+        one.is_some() && one == two && one != value,
+        "{one:?} {two:?}"
+    );
+    assert_eq!(l.unlock(&res(&["two"])).await.unwrap().released, 1);
+    assert_eq!(int(&data, &["EXISTS", "one", "two"]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_half_its_ttl_is_taken_anew_by_the_next_caller() {
+    let server = RedisServer::start(&[]);
+    let data = server.connect();
+    let l = locker(
+        vec![server.connect()],
+        LockConfig {
+            ttl: Duration::from_millis(600),
+            automatic_extension_threshold: Duration::from_millis(100),
+            ..LockConfig::default()
+        },
+    );
+    l.lock(&res(&["aged"])).await.unwrap();
+    let value = value_of(&data, "aged").await;
+    let next = queued(&l, &["aged"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    l.unlock(&res(&["aged"])).await.unwrap();
+    next.await.unwrap();
+    let now = value_of(&data, "aged").await;
+    assert!(
+        now.is_some() && now != value,
+        "a fresh lock with a full TTL"
+    );
+    let ttl = int(&data, &["PTTL", "aged"]).await;
+    assert!(ttl > 400, "PTTL {ttl}");
+    l.unlock(&res(&["aged"])).await.unwrap();
+    assert_eq!(int(&data, &["EXISTS", "aged"]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_voters_the_next_caller_takes_a_lock_of_its_own() {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&[])).collect();
+    let l = locker(
+        servers.iter().map(RedisServer::connect).collect(),
+        LockConfig::default(),
+    );
+    let data = servers[0].connect();
+    l.lock(&res(&["voted"])).await.unwrap();
+    let value = value_of(&data, "voted").await;
+    let next = queued(&l, &["voted"]).await;
+    l.unlock(&res(&["voted"])).await.unwrap();
+    next.await.unwrap();
+    let now = value_of(&data, "voted").await;
+    assert!(
+        now.is_some() && now != value,
+        "the key was freed between holders"
+    );
+    l.unlock(&res(&["voted"])).await.unwrap();
+    for s in &servers {
+        assert_eq!(int(&s.connect(), &["EXISTS", "voted"]).await, 0);
+    }
+}

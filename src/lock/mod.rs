@@ -4,8 +4,12 @@
 //!
 //! - Inside the process, callers of one resource queue in FIFO order (one async mutex per
 //!   resource, taken in sorted order so that multi-resource locks cannot deadlock). Only the
-//!   head of a queue talks to Redis; when it unlocks, its key is deleted first and the next
-//!   caller is woken at once, so a hand-off costs two round trips, not a retry delay.
+//!   head of a queue talks to Redis. With one voter, when the head unlocks a single-resource
+//!   lock taken less than half a TTL ago and a caller of this process is waiting, the lock is
+//!   handed over as it stands in Redis (same key, same value, no command): the process holds
+//!   the resource throughout, and the next caller holds it for at least half a TTL before
+//!   extensions take over. Otherwise the key is deleted and the next caller acquires anew (in
+//!   the same round trip with one voter, see [`Inner::release`]), never after a retry delay.
 //! - Across processes, an attempt runs the acquire script on every voting node at once; it wins
 //!   with a majority and positive validity (ttl - elapsed - drift), and otherwise releases what
 //!   it got and retries after `retryDelay` +- `retryJitter`.
@@ -53,12 +57,41 @@ pub struct UnlockReport {
     pub failures: Vec<String>,
 }
 
+/// One resource's in-process queue. The slot carries a lock handed over by the caller that
+/// unlocked to the next one (see [`Locker::hand_over`]).
+type Queue = tokio::sync::Mutex<Option<Handed>>;
+type QueueGuard = OwnedMutexGuard<Option<Handed>>;
+
+/// A single-resource lock, still held in Redis, left in its queue's slot for the next caller.
+/// Dropped unclaimed (its waiter gave up, the queue was forgotten), it is released.
+struct Handed {
+    held: Option<Arc<Held>>,
+    inner: Weak<Inner>,
+}
+
+impl Handed {
+    fn claim(mut self) -> Option<Arc<Held>> {
+        self.held.take()
+    }
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        if let (Some(held), Some(inner)) = (self.held.take(), self.inner.upgrade()) {
+            let runtime = inner.runtime.clone();
+            runtime.spawn(async move {
+                inner.release(&held, &mut UnlockReport::default()).await;
+            });
+        }
+    }
+}
+
 /// A lock this locker holds.
 struct Held {
     resources: Vec<String>,
     value: String,
     /// The in-process queue places, dropped on unlock to wake the next caller.
-    guards: Mutex<Vec<OwnedMutexGuard<()>>>,
+    guards: Mutex<Vec<QueueGuard>>,
     lost: AtomicBool,
     stop: watch::Sender<bool>,
     /// When the acquire that won started (validity counts from there).
@@ -82,7 +115,7 @@ struct Inner {
     voters: Vec<Connection>,
     config: LockConfig,
     runtime: Handle,
-    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
     held: Mutex<HashMap<String, Arc<Held>>>,
     /// `release_all` ran: no new lock is taken.
     closed: AtomicBool,
@@ -162,7 +195,28 @@ impl Locker {
             };
             guards.push(guard);
         }
-        if self.inner.closed.load(Ordering::Acquire) {
+        let mut handed: Vec<Arc<Held>> = guards
+            .iter_mut()
+            .filter_map(|g| g.take().and_then(Handed::claim))
+            .collect();
+        let closed = self.inner.closed.load(Ordering::Acquire);
+        if !closed && handed.len() == 1 && handed[0].resources == resources {
+            let held = handed.pop().expect("one handed lock");
+            if self.inner.may_pass(&held) {
+                *held.guards.lock().expect("guards") = guards;
+                self.inner.hold(&held);
+                self.start_sweeper();
+                return Ok(());
+            }
+            handed.push(held);
+        }
+        // Not for this caller (other resources, too old, closing): give it back to Redis.
+        for held in handed {
+            self.inner
+                .release(&held, &mut UnlockReport::default())
+                .await;
+        }
+        if closed {
             drop(guards);
             self.inner.forget_queues(&resources);
             return Err(Error::new(
@@ -184,16 +238,8 @@ impl Locker {
                     extending: AtomicBool::new(false),
                     may_hold: Mutex::new(holders),
                 });
-                {
-                    let mut map = self.inner.held.lock().expect("lock map");
-                    for r in &resources {
-                        map.insert(r.clone(), held.clone());
-                    }
-                }
-                if !self.inner.sweeping.swap(true, Ordering::AcqRel) {
-                    let weak = Arc::downgrade(&self.inner);
-                    self.inner.runtime.spawn(sweep(weak));
-                }
+                self.inner.hold(&held);
+                self.start_sweeper();
                 Ok(())
             }
             Err(e) => {
@@ -215,9 +261,56 @@ impl Locker {
         let locks = self.inner.take_held(&resources);
         let mut report = UnlockReport::default();
         for held in locks {
-            self.inner.release(&held, &mut report).await;
+            if self.hand_over(&held) {
+                report.released += 1;
+            } else {
+                self.inner.release(&held, &mut report).await;
+            }
         }
         Ok(report)
+    }
+
+    /// Hands `held` (taken out of the held map) to the next caller of this process waiting for
+    /// its resource, as it stands in Redis, when it has one resource, was taken less than half a
+    /// TTL ago and never extended. Returns false when it must be released instead.
+    ///
+    /// Only with one voter, where a release and the next acquire reach the server together
+    /// anyway (see [`Inner::release`]), so other processes see no difference: with several
+    /// voters the key is free for a round trip between two holders of this process, and a
+    /// caller of another process may take it then.
+    fn hand_over(&self, held: &Arc<Held>) -> bool {
+        if held.resources.len() != 1
+            || self.inner.voters.len() != 1
+            || self.inner.closed.load(Ordering::Acquire)
+            || !self.inner.may_pass(held)
+        {
+            return false;
+        }
+        let mut guards = held.guards.lock().expect("guards");
+        let [guard] = guards.as_mut_slice() else {
+            return false;
+        };
+        // The queue is referred to by the queue map, this guard, and each caller waiting on it.
+        if Arc::strong_count(OwnedMutexGuard::mutex(guard)) <= 2 {
+            return false;
+        }
+        **guard = Some(Handed {
+            held: Some(held.clone()),
+            inner: Arc::downgrade(&self.inner),
+        });
+        let place = std::mem::take(&mut *guards);
+        drop(guards);
+        drop(place);
+        // Should the waiter have given up meanwhile, the queue goes, and the lock with it.
+        self.inner.forget_queues(&held.resources);
+        true
+    }
+
+    fn start_sweeper(&self) {
+        if !self.inner.sweeping.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(&self.inner);
+            self.inner.runtime.spawn(sweep(weak));
+        }
     }
 
     /// Releases every lock this locker holds and takes no new one.
@@ -231,7 +324,22 @@ impl Locker {
             .keys()
             .cloned()
             .collect();
-        let locks = self.inner.take_held(&all);
+        let mut locks = self.inner.take_held(&all);
+        // Locks handed over to callers that have not taken them yet (those callers, seeing the
+        // locker closed, would release them too).
+        let queues: Vec<Arc<Queue>> = self
+            .inner
+            .queues
+            .lock()
+            .expect("queue map")
+            .values()
+            .cloned()
+            .collect();
+        for queue in queues {
+            if let Ok(mut slot) = queue.try_lock() {
+                locks.extend(slot.take().and_then(Handed::claim));
+            }
+        }
         let mut report = UnlockReport::default();
         for held in locks {
             self.inner.release(&held, &mut report).await;
@@ -292,6 +400,22 @@ impl Locker {
 impl Inner {
     fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
+    }
+
+    /// `held` may pass to another caller as it stands: not lost, never extended, and at least
+    /// half its validity left, so that the next holder has time before extensions take over.
+    fn may_pass(&self, held: &Held) -> bool {
+        !held.lost.load(Ordering::Relaxed)
+            && !held.extending.load(Ordering::Acquire)
+            && held.started.elapsed() + self.drift() < self.config.ttl / 2
+    }
+
+    /// Records `held` as held on each of its resources.
+    fn hold(&self, held: &Arc<Held>) {
+        let mut map = self.held.lock().expect("lock map");
+        for r in &held.resources {
+            map.insert(r.clone(), held.clone());
+        }
     }
 
     fn drift(&self) -> Duration {
@@ -356,7 +480,7 @@ impl Inner {
             .join(", ")
     }
 
-    fn queue(&self, resource: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn queue(&self, resource: &str) -> Arc<Queue> {
         let mut queues = self.queues.lock().expect("queue map");
         queues.entry(resource.to_owned()).or_default().clone()
     }
