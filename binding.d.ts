@@ -26,12 +26,13 @@ export declare class NativeAdapter {
   get keyPrefix(): string
   /** A client object over this adapter's connection. */
   client(): NativeClient
-  /** Stores JSON text `json` under `key`, expiring at `expire_at` (ms since the epoch). */
-  set(key: string, json: string, expireAt?: number | undefined | null): unknown
-  /** Resolves the parsed value under `key`, or `undefined`. */
-  get(key: string): unknown
-  /** Deletes `key`. */
-  remove(key: string): unknown
+  /**
+   * `{ set(key, json, expireAt?), get(key), remove(key) }`: the cache operations, as plain
+   * functions bound to this adapter's storage (see [`super::fast`]). `set` stores JSON text
+   * expiring at `expireAt` (ms since the epoch); `get` resolves the parsed value or
+   * `undefined`.
+   */
+  operations(): { set(key: string, json: string, expireAt?: number): Promise<void>; get(key: string): Promise<unknown>; remove(key: string): Promise<void> }
   /** Removes every key under the prefix. */
   clear(): unknown
   /**

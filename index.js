@@ -8,6 +8,7 @@ const COMMANDS = require('./commands.js');
 
 const NATIVE = Symbol('alova.storage-redis.native');
 const LOCKER = Symbol('alova.storage-redis.locker');
+const OPS = Symbol('alova.storage-redis.operations');
 const LOCK_SETUP = Symbol('alova.storage-redis.lock-setup');
 
 /** An Error (or TypeError) with a `code`, as the native side makes them. */
@@ -308,6 +309,8 @@ class RedisStorageAdapter {
       }
     }
     this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(retryStrategyOf(rest)));
+    // set/get/remove as plain functions bound to the native storage (the per-call fast path).
+    this[OPS] = this[NATIVE].operations();
     this[LOCK_SETUP] = {
       filter: rest.redlockFilter,
       // The original hands redlockFilter the ioredis client itself: so do we, when we have one.
@@ -364,19 +367,19 @@ class RedisStorageAdapter {
       );
     }
     const expireAt = Array.isArray(value) && typeof value[1] === 'number' ? value[1] : undefined;
-    return this[NATIVE].set(key, json, expireAt);
+    return this[OPS].set(key, json, expireAt);
   }
 
   /** The stored value, or undefined. */
   get(key) {
     if (typeof key !== 'string') return keyError(key);
-    return this[NATIVE].get(key);
+    return this[OPS].get(key);
   }
 
   /** Deletes the key. */
   remove(key) {
     if (typeof key !== 'string') return keyError(key);
-    return this[NATIVE].remove(key);
+    return this[OPS].remove(key);
   }
 
   /** Removes every key under `keyPrefix`, and nothing else. */

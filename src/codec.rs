@@ -50,15 +50,28 @@ pub fn now_ms() -> f64 {
 /// the key, so that Redis Cluster hashes every key by a tag of its own (alova's keys hold
 /// `{...}` parameter objects that Redis would otherwise take as the hash tag).
 pub fn prefixed(prefix: &str, key: &str, spread: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + key.len() + if spread { 10 } else { 0 });
-    out.extend_from_slice(prefix.as_bytes());
-    if spread {
-        out.push(b'{');
-        out.extend_from_slice(format!("{:08x}", fnv1a(key.as_bytes())).as_bytes());
-        out.push(b'}');
+    let mut tag = [0u8; TAG_LEN];
+    let tag = if spread {
+        spread_tag(key.as_bytes(), &mut tag)
+    } else {
+        &[]
+    };
+    [prefix.as_bytes(), tag, key.as_bytes()].concat()
+}
+
+/// The length of a spread tag: `{` 8 hex digits `}`.
+pub const TAG_LEN: usize = 10;
+
+/// The spread tag of `key` (see [`prefixed`]), written into `buf`.
+pub fn spread_tag<'a>(key: &[u8], buf: &'a mut [u8; TAG_LEN]) -> &'a [u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hash = fnv1a(key);
+    buf[0] = b'{';
+    for (i, slot) in buf[1..9].iter_mut().enumerate() {
+        *slot = HEX[((hash >> (28 - 4 * i)) & 0xf) as usize];
     }
-    out.extend_from_slice(key.as_bytes());
-    out
+    buf[9] = b'}';
+    buf
 }
 
 /// 32-bit FNV-1a: a small, stable hash for the spread tag.
@@ -105,6 +118,9 @@ mod tests {
             spread.starts_with(b"alova:{") && spread[15] == b'}',
             "{spread:?}"
         );
+        let key = r#"$a.x["GET","/u",{"page":1},null,{}]"#;
+        let tag = format!("{{{:08x}}}", fnv1a(key.as_bytes()));
+        assert_eq!(spread, format!("alova:{tag}{key}").into_bytes());
         assert_ne!(
             key_slot(&spread),
             key_slot(&prefixed(

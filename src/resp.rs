@@ -31,6 +31,30 @@ pub fn encode(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// The command whose arguments are each the concatenation of some parts, in a buffer of exactly
+/// its size (so that a key made of a prefix and a name needs no buffer of its own).
+pub fn encode_parts(args: &[&[&[u8]]]) -> Vec<u8> {
+    let arg_len = |parts: &[&[u8]]| parts.iter().map(|p| p.len()).sum::<usize>();
+    let len = header_len(args.len())
+        + args
+            .iter()
+            .map(|parts| {
+                let n = arg_len(parts);
+                header_len(n) + n + 2
+            })
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    push_header(&mut out, b'*', args.len());
+    for parts in args {
+        push_header(&mut out, b'$', arg_len(parts));
+        for part in *parts {
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 /// The encoded size of the command made of `args`.
 pub fn encoded_len(args: &[&[u8]]) -> usize {
     header_len(args.len())
@@ -219,6 +243,9 @@ mod tests {
         assert!(cmd.starts_with(b"*2\r\n$3\r\nGET\r\n$1234\r\nxx"));
         assert_eq!(cmd, redis::cmd("GET").arg(&long[..]).get_packed_command());
         assert_eq!(unpack(&cmd).get_packed_command(), cmd);
+        let parts = encode_parts(&[&[b"SET"], &[b"pre:", b"", b"key"], &[&long], &[]]);
+        assert_eq!(parts, encode(&[b"SET", b"pre:key", &long, b""]));
+        assert_eq!(parts.capacity(), parts.len(), "sized exactly");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use redis::{Cmd, Value};
 
 use std::collections::BTreeMap;
 
-use crate::codec::{key_slot, prefix_pattern, prefixed, Expiry};
+use crate::codec::{key_slot, prefix_pattern, prefixed, spread_tag, Expiry, TAG_LEN};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::resp;
@@ -48,28 +48,48 @@ impl Storage {
 
     /// The command storing the JSON text `json` under `key`, expiring at `expire_at` (ms since
     /// the epoch) when given, packed as RESP; `None` for an entry already expired (nothing is
-    /// written).
-    pub fn set_command(&self, key: &str, json: &str, expire_at: Option<f64>) -> Option<Vec<u8>> {
-        let key = self.redis_key(key);
+    /// written). Key and text are the UTF-8 bytes of JavaScript strings.
+    pub fn set_command(&self, key: &[u8], json: &[u8], expire_at: Option<f64>) -> Option<Vec<u8>> {
+        let mut tag = [0u8; TAG_LEN];
+        let key = self.key_parts(key, &mut tag);
         match Expiry::from_timestamp(expire_at) {
             Expiry::Passed => None,
             Expiry::In(ms) => {
-                let ms = ms.to_string();
-                Some(resp::encode(&[
-                    b"SET",
+                let mut digits = [0u8; 20];
+                let ms = decimal(ms, &mut digits);
+                Some(resp::encode_parts(&[
+                    &[b"SET"],
                     &key,
-                    json.as_bytes(),
-                    b"PX",
-                    ms.as_bytes(),
+                    &[json],
+                    &[b"PX"],
+                    &[ms],
                 ]))
             }
-            Expiry::Never => Some(resp::encode(&[b"SET", &key, json.as_bytes()])),
+            Expiry::Never => Some(resp::encode_parts(&[&[b"SET"], &key, &[json]])),
         }
     }
 
     /// The command reading `key`, packed as RESP; its reply goes through [`Storage::get_reply`].
-    pub fn get_command(&self, key: &str) -> Vec<u8> {
-        resp::encode(&[b"GET", &self.redis_key(key)])
+    pub fn get_command(&self, key: &[u8]) -> Vec<u8> {
+        let mut tag = [0u8; TAG_LEN];
+        resp::encode_parts(&[&[b"GET"], &self.key_parts(key, &mut tag)])
+    }
+
+    /// The command deleting `key`, packed as RESP.
+    pub fn remove_command(&self, key: &[u8]) -> Vec<u8> {
+        let mut tag = [0u8; TAG_LEN];
+        resp::encode_parts(&[&[b"DEL"], &self.key_parts(key, &mut tag)])
+    }
+
+    /// The Redis key of `key` as the parts it is made of (see [`prefixed`]), with no buffer
+    /// of its own.
+    fn key_parts<'a>(&'a self, key: &'a [u8], tag: &'a mut [u8; TAG_LEN]) -> [&'a [u8]; 3] {
+        let tag: &[u8] = if self.spread_keys {
+            spread_tag(key, tag)
+        } else {
+            &[]
+        };
+        [self.key_prefix.as_bytes(), tag, key]
     }
 
     /// The JSON text in a `GET` reply, or `None`.
@@ -88,18 +108,13 @@ impl Storage {
         }
     }
 
-    /// The command deleting `key`, packed as RESP.
-    pub fn remove_command(&self, key: &str) -> Vec<u8> {
-        resp::encode(&[b"DEL", &self.redis_key(key)])
-    }
-
     /// Stores the JSON text `json` under `key`, expiring at `expire_at` (ms since the epoch)
     /// when given; an entry already expired is not written.
     ///
     /// # Errors
     /// The connection's errors.
     pub async fn set(&self, key: &str, json: &str, expire_at: Option<f64>) -> Result<()> {
-        match self.set_command(key, json, expire_at) {
+        match self.set_command(key.as_bytes(), json.as_bytes(), expire_at) {
             Some(cmd) => self.conn.send_packed(&cmd).await.map(drop),
             None => Ok(()),
         }
@@ -110,7 +125,11 @@ impl Storage {
     /// # Errors
     /// The connection's errors; `ERR_PROTOCOL` when the key holds a non-string value.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Self::get_reply(self.conn.send_packed(&self.get_command(key)).await?)
+        Self::get_reply(
+            self.conn
+                .send_packed(&self.get_command(key.as_bytes()))
+                .await?,
+        )
     }
 
     /// Deletes `key`.
@@ -119,7 +138,7 @@ impl Storage {
     /// The connection's errors.
     pub async fn remove(&self, key: &str) -> Result<()> {
         self.conn
-            .send_packed(&self.remove_command(key))
+            .send_packed(&self.remove_command(key.as_bytes()))
             .await
             .map(drop)
     }
@@ -209,4 +228,17 @@ fn parse_scan(reply: Value) -> Result<(u64, Vec<Vec<u8>>)> {
     }
     .ok_or_else(bad)?;
     Ok((cursor, keys))
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }

@@ -142,44 +142,17 @@ impl NativeAdapter {
         }
     }
 
-    /// Stores JSON text `json` under `key`, expiring at `expire_at` (ms since the epoch).
-    #[napi]
-    pub fn set<'env>(
-        &self,
-        env: &'env Env,
-        key: String,
-        json: String,
-        expire_at: Option<f64>,
-    ) -> napi::Result<Unknown<'env>> {
-        match self.storage.set_command(&key, &json, expire_at) {
-            Some(cmd) => {
-                bridge::submit(env, self.storage.connection(), cmd, |_| Outcome::Undefined)
-            }
-            // Already expired: nothing to write, but still in issue order after quit().
-            None => bridge::command(env, self.storage.connection(), async { Outcome::Undefined }),
-        }
-    }
-
-    /// Resolves the parsed value under `key`, or `undefined`.
-    #[napi]
-    pub fn get<'env>(&self, env: &'env Env, key: String) -> napi::Result<Unknown<'env>> {
-        let cmd = self.storage.get_command(&key);
-        bridge::submit(
-            env,
-            self.storage.connection(),
-            cmd,
-            |reply| match Storage::get_reply(reply) {
-                Ok(json) => Outcome::Json(json),
-                Err(e) => Outcome::Error(e),
-            },
-        )
-    }
-
-    /// Deletes `key`.
-    #[napi]
-    pub fn remove<'env>(&self, env: &'env Env, key: String) -> napi::Result<Unknown<'env>> {
-        let cmd = self.storage.remove_command(&key);
-        bridge::submit(env, self.storage.connection(), cmd, |_| Outcome::Undefined)
+    /// `{ set(key, json, expireAt?), get(key), remove(key) }`: the cache operations, as plain
+    /// functions bound to this adapter's storage (see [`super::fast`]). `set` stores JSON text
+    /// expiring at `expireAt` (ms since the epoch); `get` resolves the parsed value or
+    /// `undefined`.
+    #[napi(
+        ts_return_type = "{ set(key: string, json: string, expireAt?: number): Promise<void>; get(key: string): Promise<unknown>; remove(key: string): Promise<void> }"
+    )]
+    pub fn operations<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
+        let object = super::fast::functions(env, &self.storage)?;
+        // SAFETY: `object` is a live value of `env`.
+        Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), object) })
     }
 
     /// Removes every key under the prefix.

@@ -5,6 +5,7 @@ mod adapter;
 mod bridge;
 mod client;
 mod error;
+mod fast;
 mod locker;
 mod poll;
 mod retry;
