@@ -365,7 +365,7 @@ where
         queued: AtomicBool::new(false),
     });
     // SAFETY: on the JavaScript thread of `env`, inside a call from JavaScript.
-    unsafe { bridge.run(env.raw(), Some(task)) };
+    unsafe { bridge.run(env.raw(), Some(task), usize::MAX) };
     // SAFETY: `promise` is a live value of `env`.
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
 }
@@ -444,11 +444,12 @@ impl Bridge {
     }
 
     /// Polls `first` (a new task) and every woken task until none is left, then settles what is
-    /// queued.
+    /// queued, at most `limit` outcomes. Returns true when outcomes were left queued: the
+    /// caller must run again (it is on this thread, so nobody else wakes it for them).
     ///
     /// # Safety
     /// On the JavaScript thread of `env`.
-    unsafe fn run(&self, env: sys::napi_env, first: Option<Arc<Task>>) {
+    unsafe fn run(&self, env: sys::napi_env, first: Option<Arc<Task>>, limit: usize) -> bool {
         let outer = DRAINING.with(|d| d.replace(self));
         let settled = {
             let _context = super::client::runtime().enter();
@@ -489,10 +490,13 @@ impl Bridge {
                     // finds the bridge empty and wakes this thread (see `Task::wake_by_ref`).
                     // Taken under a second lock, a task woken in between would be left in
                     // `runnable` with no wake-up coming.
-                    break Some((
-                        std::mem::take(&mut shared.queue),
-                        shared.tsfn.as_ref().map(|t| t.0),
-                    ));
+                    let more = shared.queue.len() > limit;
+                    let batch = if more {
+                        shared.queue.drain(..limit).collect()
+                    } else {
+                        std::mem::take(&mut shared.queue)
+                    };
+                    break Some((batch, shared.tsfn.as_ref().map(|t| t.0), more));
                 } else {
                     // The outer `run` settles (and rechecks) when this returns.
                     break None;
@@ -500,15 +504,24 @@ impl Bridge {
             }
         };
         DRAINING.with(|d| d.set(outer));
-        if let Some((batch, tsfn)) = settled {
-            // SAFETY: on the JavaScript thread of `env`.
-            unsafe { self.settle_batch(env, batch, tsfn) };
+        match settled {
+            Some((batch, tsfn, more)) => {
+                // SAFETY: on the JavaScript thread of `env`.
+                unsafe { self.settle_batch(env, batch, tsfn) };
+                more
+            }
+            None => false,
         }
     }
 
     /// Runs `read` (reads on this thread whose replies complete this bridge's promises), then
     /// settles what is queued, in a callback scope, so that the promises' reactions run when it
     /// closes, as after any I/O callback. Returns what `read` returned.
+    ///
+    /// The first [`EARLY_FLUSH`] outcomes of a batch are settled in a callback scope of their
+    /// own, the rest in a second one: the reactions to the first replies run, and their next
+    /// commands go out, before the rest are converted (JSON parsed), so that the server works
+    /// meanwhile.
     ///
     /// # Safety
     /// On the JavaScript thread of `env`, from a libuv callback (no JavaScript on the stack).
@@ -529,13 +542,24 @@ impl Bridge {
             sys::napi_open_handle_scope(env, &mut handles);
             let mut resource = ptr::null_mut();
             sys::napi_get_reference_value(env, self.async_resource, &mut resource);
-            let mut scope = ptr::null_mut();
-            let opened =
-                sys::napi_open_callback_scope(env, resource, self.async_context, &mut scope)
-                    == sys::Status::napi_ok;
-            self.run(env, None);
-            if opened {
-                sys::napi_close_callback_scope(env, scope);
+            let mut limit = EARLY_FLUSH as usize;
+            loop {
+                let mut scope = ptr::null_mut();
+                let opened =
+                    sys::napi_open_callback_scope(env, resource, self.async_context, &mut scope)
+                        == sys::Status::napi_ok;
+                // Without a scope of its own, nothing runs in between: settle at once.
+                if !opened {
+                    limit = usize::MAX;
+                }
+                let more = self.run(env, None, limit);
+                limit = usize::MAX;
+                if opened {
+                    sys::napi_close_callback_scope(env, scope);
+                }
+                if !more {
+                    break;
+                }
             }
             sys::napi_close_handle_scope(env, handles);
         }
@@ -714,7 +738,7 @@ unsafe extern "C" fn settle_all(
     // calls this on the JavaScript thread.
     unsafe {
         let bridge = &*(context as *const Bridge);
-        bridge.run(env, None);
+        bridge.run(env, None, usize::MAX);
     }
 }
 
