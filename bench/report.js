@@ -547,7 +547,7 @@ function markdown(data, agg, tgt, chartRel) {
       'node bench/json.js            # the JSON figures alone',
       '```',
       '',
-      'Settings (environment): `BENCH_ROUNDS` (3), `BENCH_OP_MS` (1500), `BENCH_WARMUP_MS` (300), `BENCH_WINDOW_MS` (5000), `BENCH_RSS_OPS` (1000000), `BENCH_RB_REQUESTS` (200000), `BENCH_ONLY` (a regular expression over case ids, e.g. `set|get`), `BENCH_OUT` (report path). The raw figures of the last run are in `bench/results.json`.',
+      'Settings (environment): `BENCH_ROUNDS` (5), `BENCH_OP_MS` (1500), `BENCH_WARMUP_MS` (300), `BENCH_WINDOW_MS` (5000), `BENCH_RSS_OPS` (1000000), `BENCH_RB_REQUESTS` (200000), `BENCH_ONLY` (a regular expression over case ids, e.g. `set|get`), `BENCH_OUT` (report path). The raw figures of the last run are in `bench/results.json`.',
     ].join('\n'),
   );
   md.push('');

@@ -6,7 +6,7 @@
 //
 // Environment:
 //   BENCH_QUICK=1       smoke run (~1-2 min): 1 round, short measurements, 1 s lock windows
-//   BENCH_ROUNDS        rounds per case (default 3; quick 1)
+//   BENCH_ROUNDS        rounds per case (default 5; quick 1)
 //   BENCH_OP_MS         measured time per storage / lock / alova measurement (default 1500; quick 300)
 //   BENCH_WARMUP_MS     unmeasured warm-up before each (default 300; quick 100)
 //   BENCH_WINDOW_MS     contended-lock window (default 5000; quick 1000)
@@ -32,7 +32,7 @@ const num = (name, dflt) => (process.env[name] !== undefined && process.env[name
 
 const config = {
   quick,
-  rounds: num('BENCH_ROUNDS', quick ? 1 : 3),
+  rounds: num('BENCH_ROUNDS', quick ? 1 : 5),
   opMs: num('BENCH_OP_MS', quick ? 300 : 1500),
   warmupMs: num('BENCH_WARMUP_MS', quick ? 100 : 300),
   windowMs: num('BENCH_WINDOW_MS', quick ? 1000 : 5000),
