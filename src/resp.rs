@@ -80,18 +80,21 @@ fn digits(mut n: usize) -> usize {
 fn push_header(out: &mut Vec<u8>, kind: u8, n: usize) {
     out.push(kind);
     let mut buf = [0u8; 20];
+    out.extend_from_slice(decimal(n as u64, &mut buf));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written into the end of `buf` (no allocation).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
-    let mut n = n;
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[i..];
         }
     }
-    out.extend_from_slice(&buf[i..]);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The redis-rs command of a command packed by [`encode`] (for the links redis-rs drives).

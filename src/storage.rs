@@ -56,7 +56,7 @@ impl Storage {
             Expiry::Passed => None,
             Expiry::In(ms) => {
                 let mut digits = [0u8; 20];
-                let ms = decimal(ms, &mut digits);
+                let ms = resp::decimal(ms, &mut digits);
                 Some(resp::encode_parts(&[
                     &[b"SET"],
                     &key,
@@ -228,17 +228,4 @@ fn parse_scan(reply: Value) -> Result<(u64, Vec<Vec<u8>>)> {
     }
     .ok_or_else(bad)?;
     Ok((cursor, keys))
-}
-
-/// `n` in decimal, written into the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
