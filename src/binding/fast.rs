@@ -13,6 +13,7 @@ use std::ptr;
 
 use napi::bindgen_prelude::Env;
 use napi::{sys, JsValue};
+use redis::Value;
 
 use super::bridge::{self, Outcome};
 use crate::storage::Storage;
@@ -248,21 +249,18 @@ unsafe fn get(
     storage: &Storage,
     argv: &[sys::napi_value; 3],
 ) -> napi::Result<sys::napi_value> {
-    // SAFETY (whole body): on the JavaScript thread, with the call's live arguments.
+    // SAFETY: as the caller's.
     unsafe {
-        let cmd = with_args(env, argv[0], None, |key, _| storage.get_command(key))?;
-        let env = Env::from_raw(env);
-        let promise =
-            bridge::submit(
-                &env,
-                storage.connection(),
-                cmd,
-                |reply| match Storage::get_reply(reply) {
-                    Ok(json) => Outcome::Json(json),
-                    Err(e) => Outcome::Error(e),
-                },
-            )?;
-        Ok(promise.raw())
+        keyed(
+            env,
+            storage,
+            argv[0],
+            Storage::get_command,
+            |reply| match Storage::get_reply(reply) {
+                Ok(json) => Outcome::Json(json),
+                Err(e) => Outcome::Error(e),
+            },
+        )
     }
 }
 
@@ -272,11 +270,30 @@ unsafe fn remove(
     storage: &Storage,
     argv: &[sys::napi_value; 3],
 ) -> napi::Result<sys::napi_value> {
+    // SAFETY: as the caller's.
+    unsafe {
+        keyed(env, storage, argv[0], Storage::remove_command, |_| {
+            Outcome::Undefined
+        })
+    }
+}
+
+/// A command on `key` alone, its reply converted by `convert`.
+///
+/// # Safety
+/// On the JavaScript thread of `env`; `key` a live value of it.
+unsafe fn keyed(
+    env: sys::napi_env,
+    storage: &Storage,
+    key: sys::napi_value,
+    command: fn(&Storage, &[u8]) -> Vec<u8>,
+    convert: fn(Value) -> Outcome,
+) -> napi::Result<sys::napi_value> {
     // SAFETY (whole body): on the JavaScript thread, with the call's live arguments.
     unsafe {
-        let cmd = with_args(env, argv[0], None, |key, _| storage.remove_command(key))?;
+        let cmd = with_args(env, key, None, |key, _| command(storage, key))?;
         let env = Env::from_raw(env);
-        let promise = bridge::submit(&env, storage.connection(), cmd, |_| Outcome::Undefined)?;
+        let promise = bridge::submit(&env, storage.connection(), cmd, convert)?;
         Ok(promise.raw())
     }
 }
