@@ -46,24 +46,26 @@ pub fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_millis() as f64)
 }
 
-/// `prefix + key` as bytes; with `spread`, `prefix + {tag} + key`, where the tag is a hash of
-/// the key, so that Redis Cluster hashes every key by a tag of its own (alova's keys hold
-/// `{...}` parameter objects that Redis would otherwise take as the hash tag).
-pub fn prefixed(prefix: &str, key: &str, spread: bool) -> Vec<u8> {
-    let mut tag = [0u8; TAG_LEN];
-    let tag = if spread {
-        spread_tag(key.as_bytes(), &mut tag)
-    } else {
-        &[]
-    };
-    [prefix.as_bytes(), tag, key.as_bytes()].concat()
+/// The Redis key of `key` as the parts it is made of: `prefix + key`; with `spread`,
+/// `prefix + {tag} + key`, where the tag is a hash of the key (written into `tag`), so that
+/// Redis Cluster hashes every key by a tag of its own (alova's keys hold `{...}` parameter
+/// objects that Redis would otherwise take as the hash tag). Parts, not one buffer, so that a
+/// command can be encoded with no copy of the key of its own.
+pub fn key_parts<'a>(
+    prefix: &'a str,
+    key: &'a [u8],
+    spread: bool,
+    tag: &'a mut [u8; TAG_LEN],
+) -> [&'a [u8]; 3] {
+    let tag: &[u8] = if spread { spread_tag(key, tag) } else { &[] };
+    [prefix.as_bytes(), tag, key]
 }
 
 /// The length of a spread tag: `{` 8 hex digits `}`.
 pub const TAG_LEN: usize = 10;
 
-/// The spread tag of `key` (see [`prefixed`]), written into `buf`.
-pub fn spread_tag<'a>(key: &[u8], buf: &'a mut [u8; TAG_LEN]) -> &'a [u8] {
+/// The spread tag of `key` (see [`key_parts`]), written into `buf`.
+fn spread_tag<'a>(key: &[u8], buf: &'a mut [u8; TAG_LEN]) -> &'a [u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = fnv1a(key);
     buf[0] = b'{';
@@ -97,6 +99,10 @@ pub fn prefix_pattern(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prefixed(prefix: &str, key: &str, spread: bool) -> Vec<u8> {
+        key_parts(prefix, key.as_bytes(), spread, &mut [0; TAG_LEN]).concat()
+    }
 
     #[test]
     fn expiry_edges() {

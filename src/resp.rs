@@ -13,55 +13,65 @@ const MAX_DEPTH: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
 
-/// Appends the command made of `args` to `out`.
-pub fn encode_into(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.reserve(encoded_len(args));
-    push_header(out, b'*', args.len());
+/// One argument of a command: bytes, or parts written one after the other.
+trait Arg {
+    fn size(&self) -> usize;
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+impl Arg for &[u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+impl Arg for &[&[u8]] {
+    fn size(&self) -> usize {
+        self.iter().map(|p| p.len()).sum()
+    }
+    fn put(&self, out: &mut Vec<u8>) {
+        for part in *self {
+            out.extend_from_slice(part);
+        }
+    }
+}
+
+fn args_len<A: Arg>(args: &[A]) -> usize {
+    header_len(args.len())
+        + args
+            .iter()
+            .map(|a| header_len(a.size()) + a.size() + 2)
+            .sum::<usize>()
+}
+
+fn encode_args<A: Arg>(args: &[A]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(args_len(args));
+    push_header(&mut out, b'*', args.len());
     for arg in args {
-        push_header(out, b'$', arg.len());
-        out.extend_from_slice(arg);
+        push_header(&mut out, b'$', arg.size());
+        arg.put(&mut out);
         out.extend_from_slice(b"\r\n");
     }
+    out
 }
 
 /// The command made of `args`, in a buffer of exactly its size.
 pub fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(encoded_len(args));
-    encode_into(&mut out, args);
-    out
+    encode_args(args)
 }
 
 /// The command whose arguments are each the concatenation of some parts, in a buffer of exactly
 /// its size (so that a key made of a prefix and a name needs no buffer of its own).
 pub fn encode_parts(args: &[&[&[u8]]]) -> Vec<u8> {
-    let arg_len = |parts: &[&[u8]]| parts.iter().map(|p| p.len()).sum::<usize>();
-    let len = header_len(args.len())
-        + args
-            .iter()
-            .map(|parts| {
-                let n = arg_len(parts);
-                header_len(n) + n + 2
-            })
-            .sum::<usize>();
-    let mut out = Vec::with_capacity(len);
-    push_header(&mut out, b'*', args.len());
-    for parts in args {
-        push_header(&mut out, b'$', arg_len(parts));
-        for part in *parts {
-            out.extend_from_slice(part);
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    encode_args(args)
 }
 
 /// The encoded size of the command made of `args`.
 pub fn encoded_len(args: &[&[u8]]) -> usize {
-    header_len(args.len())
-        + args
-            .iter()
-            .map(|a| header_len(a.len()) + a.len() + 2)
-            .sum::<usize>()
+    args_len(args)
 }
 
 fn header_len(n: usize) -> usize {

@@ -4,7 +4,7 @@ use redis::{Cmd, Value};
 
 use std::collections::BTreeMap;
 
-use crate::codec::{key_slot, prefix_pattern, prefixed, spread_tag, Expiry, TAG_LEN};
+use crate::codec::{key_parts, key_slot, prefix_pattern, Expiry, TAG_LEN};
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::resp;
@@ -22,18 +22,13 @@ pub struct Storage {
 
 impl Storage {
     /// A storage over `conn` with `key_prefix`; `spread_keys` adds a hash tag of each key (see
-    /// [`prefixed`]).
+    /// [`key_parts`]).
     pub fn new(conn: Connection, key_prefix: String, spread_keys: bool) -> Self {
         Storage {
             conn,
             key_prefix,
             spread_keys,
         }
-    }
-
-    /// The Redis key of `key`.
-    pub fn redis_key(&self, key: &str) -> Vec<u8> {
-        prefixed(&self.key_prefix, key, self.spread_keys)
     }
 
     /// The key prefix.
@@ -81,15 +76,9 @@ impl Storage {
         resp::encode_parts(&[&[b"DEL"], &self.key_parts(key, &mut tag)])
     }
 
-    /// The Redis key of `key` as the parts it is made of (see [`prefixed`]), with no buffer
-    /// of its own.
+    /// The Redis key of `key` as the parts it is made of (see [`key_parts`]).
     fn key_parts<'a>(&'a self, key: &'a [u8], tag: &'a mut [u8; TAG_LEN]) -> [&'a [u8]; 3] {
-        let tag: &[u8] = if self.spread_keys {
-            spread_tag(key, tag)
-        } else {
-            &[]
-        };
-        [self.key_prefix.as_bytes(), tag, key]
+        key_parts(&self.key_prefix, key, self.spread_keys, tag)
     }
 
     /// The JSON text in a `GET` reply, or `None`.

@@ -9,7 +9,7 @@
 //!   handed over as it stands in Redis (same key, same value, no command): the process holds
 //!   the resource throughout, and the next caller holds it for at least half a TTL before
 //!   extensions take over. Otherwise the key is deleted and the next caller acquires anew (in
-//!   the same round trip with one voter, see [`Inner::release`]), never after a retry delay.
+//!   the same round trip with one voter, see `Inner::release`), never after a retry delay.
 //! - Across processes, an attempt runs the acquire script on every voting node at once; it wins
 //!   with a majority and positive validity (ttl - elapsed - drift), and otherwise releases what
 //!   it got and retries after `retryDelay` +- `retryJitter`.
