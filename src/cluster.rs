@@ -285,6 +285,33 @@ pub fn cross_slot(cmd: &Cmd) -> Option<u16> {
     slots.any(|s| s != first).then_some(first)
 }
 
+/// The slot of a command packed as RESP, as the cluster routes it: its first key (the first
+/// argument, or the first of `numkeys` keys for scripts and functions, or the first stream of
+/// `XREAD`); `None` for a command without one.
+pub fn command_slot(packed: &[u8]) -> Option<u16> {
+    let args = crate::resp::args(packed)?;
+    let name = args.first()?;
+    let upper = |a: &[u8]| a.to_ascii_uppercase();
+    let key: &[u8] = match upper(name).as_slice() {
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            let numkeys: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+            if numkeys == 0 {
+                return None;
+            }
+            args.get(3)?
+        }
+        b"XREAD" | b"XREADGROUP" => {
+            let at = args.iter().position(|a| upper(a) == b"STREAMS")?;
+            args.get(at + 1)?
+        }
+        b"PING" | b"INFO" | b"TIME" | b"DBSIZE" | b"RANDOMKEY" | b"SCAN" | b"CLUSTER"
+        | b"CONFIG" | b"CLIENT" | b"SCRIPT" | b"FUNCTION" | b"QUIT" | b"ECHO" | b"COMMAND"
+        | b"FLUSHALL" | b"FLUSHDB" | b"KEYS" | b"PUBLISH" | b"SPUBLISH" => return None,
+        _ => args.get(1)?,
+    };
+    Some(crate::codec::key_slot(key))
+}
+
 /// Sends `cmd` whole to the master of `slot`.
 ///
 /// # Errors

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redis::{RedisError, RedisResult, Value};
@@ -43,9 +43,16 @@ pub trait Command: Send {
 type Waiter = Box<dyn Command>;
 
 /// A command whose reply goes to a oneshot channel.
-struct Oneshot {
+pub struct Oneshot {
     packed: Vec<u8>,
     tx: oneshot::Sender<Reply>,
+}
+
+impl Oneshot {
+    /// The command `packed`, its reply sent to `tx`.
+    pub fn new(packed: Vec<u8>, tx: oneshot::Sender<Reply>) -> Oneshot {
+        Oneshot { packed, tx }
+    }
 }
 
 impl Command for Oneshot {
@@ -74,8 +81,13 @@ pub fn set_thread_hooks(submitted: Option<fn(&Pipe)>, flush_later: Option<fn(&Pi
     FLUSH_HOOK.with(|h| h.set(flush_later));
 }
 
+/// The flush hook of this thread (see [`set_thread_hooks`]), if any.
+pub fn flush_hook() -> Option<fn(&Pipe)> {
+    FLUSH_HOOK.with(std::cell::Cell::get)
+}
+
 /// How long a task waits for a reply that an outside loop should read before reading itself.
-const BUSY_READER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+pub const BUSY_READER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// An output buffer larger than this is not kept for reuse.
 const KEEP_BUFFER: usize = 1 << 20;
@@ -174,6 +186,8 @@ struct State {
     writing: bool,
     /// Why the pipe is dead; set once.
     dead: Option<RedisError>,
+    /// Dead, and every waiter it had was finished.
+    finished: bool,
 }
 
 struct Shared {
@@ -189,6 +203,28 @@ struct Shared {
     writer: Notify,
     /// Ends the driver: the last handle was dropped, or the pipe died.
     stop: Notify,
+    /// Wakes [`Pipe::finished`].
+    finished: Notify,
+    /// The thread that holds `read` (see [`thread_id`]), or 0.
+    reader: AtomicU64,
+}
+
+/// Clears [`Shared::reader`] when the reader is done.
+struct Reading<'a>(&'a AtomicU64);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// A number for the calling thread, never 0.
+fn thread_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
 }
 
 /// Dropped with the last [`Pipe`] handle: the pipe closes (its driver ends, the socket is closed).
@@ -233,9 +269,12 @@ impl Pipe {
                 waiters: VecDeque::new(),
                 writing: false,
                 dead: None,
+                finished: false,
             }),
             writer: Notify::new(),
             stop: Notify::new(),
+            finished: Notify::new(),
+            reader: AtomicU64::new(0),
         });
         let pipe = Pipe {
             shared: shared.clone(),
@@ -256,13 +295,34 @@ impl Pipe {
     /// Queues `cmd`. Returns true when the caller must see that [`Pipe::flush`] is called soon
     /// (nobody is writing); a dead pipe finishes the command at once with its failure.
     pub fn submit(&self, cmd: Box<dyn Command>) -> bool {
-        let mut st = self.shared.state();
-        if let Some(err) = &st.dead {
-            let err = err.clone();
-            drop(st);
-            cmd.finish(Err(err));
-            return false;
+        match self.submit_as(cmd, |cmd| cmd) {
+            Ok(must_flush) => must_flush,
+            Err(cmd) => {
+                let err = self.shared.state().dead.clone();
+                cmd.finish(Err(
+                    err.unwrap_or_else(|| closed_error("the connection was closed"))
+                ));
+                false
+            }
         }
+    }
+
+    /// [`Pipe::submit`] for a command the caller keeps in a form of its own (`into` makes the
+    /// pipe's form), except that a dead pipe gives the command back instead of finishing it
+    /// (the caller may hold a lock that finishing would need).
+    ///
+    /// # Errors
+    /// The command, when the pipe is dead.
+    pub fn submit_as<C>(
+        &self,
+        cmd: C,
+        into: impl FnOnce(C) -> Box<dyn Command>,
+    ) -> Result<bool, C> {
+        let mut st = self.shared.state();
+        if st.dead.is_some() {
+            return Err(cmd);
+        }
+        let cmd = into(cmd);
         st.out.extend_from_slice(cmd.packed());
         st.waiters.push_back(cmd);
         let must_flush = !st.writing;
@@ -272,7 +332,7 @@ impl Pipe {
                 hook(self);
             }
         }
-        must_flush
+        Ok(must_flush)
     }
 
     /// Writes out what was submitted, on this thread, unless another writer is at it; what the
@@ -313,6 +373,23 @@ impl Pipe {
                     }
                 }
             }
+        }
+    }
+
+    /// Closes the socket now: every command on it fails as if the socket broke.
+    pub fn close(&self) {
+        self.shared.kill(closed_error("the connection was closed"));
+    }
+
+    /// Resolves once the pipe is dead and every command that was on it has been finished (so a
+    /// connection can put the failed ones back in order before it uses a new socket).
+    pub async fn finished(&self) {
+        loop {
+            let notified = self.shared.finished.notified();
+            if self.shared.state().finished {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -402,9 +479,17 @@ impl Shared {
         // Wakes whoever watches the socket (a task, or an outside loop) to see the end.
         self.sock.shutdown();
         self.stop.notify_one();
+        // Replies being handed out by a reader right now go first: a command put back on a new
+        // socket must not overtake one that was answered.
+        // (Unless this thread is that reader: a reply's waiter let go of the last handle.)
+        if self.reader.load(Ordering::Acquire) != thread_id() {
+            drop(self.read.lock().unwrap_or_else(|p| p.into_inner()));
+        }
         for waiter in waiters {
             waiter.finish(Err(err.clone()));
         }
+        self.state().finished = true;
+        self.finished.notify_waiters();
     }
 
     /// Takes `out` to write it, unless someone else is writing or there is nothing to write.
@@ -466,6 +551,8 @@ impl Shared {
     /// Reads until the socket has nothing more now, handing out every whole reply.
     fn read_available(&self) -> Result<(), RedisError> {
         let mut guard = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        self.reader.store(thread_id(), Ordering::Release);
+        let _reading = Reading(&self.reader);
         let rs = &mut *guard;
         loop {
             let want = rs.need.max(rs.filled + READ_CHUNK / 2);

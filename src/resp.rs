@@ -121,6 +121,32 @@ pub fn unpack(packed: &[u8]) -> redis::Cmd {
     cmd
 }
 
+/// The arguments of a command packed as RESP (an array of bulk strings), borrowed from it;
+/// `None` when it is not one.
+pub fn args(packed: &[u8]) -> Option<Vec<&[u8]>> {
+    fn number(buf: &[u8], pos: &mut usize, marker: u8) -> Option<usize> {
+        if buf.get(*pos) != Some(&marker) {
+            return None;
+        }
+        let end = *pos + buf.get(*pos..)?.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(&buf[*pos + 1..end])
+            .ok()?
+            .parse()
+            .ok()?;
+        *pos = end + 2;
+        Some(n)
+    }
+    let mut pos = 0;
+    let count = number(packed, &mut pos, b'*')?;
+    let mut args = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = number(packed, &mut pos, b'$')?;
+        args.push(packed.get(pos..pos + len)?);
+        pos += len + 2;
+    }
+    Some(args)
+}
+
 /// The first whole reply in `buf` and the number of bytes it took, or `None` when more bytes are
 /// needed. With `None`, `need` is raised to the buffer size the reply needs at least, when that
 /// is known (a long bulk string), so the reader can grow its buffer once.

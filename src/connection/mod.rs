@@ -1,0 +1,1110 @@
+//! A connection to one Redis server, or to a cluster, that behaves as an ioredis user expects.
+//!
+//! **One ordered queue.** Every command of a connection, whatever its path (the binding's fast
+//! path, a lock script, a `client` command), goes through [`Connection::enqueue`], which under one
+//! lock either puts it on the live link (which keeps the order it is given, see [`link`]) or, when
+//! there is none, at the end of the offline queue. A new link takes the offline queue, in order,
+//! before anything else; a command that failed only because its socket broke goes back into the
+//! queue at its place by call order (`autoResendUnfulfilledCommands`), and the new link is not
+//! used before every command of the old one came back. So one connection's commands reach
+//! Redis in the order they were called, through connecting, reconnecting and resending.
+//!
+//! **Bounded waits.** A connection attempt is bounded by `connectTimeout` as a whole; a command by
+//! `commandTimeout` from its call to its reply ([`timer`]); a command waits for a connection for
+//! at most `maxRetriesPerRequest` failed attempts, and not at all after an attempt that reached a
+//! server that answered garbage or nothing; `quit()`/`disconnect()` settle everything at once.
+//!
+//! The supervisor ([`connect_loop`]) makes links with the `retryStrategy` backoff; the state is
+//! one [`Phase`], in which "ready" cannot exist without a link.
+
+mod link;
+mod open;
+mod timer;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use redis::{AsyncConnectionConfig, Cmd, Value};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::cluster::{ClusterNode, ClusterTarget};
+use crate::config::{Addr, ClusterConfig, ConnectionConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipe::{self, Pipe};
+
+use link::Link;
+pub(crate) use open::{build_client, tls_certificates};
+use timer::{Expire, Timer};
+
+/// A boxed future, as the retry strategy returns it.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// `times => delay`: how long to wait before reconnection attempt `times` (from 1), or `None` to
+/// give up. ioredis's default is `min(times * 50, 2000)` ms.
+pub type RetryStrategy = Arc<dyn Fn(u32) -> BoxFuture<Option<Duration>> + Send + Sync>;
+
+/// ioredis's default retry strategy.
+pub fn default_retry_strategy() -> RetryStrategy {
+    Arc::new(|times| {
+        let ms = (u64::from(times) * 50).min(2000);
+        Box::pin(async move { Some(Duration::from_millis(ms)) })
+    })
+}
+
+/// The connection's life, named as ioredis names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// `lazyConnect`: nothing done until the first command.
+    Wait,
+    /// The first connection is being made.
+    Connecting,
+    /// Connected; commands flow.
+    Ready,
+    /// The connection broke and is being made again.
+    Reconnecting,
+    /// Closed for good (by `quit()`/`disconnect()`, or the retry strategy gave up).
+    End,
+}
+
+impl Status {
+    /// ioredis's name for the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Wait => "wait",
+            Status::Connecting => "connecting",
+            Status::Ready => "ready",
+            Status::Reconnecting => "reconnecting",
+            Status::End => "end",
+        }
+    }
+}
+
+/// What a connection connects to. There is one per connection, so the variants' sizes do not
+/// matter.
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Single {
+        client: redis::Client,
+        async_config: AsyncConnectionConfig,
+    },
+    Cluster(ClusterTarget),
+}
+
+/// Where the connection is in its life. Only `Ready` has a link.
+enum Phase {
+    /// `lazyConnect`, nothing started.
+    Wait,
+    /// A first link is being made (`reconnecting`: after a link was lost).
+    Connecting { reconnecting: bool },
+    /// A live link, of the generation given.
+    Ready { link: Link, generation: u64 },
+    /// Closed for good, and why.
+    End(Error),
+}
+
+/// The connection's state, under one lock: the phase, and the commands waiting for a link.
+struct Core {
+    phase: Phase,
+    /// Bumped for every new link, so that only the first failure on a link reconnects.
+    generation: u64,
+    /// A link that was lost: the next link is used only once it gave back all its commands.
+    retiring: Option<Link>,
+    /// Failed connection attempts since the start, for `maxRetriesPerRequest`.
+    failed_attempts: u64,
+    last_error: Option<Error>,
+    /// The offline queue, in call order (by `seq`).
+    offline: VecDeque<Box<dyn Queued>>,
+}
+
+impl Core {
+    fn status(&self) -> Status {
+        match &self.phase {
+            Phase::Wait => Status::Wait,
+            Phase::Connecting {
+                reconnecting: false,
+            } => Status::Connecting,
+            Phase::Connecting { reconnecting: true } => Status::Reconnecting,
+            Phase::Ready { .. } => Status::Ready,
+            Phase::End(_) => Status::End,
+        }
+    }
+
+    /// Puts `cmd` back in the offline queue at its place by call order.
+    fn requeue(&mut self, cmd: Box<dyn Queued>) {
+        let seq = cmd.seq();
+        let at = self.offline.partition_point(|c| c.seq() < seq);
+        self.offline.insert(at, cmd);
+    }
+}
+
+struct Inner {
+    config: ConnectionConfig,
+    target: Target,
+    addr: String,
+    retry: RetryStrategy,
+    runtime: Handle,
+    core: Mutex<Core>,
+    /// The status, for those who wait for a change.
+    status: watch::Sender<Status>,
+    /// Call order: the next command's number.
+    seq: AtomicU64,
+    /// `commandTimeout`, when set.
+    timer: Option<Timer>,
+    /// Commands issued through [`Connection::track`] and not finished.
+    in_flight: AtomicUsize,
+    /// `quit()` was called: no new command is taken.
+    closing: AtomicBool,
+    /// Woken when the last command in flight finishes.
+    idle: tokio::sync::Notify,
+}
+
+impl Inner {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // Nothing panics under this lock but a defect; the state is still consistent then.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the status after a change of `core`.
+    fn publish(&self, core: &Core) {
+        self.status.send_if_modified(|s| {
+            let now = core.status();
+            let changed = *s != now;
+            *s = now;
+            changed
+        });
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+}
+
+/// How long `quit()` lets the commands issued before it finish, and waits for `QUIT`'s reply.
+const QUIT_WAIT: Duration = Duration::from_secs(1);
+
+/// A command counted from the moment it was issued until it finished, so that `quit()` lets
+/// every command issued before it finish first.
+pub struct InFlight {
+    inner: Arc<Inner>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+}
+
+/// A reconnecting connection to one server or to a cluster. Cheap to clone: clones share the
+/// link.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl Connection {
+    /// Creates the connection and, unless `lazy_connect`, starts connecting on `runtime`.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` when the TLS material cannot be used.
+    pub fn new(config: ConnectionConfig, retry: RetryStrategy, runtime: Handle) -> Result<Self> {
+        let addr = config.addr.to_string();
+        let target = Target::Single {
+            client: build_client(&config)?,
+            async_config: open::async_config(&config),
+        };
+        Ok(Self::start(config, target, addr, retry, runtime))
+    }
+
+    /// A connection to the cluster of `cluster`; unless `lazy_connect`, it starts connecting
+    /// on `runtime`.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` when redis-rs refuses the settings.
+    pub fn new_cluster(
+        cluster: &ClusterConfig,
+        retry: RetryStrategy,
+        runtime: Handle,
+    ) -> Result<Self> {
+        let target = Target::Cluster(ClusterTarget::new(cluster)?);
+        let nodes: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
+        let addr = format!("cluster {}", nodes.join(","));
+        let config = ConnectionConfig {
+            lazy_connect: cluster.lazy_connect,
+            enable_offline_queue: cluster.enable_offline_queue,
+            ..cluster.redis.clone()
+        };
+        Ok(Self::start(config, target, addr, retry, runtime))
+    }
+
+    fn start(
+        config: ConnectionConfig,
+        target: Target,
+        addr: String,
+        retry: RetryStrategy,
+        runtime: Handle,
+    ) -> Self {
+        let lazy = config.lazy_connect;
+        let phase = if lazy {
+            Phase::Wait
+        } else {
+            Phase::Connecting {
+                reconnecting: false,
+            }
+        };
+        let timer = config.command_timeout.map(|limit| {
+            let ms = limit.as_millis();
+            let what = addr.clone();
+            Timer::new(
+                limit,
+                &runtime,
+                Arc::new(move || {
+                    Error::new(
+                        ErrorKind::Timeout,
+                        format!("command timed out after {ms} ms (commandTimeout) on {what}"),
+                    )
+                }),
+            )
+        });
+        let core = Core {
+            phase,
+            generation: 0,
+            retiring: None,
+            failed_attempts: 0,
+            last_error: None,
+            offline: VecDeque::new(),
+        };
+        let (status, _) = watch::channel(core.status());
+        let connection = Connection {
+            inner: Arc::new(Inner {
+                config,
+                target,
+                addr,
+                retry,
+                runtime,
+                core: Mutex::new(core),
+                status,
+                seq: AtomicU64::new(0),
+                timer,
+                in_flight: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
+                idle: tokio::sync::Notify::new(),
+            }),
+        };
+        if !lazy {
+            connection.spawn_connect_loop(false);
+        }
+        connection
+    }
+
+    /// True for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.is_cluster()
+    }
+
+    /// The nodes this connection was given: the server, or a cluster's startup nodes.
+    pub fn given_nodes(&self) -> Vec<Addr> {
+        match &self.inner.target {
+            Target::Cluster(c) => c
+                .startup
+                .iter()
+                .map(|(host, port)| Addr::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                })
+                .collect(),
+            Target::Single { .. } => vec![self.inner.config.addr.clone()],
+        }
+    }
+
+    /// The cluster's nodes as last read (empty before the first connection, and for one server).
+    pub fn cluster_nodes(&self) -> Vec<ClusterNode> {
+        match &self.inner.target {
+            Target::Cluster(c) => c.topology(),
+            Target::Single { .. } => Vec::new(),
+        }
+    }
+
+    /// The masters to scan: the server itself, or the cluster's masters read afresh.
+    ///
+    /// # Errors
+    /// The connection's errors.
+    pub async fn masters(&self) -> Result<Vec<(String, u16)>> {
+        let Target::Cluster(target) = &self.inner.target else {
+            return Ok(match &self.inner.config.addr {
+                Addr::Tcp { host, port } => vec![(host.clone(), *port)],
+                Addr::Unix(_) => vec![(String::new(), 0)],
+            });
+        };
+        let mut conn = self.cluster_link().await?;
+        Ok(target
+            .refresh(&mut conn, &self.inner.addr)
+            .await?
+            .into_iter()
+            .filter(|n| n.master)
+            .map(|n| (n.host, n.port))
+            .collect())
+    }
+
+    /// Sends `cmd` to the node `host:port` of a cluster; to the server itself otherwise.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn send_to(&self, host: &str, port: u16, cmd: &Cmd) -> Result<Value> {
+        if !self.is_cluster() {
+            return self.send(cmd).await;
+        }
+        let mut conn = self.cluster_link().await?;
+        match crate::cluster::send_to(&mut conn, host, port, cmd).await {
+            Ok(Value::ServerError(err)) => Err(Error::from_redis(&err.into(), &self.inner.addr)),
+            Ok(value) => Ok(value),
+            Err(err) => Err(Error::from_redis(&err, &format!("{host}:{port}"))),
+        }
+    }
+
+    /// The cluster's redis-rs connection, once connected (within the offline-queue rules).
+    async fn cluster_link(&self) -> Result<redis::cluster_async::ClusterConnection> {
+        // A PING through the queue waits for the connection as any command does.
+        self.send(&redis::cmd("PING")).await?;
+        let core = self.inner.core();
+        match &core.phase {
+            Phase::Ready { link, .. } => link.cluster().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "a cluster connection without a cluster link",
+                )
+            }),
+            Phase::End(err) => Err(err.clone()),
+            _ => Err(Error::new(
+                ErrorKind::Connection,
+                format!("not connected to {}", self.inner.addr),
+            )),
+        }
+    }
+
+    /// The server's address, for messages.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// The settings this connection was made with.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.inner.config
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        *self.inner.status.borrow()
+    }
+
+    /// Sends one command and returns its reply; a server error reply is an `ERR_REPLY` error.
+    ///
+    /// # Errors
+    /// `ERR_CONNECTION` when the server cannot be reached within the offline-queue bound,
+    /// `ERR_TIMEOUT` when `commandTimeout` runs out, `ERR_REPLY` for an error reply, `ERR_AUTH`,
+    /// `ERR_CLOSED` after `quit()`.
+    pub async fn send(&self, cmd: &Cmd) -> Result<Value> {
+        self.send_bytes(cmd.get_packed_command(), true).await
+    }
+
+    /// [`Connection::send`] for a command packed as RESP (see [`crate::resp::encode`]).
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn send_packed(&self, bytes: &[u8]) -> Result<Value> {
+        self.send_bytes(bytes.to_vec(), true).await
+    }
+
+    /// Sends one command; with `offline_queue` false it fails at once with `ERR_CONNECTION` while
+    /// the connection is being re-made, instead of waiting (lock votes must not wait on a node
+    /// that is down).
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub async fn send_with(&self, cmd: &Cmd, offline_queue: bool) -> Result<Value> {
+        self.send_bytes(cmd.get_packed_command(), offline_queue)
+            .await
+    }
+
+    async fn send_bytes(&self, bytes: Vec<u8>, offline_queue: bool) -> Result<Value> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = move |reply: Result<Value>| {
+            let _ = tx.send(reply);
+        };
+        let unflushed = self.enqueue(self.entry(bytes, done, None), offline_queue);
+        let hooked = pipe::flush_hook();
+        if let Some(pipe) = &unflushed {
+            match hooked {
+                Some(later) => later(pipe),
+                None => pipe.flush(),
+            }
+        }
+        let closed = |_| Err(Error::new(ErrorKind::Closed, "the connection is closed"));
+        if hooked.is_some() {
+            return rx.await.unwrap_or_else(closed);
+        }
+        // Waiting in a task while an outside loop reads the socket (a lock's extension while the
+        // JavaScript thread owns it): should that loop be busy (a long synchronous computation),
+        // read from here too, so that the reply is not held up behind it.
+        let mut rx = rx;
+        loop {
+            match tokio::time::timeout(pipe::BUSY_READER_WAIT, &mut rx).await {
+                Ok(reply) => return reply.unwrap_or_else(closed),
+                Err(_) => {
+                    let pipe = match &self.inner.core().phase {
+                        Phase::Ready { link, .. } => link.pipe().cloned(),
+                        _ => None,
+                    };
+                    if let Some(pipe) = pipe.filter(Pipe::is_external) {
+                        pipe.reader().read_available();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts the packed command `bytes` on the connection and calls `done` with its outcome (as
+    /// [`Connection::send`] would return it), on whichever thread it ends. The command is counted
+    /// in flight until then (so `quit()` waits for it).
+    ///
+    /// When the link is a pipe, the command goes straight into the socket's buffer with no task
+    /// at all, and `Some(pipe)` may be returned: the caller must call [`Pipe::flush`] on it soon
+    /// (after a burst of commands, so that they share one write).
+    pub fn submit<F>(&self, bytes: Vec<u8>, done: F) -> Option<Pipe>
+    where
+        F: FnOnce(Result<Value>) + Send + 'static,
+    {
+        match self.track() {
+            Ok(in_flight) => self.enqueue(self.entry(bytes, done, Some(in_flight)), true),
+            Err(e) => {
+                done(Err(e));
+                None
+            }
+        }
+    }
+
+    /// A command entry, numbered in call order, its `commandTimeout` clock started.
+    fn entry<F>(&self, packed: Vec<u8>, done: F, in_flight: Option<InFlight>) -> Box<dyn Queued>
+    where
+        F: FnOnce(Result<Value>) + Send + 'static,
+    {
+        let done = match &self.inner.timer {
+            None => Done::Now(done),
+            Some(timer) => {
+                let timed = Arc::new(Timed {
+                    slot: Mutex::new(Some(done)),
+                });
+                let weak = Arc::downgrade(&timed);
+                timer.add(weak);
+                Done::Timed(timed)
+            }
+        };
+        Box::new(Entry {
+            conn: self.clone(),
+            seq: 0,
+            born: 0,
+            generation: 0,
+            resends: 0,
+            packed,
+            done,
+            _in_flight: in_flight,
+        })
+    }
+
+    /// The one way in for a command: on the live link, or at the end of the offline queue, in
+    /// call order (the number is given under the lock that orders them); refused at once when
+    /// the connection cannot queue it. Returns the pipe to flush, if any.
+    fn enqueue(&self, mut cmd: Box<dyn Queued>, offline_queue: bool) -> Option<Pipe> {
+        let inner = &self.inner;
+        let mut core = inner.core();
+        cmd.number(
+            inner.seq.fetch_add(1, Ordering::Relaxed),
+            core.failed_attempts,
+        );
+        let refused = match &core.phase {
+            Phase::Ready { link, generation } => {
+                cmd.put_on(*generation);
+                match link.put(cmd) {
+                    Ok(must_flush) => return must_flush.then(|| link.pipe().cloned()).flatten(),
+                    // The link died and its end is not seen yet: whoever killed it starts the
+                    // reconnection, which takes the offline queue.
+                    Err(cmd) => {
+                        core.offline.push_back(cmd);
+                        return None;
+                    }
+                }
+            }
+            Phase::End(err) => Some(err.clone()),
+            Phase::Wait if !inner.config.enable_offline_queue => {
+                self.start_lazy(&mut core);
+                Some(self.offline_disabled())
+            }
+            Phase::Wait => {
+                self.start_lazy(&mut core);
+                None
+            }
+            Phase::Connecting { reconnecting } => {
+                if let Some(err) = core
+                    .last_error
+                    .as_ref()
+                    .filter(|e| e.kind() == ErrorKind::Auth)
+                {
+                    Some(err.clone())
+                } else if *reconnecting && !offline_queue {
+                    Some(Error::new(
+                        ErrorKind::Connection,
+                        format!("not connected to {} (reconnecting)", inner.addr),
+                    ))
+                } else if !inner.config.enable_offline_queue {
+                    Some(self.offline_disabled())
+                } else {
+                    None
+                }
+            }
+        };
+        match refused {
+            Some(err) => {
+                drop(core);
+                cmd.fail(err);
+            }
+            None => core.offline.push_back(cmd),
+        }
+        None
+    }
+
+    fn offline_disabled(&self) -> Error {
+        Error::new(
+            ErrorKind::Connection,
+            format!(
+                "not connected to {} and enableOfflineQueue is false",
+                self.inner.addr
+            ),
+        )
+    }
+
+    fn gave_up_error(&self, last: Option<&Error>, attempts: u64) -> Error {
+        let kind = last.map_or(ErrorKind::Connection, |e| match e.kind() {
+            ErrorKind::Timeout => ErrorKind::Timeout,
+            _ => ErrorKind::Connection,
+        });
+        let reason = last.map_or(String::new(), |e| format!(": {}", e.message()));
+        Error::new(
+            kind,
+            format!(
+                "could not reach {} after {attempts} reconnection attempts (maxRetriesPerRequest){reason}",
+                self.inner.addr
+            ),
+        )
+    }
+
+    fn start_lazy(&self, core: &mut Core) {
+        if matches!(core.phase, Phase::Wait) {
+            core.phase = Phase::Connecting {
+                reconnecting: false,
+            };
+            self.inner.publish(core);
+            self.spawn_connect_loop(false);
+        }
+    }
+
+    /// A command that failed because its link broke (put on it as `generation`): marks that link
+    /// lost, then sends the command again on the next link at its place in call order, or fails
+    /// it.
+    fn link_failed(&self, mut cmd: Box<dyn Queued>, err: &redis::RedisError) {
+        let mut core = self.inner.core();
+        self.lost_locked(&mut core, cmd.generation());
+        let max = self
+            .inner
+            .config
+            .max_retries_per_request
+            .unwrap_or(u32::MAX);
+        let failure = match &core.phase {
+            Phase::End(e) => Some(e.clone()),
+            _ if !self.inner.config.resend_unfulfilled || cmd.resends() >= max.max(1) => {
+                Some(Error::from_redis(err, &self.inner.addr))
+            }
+            _ => None,
+        };
+        if let Some(failure) = failure {
+            drop(core);
+            cmd.fail(failure);
+            return;
+        }
+        cmd.resent();
+        if let Phase::Ready { link, generation } = &core.phase {
+            // A link newer than the one that failed is up already (only when that link gave
+            // its commands back late): nothing is lost, but this one goes last.
+            cmd.put_on(*generation);
+            let link = link.clone();
+            match link.put(cmd) {
+                Ok(true) => {
+                    drop(core);
+                    if let Some(pipe) = link.pipe() {
+                        pipe.flush();
+                    }
+                }
+                Ok(false) => {}
+                Err(cmd) => core.requeue(cmd),
+            }
+            return;
+        }
+        core.requeue(cmd);
+    }
+
+    /// Marks the link of `generation` as lost and starts reconnecting (once per link).
+    fn connection_lost(&self, generation: u64) {
+        let mut core = self.inner.core();
+        self.lost_locked(&mut core, generation);
+    }
+
+    fn lost_locked(&self, core: &mut Core, generation: u64) {
+        let Phase::Ready {
+            link,
+            generation: live,
+        } = &core.phase
+        else {
+            return;
+        };
+        if *live != generation {
+            return;
+        }
+        let link = link.clone();
+        core.phase = Phase::Connecting { reconnecting: true };
+        self.inner.publish(core);
+        // Closing it (a pipe is dead already) gives its commands back; the next link waits for
+        // them.
+        let closer = link.clone();
+        self.inner.runtime.spawn(async move { closer.close() });
+        core.retiring = Some(link);
+        self.spawn_connect_loop(true);
+    }
+
+    fn spawn_connect_loop(&self, after_drop: bool) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.runtime.spawn(connect_loop(weak, after_drop));
+    }
+
+    /// Counts a command issued now (call it where the command is issued, in issue order).
+    ///
+    /// # Errors
+    /// `ERR_CLOSED` after `quit()`.
+    pub fn track(&self) -> Result<InFlight> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the connection is closed (quit() was called)",
+            ));
+        }
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(InFlight {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Stops taking commands: what [`Connection::quit`] does first, for callers that must mark
+    /// the point in issue order before the quit itself runs.
+    pub fn begin_quit(&self) {
+        self.inner.closing.store(true, Ordering::Release);
+    }
+
+    /// Stops taking commands, lets every command issued before finish (as ioredis sends its
+    /// queue before `QUIT`), sends `QUIT` when connected, then closes. It takes a second at
+    /// most: what is still waiting then (for a connection, or for a reply from a server that
+    /// does not answer) fails with `ERR_CLOSED`.
+    pub async fn quit(&self) {
+        self.begin_quit();
+        let mut status = self.inner.status.subscribe();
+        let finish = async {
+            // Commands issued before (a `clear()` under way) finish first.
+            loop {
+                let idle = self.inner.idle.notified();
+                let now = *status.borrow_and_update();
+                if self.inner.in_flight.load(Ordering::Acquire) == 0
+                    || matches!(now, Status::Wait | Status::End)
+                {
+                    break;
+                }
+                tokio::select! {
+                    () = idle => {}
+                    _ = status.changed() => {}
+                }
+            }
+            if self.status() == Status::Ready {
+                // Behind every command issued before it, in order.
+                let _ = self
+                    .send_bytes(crate::resp::encode(&[b"QUIT"]), false)
+                    .await;
+            }
+        };
+        let _ = tokio::time::timeout(QUIT_WAIT, finish).await;
+        self.disconnect();
+    }
+
+    /// Closes at once: commands waiting for a connection fail with `ERR_CLOSED`, those on the
+    /// socket get `ERR_CLOSED` unless their reply is being handed out, and reconnection stops.
+    pub fn disconnect(&self) {
+        let closed = Error::new(ErrorKind::Closed, "the connection was closed by the client");
+        let (link, waiting) = {
+            let mut core = self.inner.core();
+            if matches!(core.phase, Phase::End(_)) {
+                return;
+            }
+            let link = match std::mem::replace(&mut core.phase, Phase::End(closed.clone())) {
+                Phase::Ready { link, .. } => Some(link),
+                _ => None,
+            };
+            core.last_error = Some(closed.clone());
+            self.inner.publish(&core);
+            (link, std::mem::take(&mut core.offline))
+        };
+        if let Some(link) = link {
+            link.close();
+        }
+        for cmd in waiting {
+            cmd.fail(closed.clone());
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The supervisor holds only a weak reference: it stops on its own.
+        let core = self.core.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Phase::Ready { link, .. } = std::mem::replace(&mut core.phase, Phase::Wait) {
+            link.close();
+        }
+        let _ = self.status.send_replace(Status::End);
+    }
+}
+
+/// A command as the connection queues it (see [`Entry`]).
+trait Queued: pipe::Command {
+    /// Numbers the command: its place in call order, and the failed attempts so far.
+    fn number(&mut self, seq: u64, attempts: u64);
+    fn seq(&self) -> u64;
+    /// Failed attempts when it was issued.
+    fn born(&self) -> u64;
+    /// Records the link generation it goes on.
+    fn put_on(&mut self, generation: u64);
+    fn generation(&self) -> u64;
+    fn resends(&self) -> u32;
+    fn resent(&mut self);
+    /// True once it timed out: it is not sent any more.
+    fn is_settled(&self) -> bool;
+    /// Fails it with `err`.
+    fn fail(self: Box<Self>, err: Error);
+}
+
+/// How a command's outcome is delivered: at once, or through a slot that the
+/// `commandTimeout` timer may empty first.
+enum Done<F> {
+    Now(F),
+    Timed(Arc<Timed<F>>),
+}
+
+struct Timed<F> {
+    slot: Mutex<Option<F>>,
+}
+
+impl<F> Timed<F> {
+    fn take(&self) -> Option<F> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<F> Expire for Timed<F>
+where
+    F: FnOnce(Result<Value>) + Send + 'static,
+{
+    fn expire(&self, err: Error) {
+        if let Some(done) = self.take() {
+            done(Err(err));
+        }
+    }
+
+    fn is_settled(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+}
+
+/// One command of a connection: its bytes, its place in call order, how its outcome is
+/// delivered. On a pipe it is the pipe's waiter; a socket failure brings it back to the
+/// connection ([`Connection::link_failed`]).
+struct Entry<F> {
+    conn: Connection,
+    seq: u64,
+    born: u64,
+    generation: u64,
+    resends: u32,
+    packed: Vec<u8>,
+    done: Done<F>,
+    _in_flight: Option<InFlight>,
+}
+
+impl<F> Entry<F>
+where
+    F: FnOnce(Result<Value>) + Send + 'static,
+{
+    fn deliver(self, outcome: Result<Value>) {
+        match self.done {
+            Done::Now(done) => done(outcome),
+            Done::Timed(timed) => {
+                if let Some(done) = timed.take() {
+                    done(outcome);
+                }
+            }
+        }
+    }
+}
+
+impl<F> pipe::Command for Entry<F>
+where
+    F: FnOnce(Result<Value>) + Send + 'static,
+{
+    fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+
+    fn finish(self: Box<Self>, reply: redis::RedisResult<Value>) {
+        let conn = self.conn.clone();
+        let addr = &conn.inner.addr;
+        match reply {
+            Ok(Value::ServerError(err)) => self.deliver(Err(Error::from_redis(&err.into(), addr))),
+            Ok(value) => self.deliver(Ok(value)),
+            // A cluster connection has retried through redirections and failovers already.
+            Err(err) if is_socket_failure(&err) && !conn.is_cluster() => {
+                conn.link_failed(self, &err);
+            }
+            Err(err) => self.deliver(Err(Error::from_redis(&err, addr))),
+        }
+    }
+}
+
+impl<F> Queued for Entry<F>
+where
+    F: FnOnce(Result<Value>) + Send + 'static,
+{
+    fn number(&mut self, seq: u64, attempts: u64) {
+        self.seq = seq;
+        self.born = attempts;
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn born(&self) -> u64 {
+        self.born
+    }
+    fn put_on(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+    fn resends(&self) -> u32 {
+        self.resends
+    }
+    fn resent(&mut self) {
+        self.resends += 1;
+    }
+    fn is_settled(&self) -> bool {
+        match &self.done {
+            Done::Now(_) => false,
+            Done::Timed(timed) => timed.is_settled(),
+        }
+    }
+    fn fail(self: Box<Self>, err: Error) {
+        self.deliver(Err(err));
+    }
+}
+
+/// True when the command failed because the socket failed, so it may succeed on a new one.
+fn is_socket_failure(err: &redis::RedisError) -> bool {
+    !err.is_timeout()
+        && (err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error())
+}
+
+/// The supervisor: makes a link (after a first backoff when one was lost), retrying per the
+/// strategy, until a link is up, the strategy gives up, or the connection is closed or dropped.
+async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
+    let mut times = 0u32;
+    if after_drop && !backoff(&weak, &mut times).await {
+        return;
+    }
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let mut status = inner.status.subscribe();
+        if *status.borrow_and_update() == Status::End {
+            return;
+        }
+        let generation = inner.core().generation + 1;
+        let lost = weak.clone();
+        let on_lost = move || {
+            if let Some(inner) = lost.upgrade() {
+                Connection { inner }.connection_lost(generation);
+            }
+        };
+        // A close stops the attempt at once.
+        let attempt = tokio::select! {
+            attempt = open::connect(&inner, on_lost) => attempt,
+            _ = status.wait_for(|s| *s == Status::End) => return,
+        };
+        match attempt {
+            Ok(link) => {
+                install(&inner, link, generation).await;
+                return;
+            }
+            Err(failed) => attempt_failed(&inner, failed),
+        }
+        drop(inner);
+        if !backoff(&weak, &mut times).await {
+            return;
+        }
+    }
+}
+
+/// Makes `link` the live link: the commands of the lost link come back first, then the offline
+/// queue goes on it in call order, then new commands follow.
+async fn install(inner: &Arc<Inner>, link: Link, generation: u64) {
+    let retiring = inner.core().retiring.take();
+    if let Some(old) = retiring {
+        old.finished().await;
+    }
+    let mut core = inner.core();
+    if matches!(core.phase, Phase::End(_)) {
+        drop(core);
+        link.close();
+        return;
+    }
+    let mut must_flush = false;
+    while let Some(cmd) = core.offline.pop_front() {
+        if cmd.is_settled() {
+            continue;
+        }
+        let mut cmd = cmd;
+        cmd.put_on(generation);
+        match link.put(cmd) {
+            Ok(flush) => must_flush |= flush,
+            // Dead already: its end starts the next attempt, which takes the rest.
+            Err(cmd) => {
+                core.offline.push_front(cmd);
+                break;
+            }
+        }
+    }
+    core.generation = generation;
+    core.last_error = None;
+    core.phase = Phase::Ready {
+        link: link.clone(),
+        generation,
+    };
+    inner.publish(&core);
+    drop(core);
+    if must_flush {
+        if let Some(pipe) = link.pipe() {
+            pipe.flush();
+        }
+    }
+}
+
+/// Counts a failed attempt; fails the commands that waited for as many attempts as
+/// `maxRetriesPerRequest` allows, and every waiting command when the server was reached but
+/// answered badly or not at all (another attempt would only make them wait as long again).
+fn attempt_failed(inner: &Arc<Inner>, failed: open::Failed) {
+    let conn = Connection {
+        inner: inner.clone(),
+    };
+    let mut doomed = Vec::new();
+    let mut core = inner.core();
+    core.failed_attempts += 1;
+    let fatal =
+        failed.reached || matches!(failed.error.kind(), ErrorKind::Auth | ErrorKind::Protocol);
+    let attempts = core.failed_attempts;
+    let max = inner.config.max_retries_per_request;
+    let waiting = std::mem::take(&mut core.offline);
+    for cmd in waiting {
+        let waited = attempts - cmd.born();
+        if cmd.is_settled() {
+            continue;
+        }
+        if fatal {
+            doomed.push((cmd, failed.error.clone()));
+        } else if max.is_some_and(|max| waited > u64::from(max)) {
+            let err = conn.gave_up_error(Some(&failed.error), waited);
+            doomed.push((cmd, err));
+        } else {
+            core.offline.push_back(cmd);
+        }
+    }
+    core.last_error = Some(failed.error);
+    drop(core);
+    for (cmd, err) in doomed {
+        cmd.fail(err);
+    }
+}
+
+/// Waits as the retry strategy says before attempt `times + 1`; false when it gave up (the
+/// connection then ends, failing what waits) or the connection is gone.
+async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
+    *times = times.saturating_add(1);
+    let Some((retry, mut status)) = weak
+        .upgrade()
+        .map(|inner| (inner.retry.clone(), inner.status.subscribe()))
+    else {
+        return false;
+    };
+    match retry(*times).await {
+        Some(delay) => {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = status.wait_for(|s| *s == Status::End) => return false,
+            }
+            weak.upgrade()
+                .is_some_and(|inner| *inner.status.borrow() != Status::End)
+        }
+        None => {
+            if let Some(inner) = weak.upgrade() {
+                let attempts = *times;
+                let (err, waiting) = {
+                    let mut core = inner.core();
+                    let reason = core
+                        .last_error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(": {}", e.message()));
+                    let kind = match core.last_error.as_ref().map(Error::kind) {
+                        Some(ErrorKind::Auth) => ErrorKind::Auth,
+                        Some(ErrorKind::Timeout) => ErrorKind::Timeout,
+                        _ => ErrorKind::Connection,
+                    };
+                    let err = Error::new(
+                        kind,
+                        format!(
+                            "gave up reconnecting to {} after {attempts} attempts (retryStrategy returned no delay){reason}",
+                            inner.addr
+                        ),
+                    );
+                    core.phase = Phase::End(err.clone());
+                    core.last_error = Some(err.clone());
+                    inner.publish(&core);
+                    (err, std::mem::take(&mut core.offline))
+                };
+                for cmd in waiting {
+                    cmd.fail(err.clone());
+                }
+            }
+            false
+        }
+    }
+}

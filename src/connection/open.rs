@@ -1,0 +1,308 @@
+//! Opening a link: the socket (TCP, unix, TLS), the handshake (AUTH, SELECT, CLIENT SETNAME or
+//! a PING as the ready check), all within one `connectTimeout`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis::{AsyncConnectionConfig, Value};
+
+use super::link::{Backend, Fed, Link};
+use super::{Inner, Target};
+use crate::config::{Addr, ConnectionConfig, TlsConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipe::{Io, Pipe};
+
+/// The room of redis-rs's queue into a TLS socket: more commands than could ever be in flight.
+const PIPELINE_BUFFER: usize = 1 << 28;
+
+/// Why an attempt failed, and whether the server had been reached (the socket was up): a
+/// server that answers garbage, or nothing, fails the commands waiting for it at once, while
+/// one that cannot be reached leaves them waiting for the next attempt (`maxRetriesPerRequest`).
+pub(super) struct Failed {
+    pub(super) error: Error,
+    pub(super) reached: bool,
+}
+
+/// One connection attempt, bounded by `connectTimeout` as a whole (TCP, TLS, AUTH, SELECT, the
+/// ready check). `on_lost` is called when a pipe made by it dies.
+pub(super) async fn connect(
+    inner: &Inner,
+    on_lost: impl FnOnce() + Send + 'static,
+) -> std::result::Result<Link, Failed> {
+    let reached = AtomicBool::new(false);
+    let attempt = async {
+        let link = match &inner.target {
+            Target::Single {
+                client,
+                async_config,
+            } => open(inner, client, async_config, &reached, on_lost).await?,
+            Target::Cluster(target) => {
+                let conn = target.connect(&inner.addr).await?;
+                let backend = Backend::Cluster {
+                    conn,
+                    retries: target.max_redirections,
+                    delay: target.retry_delay,
+                };
+                Link::Fed(Fed::new(backend, &inner.runtime))
+            }
+        };
+        reached.store(true, Ordering::Relaxed);
+        // One round trip before the link counts as connected, so that a server that accepts and
+        // never answers is caught by connectTimeout instead of hanging the first command.
+        let hello = match &inner.config.connection_name {
+            Some(name) => crate::resp::encode(&[b"CLIENT", b"SETNAME", name.as_bytes()]),
+            None => crate::resp::encode(&[b"PING"]),
+        };
+        let answer = link.send_now(hello).await;
+        let answer = match answer {
+            Ok(Value::ServerError(err)) => Err(Error::from_redis(&err.into(), &inner.addr)),
+            Err(err) => Err(Error::from_redis(&err, &inner.addr)),
+            Ok(_) => Ok(()),
+        };
+        if let Err(err) = answer {
+            link.close();
+            return Err(err);
+        }
+        Ok(link)
+    };
+    let outcome = match inner.config.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                let stage = if reached.load(Ordering::Relaxed) {
+                    "the server accepted the connection but did not answer"
+                } else {
+                    "timed out"
+                };
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "connecting to {}: {stage} within {} ms (connectTimeout)",
+                        inner.addr,
+                        limit.as_millis()
+                    ),
+                ))
+            }),
+        None => attempt.await,
+    };
+    outcome.map_err(|error| Failed {
+        error,
+        reached: reached.load(Ordering::Relaxed),
+    })
+}
+
+/// Opens a link to one server (TCP or unix socket, TLS, AUTH, SELECT). Plain TCP and unix
+/// sockets get our [`Pipe`], whose driver is watched: when the server goes away the connection
+/// starts reconnecting at once (`on_lost`), before any command fails. Over TLS redis-rs makes the
+/// socket, and a lost server is noticed by the next command.
+async fn open(
+    inner: &Inner,
+    client: &redis::Client,
+    async_config: &AsyncConnectionConfig,
+    reached: &AtomicBool,
+    on_lost: impl FnOnce() + Send + 'static,
+) -> Result<Link> {
+    let io_error = |e: std::io::Error| Error::from_redis(&redis::RedisError::from(e), &inner.addr);
+    let io = match (&inner.config.addr, &inner.config.tls) {
+        (Addr::Tcp { host, port }, None) => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(io_error)?;
+            stream
+                .set_nodelay(inner.config.no_delay)
+                .map_err(io_error)?;
+            if let Some(delay) = inner.config.keep_alive {
+                let keepalive = redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay);
+                redis::io::tcp::socket2::SockRef::from(&stream)
+                    .set_tcp_keepalive(&keepalive)
+                    .map_err(io_error)?;
+            }
+            Io::Tcp(stream)
+        }
+        #[cfg(unix)]
+        (Addr::Unix(path), _) => Io::Unix(
+            tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(io_error)?,
+        ),
+        _ => {
+            // redis-rs connects and runs AUTH and SELECT in one go.
+            return client
+                .get_multiplexed_async_connection_with_config(async_config)
+                .await
+                .map(|conn| Link::Fed(Fed::new(Backend::Single(conn), &inner.runtime)))
+                .map_err(|e| connect_error(&e, inner));
+        }
+    };
+    reached.store(true, Ordering::Relaxed);
+    let (pipe, driver) = Pipe::new(io).map_err(io_error)?;
+    inner.runtime.spawn(async move {
+        driver.await;
+        on_lost();
+    });
+    if let Err(err) = handshake(inner, &pipe).await {
+        pipe.close();
+        return Err(err);
+    }
+    Ok(Link::Pipe(pipe))
+}
+
+/// AUTH and SELECT on a new pipe, as configured.
+async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
+    let config = &inner.config;
+    let send = |cmd: Vec<u8>| async move {
+        match pipe.send(cmd).await {
+            Ok(Value::ServerError(err)) => Err(redis::RedisError::from(err)),
+            other => other,
+        }
+    };
+    if let Some(password) = &config.password {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = &config.username {
+            args.push(user.as_bytes());
+        }
+        args.push(password.0.as_bytes());
+        match send(crate::resp::encode(&args)).await {
+            Ok(_) => {}
+            // A password given to a server that needs none: ioredis goes on (with a warning).
+            Err(err)
+                if config.username.is_none()
+                    && err.detail().is_some_and(|d| {
+                        d.contains("without any password configured")
+                            || d.contains("no password is set")
+                    }) => {}
+            Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
+        }
+    }
+    if config.db != 0 {
+        let db = config.db.to_string();
+        send(crate::resp::encode(&[b"SELECT", db.as_bytes()]))
+            .await
+            .map_err(|e| Error::from_redis(&e, &inner.addr))?;
+    }
+    Ok(())
+}
+
+/// Resolves the TLS `servername` to the addresses of the configured `host`, so that the
+/// certificate is verified against the one name while the socket goes to the other (as Node's
+/// `tls.connect({ host, servername })` does).
+struct ServernameResolver {
+    servername: String,
+    host: String,
+}
+
+impl redis::io::AsyncDNSResolver for ServernameResolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        let target = if host == self.servername {
+            self.host.as_str()
+        } else {
+            host
+        };
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((target, port)).await?;
+            Ok(Box::new(addrs) as Box<dyn Iterator<Item = std::net::SocketAddr> + Send>)
+        })
+    }
+}
+
+/// A failed connection attempt; with TLS, an I/O failure that is not a refusal is most often the
+/// handshake (an untrusted certificate, a name mismatch, a server without TLS), so say so.
+fn connect_error(err: &redis::RedisError, inner: &Inner) -> Error {
+    let mapped = Error::from_redis(err, &inner.addr);
+    if inner.config.tls.is_some() && err.is_io_error() && !err.is_connection_refusal() {
+        return Error::new(
+            ErrorKind::Connection,
+            format!(
+                "TLS connection to {} failed: the handshake did not complete (is the server's certificate trusted by `tls.ca`, and is TLS enabled on that port?)",
+                inner.addr
+            ),
+        );
+    }
+    mapped
+}
+
+/// redis-rs's connection settings: timeouts, and the resolver that makes `tls.servername` work.
+pub(super) fn async_config(config: &ConnectionConfig) -> AsyncConnectionConfig {
+    let mut async_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(config.connect_timeout)
+        // commandTimeout is the connection's own timer (from the call, not from the write).
+        .set_response_timeout(None)
+        // Never full: a command waiting for room could be overtaken by a later one that finds
+        // room, and call order is lost (see `link`).
+        .set_pipeline_buffer_size(PIPELINE_BUFFER);
+    if let (
+        Addr::Tcp { host, .. },
+        Some(TlsConfig {
+            servername: Some(name),
+            ..
+        }),
+    ) = (&config.addr, &config.tls)
+    {
+        async_config = async_config.set_dns_resolver(ServernameResolver {
+            servername: name.clone(),
+            host: host.clone(),
+        });
+    }
+    async_config
+}
+
+/// Builds the redis-rs client for the settings.
+pub(crate) fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
+    let redis_settings = {
+        let mut r = redis::RedisConnectionInfo::default()
+            .set_db(config.db)
+            .set_skip_set_lib_name();
+        if let Some(user) = &config.username {
+            r = r.set_username(user);
+        }
+        if let Some(password) = &config.password {
+            r = r.set_password(&password.0);
+        }
+        r
+    };
+    let addr = match (&config.addr, &config.tls) {
+        (Addr::Tcp { host, port }, None) => redis::ConnectionAddr::Tcp(host.clone(), *port),
+        (Addr::Tcp { host, port }, Some(tls)) => redis::ConnectionAddr::TcpTls {
+            // The certificate is checked against `servername` when given; the resolver in
+            // `async_config` still connects to `host`.
+            host: tls.servername.clone().unwrap_or_else(|| host.clone()),
+            port: *port,
+            insecure: !tls.reject_unauthorized,
+            tls_params: None,
+        },
+        (Addr::Unix(path), _) => redis::ConnectionAddr::Unix(path.clone()),
+    };
+    let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(config.no_delay);
+    if let Some(delay) = config.keep_alive {
+        tcp = tcp.set_keepalive(redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay));
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(addr)
+        .map_err(|_| Error::config("invalid address"))?
+        .set_redis_settings(redis_settings)
+        .set_tcp_settings(tcp);
+    match &config.tls {
+        Some(tls) if tls.ca.is_some() || tls.cert.is_some() => {
+            redis::Client::build_with_tls(info, tls_certificates(tls)).map_err(|_| {
+                Error::config("option `tls`: the certificates or key could not be read as PEM")
+            })
+        }
+        _ => redis::Client::open(info).map_err(|_| Error::config("invalid connection settings")),
+    }
+}
+
+/// The TLS material of `tls` as redis-rs takes it.
+pub(crate) fn tls_certificates(tls: &TlsConfig) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: cert.as_bytes().to_vec(),
+                client_key: key.as_bytes().to_vec(),
+            }),
+            _ => None,
+        },
+        root_cert: tls.ca.as_ref().map(|ca| ca.as_bytes().to_vec()),
+    }
+}

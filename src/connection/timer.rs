@@ -1,0 +1,118 @@
+//! `commandTimeout`: one timer per connection for all its commands.
+//!
+//! Every command of a connection has the same timeout and is issued later than the one before,
+//! so deadlines come in order: a FIFO of deadlines and one task sleeping until the first is all
+//! it takes (no timer per command). A command that finished leaves a dead entry, dropped when
+//! its deadline comes or when a newer command is added behind it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::Error;
+
+/// A command that can be failed when its time runs out.
+pub(super) trait Expire: Send + Sync {
+    /// Fails the command with `err` unless it finished already.
+    fn expire(&self, err: Error);
+    /// True once the command finished (or expired).
+    fn is_settled(&self) -> bool;
+}
+
+struct Shared {
+    entries: Mutex<VecDeque<(Instant, Weak<dyn Expire>)>>,
+    /// Wakes the task: a first entry was added, or the timer is dropped.
+    wake: Notify,
+}
+
+/// The deadlines of one connection's commands.
+pub(super) struct Timer {
+    limit: Duration,
+    shared: Arc<Shared>,
+}
+
+impl Timer {
+    /// A timer failing each command `limit` after it was added with `error()`; its task runs on
+    /// `runtime` while the timer lives.
+    pub(super) fn new(
+        limit: Duration,
+        runtime: &Handle,
+        error: Arc<dyn Fn() -> Error + Send + Sync>,
+    ) -> Timer {
+        let shared = Arc::new(Shared {
+            entries: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+        });
+        runtime.spawn(run(Arc::downgrade(&shared), error));
+        Timer { limit, shared }
+    }
+
+    /// Starts the clock of `cmd` now.
+    pub(super) fn add(&self, cmd: Weak<dyn Expire>) {
+        let deadline = Instant::now() + self.limit;
+        let mut entries = self
+            .shared
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Entries of commands that finished go as new ones come, so the list stays about as
+        // long as the commands in flight.
+        while entries
+            .front()
+            .is_some_and(|(_, c)| c.upgrade().is_none_or(|c| c.is_settled()))
+        {
+            entries.pop_front();
+        }
+        let first = entries.is_empty();
+        entries.push_back((deadline, cmd));
+        drop(entries);
+        if first {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.shared.wake.notify_one();
+    }
+}
+
+async fn run(weak: Weak<Shared>, error: Arc<dyn Fn() -> Error + Send + Sync>) {
+    loop {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let wake = shared.wake.notified();
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let next = {
+            let mut entries = shared.entries.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some((deadline, _)) = entries.front() {
+                if *deadline > now {
+                    break;
+                }
+                if let Some((_, cmd)) = entries.pop_front() {
+                    due.extend(cmd.upgrade());
+                }
+            }
+            entries.front().map(|(deadline, _)| *deadline)
+        };
+        for cmd in due {
+            cmd.expire(error());
+        }
+        match next {
+            Some(deadline) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = wake => {}
+                }
+            }
+            None => wake.await,
+        }
+    }
+}
