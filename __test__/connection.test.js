@@ -7,35 +7,11 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
 const RedisStorageAdapter = require('..');
-const { startRedis, startPlainAndSecured, freePort, HOST } = require('./servers');
+const { startRedis, startPlainAndSecured, freePort, makeCertificates, HOST } = require('./servers');
 const { rejectsWithCode, within, ioredisFor, closeAll } = require('./helpers');
 
 const PASSWORD = 'connection-secret-pw';
-
-/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, in `dir`. */
-function makeCertificates(dir) {
-  const file = (name) => path.join(dir, name);
-  const openssl = (...args) => execFileSync('openssl', args, { stdio: 'pipe' });
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.crt'),
-    '-days', '2', '-subj', '/CN=alova-test-ca');
-  fs.writeFileSync(file('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  fs.writeFileSync(file('client.ext'), 'extendedKeyUsage=clientAuth\n');
-  for (const who of ['server', 'client']) {
-    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file(`${who}.key`), '-out', file(`${who}.csr`),
-      '-subj', `/CN=${who === 'server' ? 'localhost' : 'alova-client'}`);
-    openssl('x509', '-req', '-in', file(`${who}.csr`), '-CA', file('ca.crt'), '-CAkey', file('ca.key'),
-      '-CAcreateserial', '-out', file(`${who}.crt`), '-days', '2', '-extfile', file(`${who}.ext`));
-  }
-  const read = (name) => fs.readFileSync(file(name), 'utf8');
-  return {
-    files: { ca: file('ca.crt'), cert: file('server.crt'), key: file('server.key') },
-    ca: read('ca.crt'),
-    clientCert: read('client.crt'),
-    clientKey: read('client.key'),
-  };
-}
 
 describe('connections', () => {
   let server; // plain, with a unix socket

@@ -5,9 +5,9 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('node:net');
 const RedisStorageAdapter = require('..');
-const { startRedis, freePort, parseReply, HOST } = require('./servers');
+const { startRedis, freePort, HOST } = require('./servers');
+const { fakeServer, blackHole } = require('./fakes');
 const {
   ERROR_CODES,
   errorText,
@@ -21,36 +21,6 @@ const {
 
 const PASSWORD = 'correct-horse-battery-staple';
 
-/**
- * A TCP server on loopback that reads RESP commands and answers each with `answer(command)`
- * (raw bytes). Resolves with { port, close() }.
- */
-async function fakeServer(answer) {
-  const sockets = new Set();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    let buf = Buffer.alloc(0);
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('data', (chunk) => {
-      buf = Buffer.concat([buf, chunk]);
-      for (;;) {
-        const parsed = parseReply(buf);
-        if (!parsed) break;
-        buf = buf.subarray(parsed.end);
-        socket.write(answer(parsed.value));
-      }
-    });
-  });
-  await new Promise((resolve) => server.listen(0, HOST, resolve));
-  return {
-    port: server.address().port,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
 const WRONG_PASSWORD = 'wrong-password-do-not-print';
 
 describe('errors', () => {
@@ -288,17 +258,11 @@ describe('errors', () => {
     });
 
     it('connectTimeout is honoured by a server that accepts but never answers', async () => {
-      const sockets = new Set();
-      const mute = net.createServer((socket) => {
-        sockets.add(socket);
-        socket.on('error', () => {});
-        socket.on('close', () => sockets.delete(socket));
-      });
-      await new Promise((resolve) => mute.listen(0, HOST, resolve));
+      const mute = await blackHole();
       try {
         const a = new RedisStorageAdapter({
           host: HOST,
-          port: mute.address().port,
+          port: mute.port,
           connectTimeout: 300,
           retryStrategy: () => null,
         });
@@ -306,8 +270,7 @@ describe('errors', () => {
         await within(10000, rejectsWithCode(() => a.set('k', 1), 'ERR_TIMEOUT'), 'set to a mute server');
         await a.close();
       } finally {
-        for (const socket of sockets) socket.destroy();
-        await new Promise((resolve) => mute.close(resolve));
+        await mute.close();
       }
     });
 

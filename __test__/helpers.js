@@ -123,15 +123,20 @@ async function connectionCount(observer) {
   return list.split('\n').filter((line) => line.trim()).length;
 }
 
-/** Closes adapters and ioredis clients, ignoring those already closed. */
+/**
+ * Closes adapters, RedisClients and ioredis clients, ignoring those already closed. A close()
+ * that hangs is given up after 10 s, so that a broken close cannot stall a whole file's clean-up
+ * (the suites that test close() bound it themselves).
+ */
 async function closeAll(things) {
   await Promise.all(
     things.splice(0).map(async (thing) => {
       try {
         if (thing instanceof Redis || thing instanceof Redis.Cluster) thing.disconnect();
-        else if (typeof thing.close === 'function') await thing.close();
+        else if (typeof thing.close === 'function') await within(10000, thing.close(), 'close()');
+        else if (typeof thing.disconnect === 'function') thing.disconnect(); // a RedisClient
       } catch {
-        // already closed
+        // already closed, or close() hung
       }
     }),
   );
@@ -345,6 +350,169 @@ function topologies({ spreadKeys = false } = {}) {
   ];
 }
 
+// ---------------------------------------------------------------------------------------------
+// The connection matrix: every path one client's commands can take
+// ---------------------------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Whether every running node of `cluster` sees `replicaId` as a replica of `masterId` (CLUSTER
+ * NODES). A manual failover needs that: a master ignores the failover request of a node it does
+ * not yet know as its own replica.
+ */
+async function clusterAgrees(cluster, masterId, replicaId) {
+  const views = await Promise.all(cluster.servers.filter((s) => s.running).map((s) => s.command('CLUSTER', 'NODES')));
+  return views.every((text) => {
+    const lines = String(text).split('\n').map((line) => line.split(' '));
+    const replica = lines.find((f) => f[0] === replicaId);
+    const master = lines.find((f) => f[0] === masterId);
+    return replica && master && replica[2].includes('slave') && replica[3] === masterId &&
+      master[2].includes('master') && !master[2].includes('fail');
+  });
+}
+
+/**
+ * A manual failover (`CLUSTER FAILOVER` on a replica: the master hands over once the replica has
+ * caught up, so no acknowledged write is lost) of the master serving `key`'s slot, on a
+ * startCluster() handle. Resolves once every node sees the replica as the master.
+ * @returns {Promise<{ from: object, to: object }>} the startRedis handles of old and new master
+ */
+async function failoverSlotOf(cluster, key) {
+  const servers = cluster.servers.filter((s) => s.running);
+  const owners = await slotOwners({ cluster: (...args) => servers[0].command('CLUSTER', ...args) });
+  const owner = owners[keySlot(key)];
+  const from = servers.find((s) => `${s.host}:${s.port}` === owner);
+  if (!from) throw new Error(`no running master ${owner} for ${key}`);
+  const role = await from.command('ROLE');
+  const replicaPort = role[2] && role[2][0] && Number(role[2][0][1]);
+  const to = servers.find((s) => s.port === replicaPort);
+  if (!to) throw new Error(`master ${owner} has no replica to fail over to (${JSON.stringify(role)})`);
+  const [fromId, toId] = await Promise.all([from.command('CLUSTER', 'MYID'), to.command('CLUSTER', 'MYID')]);
+  const what = `the failover of ${owner} to ${to.host}:${to.port}`;
+  await waitFor(() => clusterAgrees(cluster, fromId, toId), { timeout: 20000, interval: 50, what: `${what}: the nodes to agree on the roles first` });
+  // A manual failover that times out (5 s in Redis) is asked for again.
+  for (let attempt = 1; ; attempt += 1) {
+    const reply = await to.command('CLUSTER', 'FAILOVER');
+    // Refused by a node that is master already: the previous request got through late.
+    if (reply instanceof Error && (await to.command('ROLE'))[0] !== 'master') throw reply;
+    try {
+      await waitFor(() => clusterAgrees(cluster, toId, fromId), { timeout: 7000, interval: 50, what });
+      return { from, to };
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+/**
+ * The ways one client's commands reach Redis, for suites that check an invariant on every path
+ * (call order, bounded waits: issue 9). Builds on `topologies()` (its single server and its shared
+ * cluster) and adds connection options and faults:
+ *
+ *   for (const config of connectionMatrix()) describe(`... (${config.name})`, () => { ... });
+ *
+ * Each is `{ name, cluster, fresh, mayReject, start(), options(target), observer(target,
+ * registry), disturb? }`:
+ * - `start()` resolves a target with `stop()`: a startRedis handle, or the file's shared cluster
+ *   (whose `stop()` leaves it running; it stops at the end of the file).
+ * - `options(target)`: connection options that both `new RedisStorageAdapter` and `new
+ *   RedisClient` take (add keyPrefix and the like for an adapter).
+ * - `fresh`: each round wants a new client, its commands issued in the tick of its constructor.
+ * - `mayReject`: the fault may fail some calls (a failover); elsewhere every call must succeed.
+ * - `disturb(target, ctx)`: the fault, run while the suite's traffic flows. `ctx` has `burst()`
+ *   (issues one burst of calls now; returns a promise that settles, never rejects, once they
+ *   have), `loop(until)` (bursts back to back until `until()` is true; resolves after the last),
+ *   `reset()` (the server lost all its data at this point of the call order) and `slotKey` (a
+ *   Redis key the fault must hit: on a cluster, the failover is of its slot's master).
+ */
+function connectionMatrix() {
+  const [standalone, cluster] = topologies();
+  const host = (target) => ({ host: target.host, port: target.port });
+  return [
+    { ...standalone, name: 'fresh client', fresh: true, options: host },
+    {
+      ...standalone,
+      name: 'lazyConnect',
+      fresh: true,
+      options: (target) => ({ ...host(target), lazyConnect: true }),
+    },
+    {
+      ...standalone,
+      name: 'server restart (offline queue)',
+      options: host,
+      async disturb(target, ctx) {
+        await target.kill('SIGKILL');
+        ctx.reset(); // no persistence: the new server starts empty
+        // Bursts while nothing listens: they wait in the offline queue across reconnect attempts.
+        for (let i = 0; i < 4; i += 1) {
+          ctx.burst();
+          await sleep(30);
+        }
+        const restarted = target.restart();
+        ctx.burst(); // while it starts
+        await restarted;
+        ctx.burst();
+      },
+    },
+    {
+      ...standalone,
+      name: 'commandTimeout',
+      options: (target) => ({ ...host(target), commandTimeout: 5000 }),
+    },
+    {
+      ...standalone,
+      name: 'unix socket',
+      start: () => startRedis({ unixSocket: true }),
+      options: (target) => ({ path: target.path }),
+    },
+    {
+      ...standalone,
+      name: 'TLS',
+      start: () => startRedis({ tls: true }),
+      options: (target) => ({ host: target.host, port: target.tlsPort, tls: { ca: target.tls.ca } }),
+    },
+    { ...cluster, name: 'cluster', options: (target) => cluster.adapterOptions(target) },
+    {
+      ...cluster,
+      name: 'cluster failover',
+      mayReject: true,
+      options: (target) => cluster.adapterOptions(target),
+      async disturb(target, ctx) {
+        // A manual failover, not a SIGKILLed master: after a SIGKILL, asynchronous replication
+        // may lose writes the old master had acknowledged, which no model of call order can
+        // tell from a client's fault. One switch per call (the next call switches back): Redis
+        // masters refuse a second vote for the same master's replica within 2 x node timeout.
+        let done = false;
+        const traffic = ctx.loop(() => done);
+        try {
+          await sleep(100);
+          await failoverSlotOf(target, ctx.slotKey);
+          await sleep(300); // traffic goes on against the new master
+        } finally {
+          done = true;
+          await traffic;
+        }
+      },
+    },
+  ].map((config) => ({ fresh: false, mayReject: false, ...config }));
+}
+
+/**
+ * A seeded pseudo-random generator (mulberry32): the same seed gives the same numbers in [0, 1),
+ * so a failing randomised test can be replayed.
+ */
+function seededRandom(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** Collects the process warnings emitted while `fn(seen)` runs (and one turn after). */
 async function collectWarnings(fn) {
   const seen = [];
@@ -380,4 +548,7 @@ module.exports = {
   writeMany,
   ioredisClusterFor,
   topologies,
+  connectionMatrix,
+  failoverSlotOf,
+  seededRandom,
 };

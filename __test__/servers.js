@@ -13,7 +13,7 @@
 // A handle: { host, port, url, path, password, dir, pid, running, stop(), kill(signal),
 // restart(), command(...args), logs() }.
 
-const { spawn, execFile } = require('node:child_process');
+const { spawn, execFile, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
@@ -214,6 +214,37 @@ async function waitReady(where, password, isAlive, logs) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// TLS material
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A CA, a server certificate for 127.0.0.1/localhost and a client certificate, made with openssl
+ * in `dir`. Returns `{ files: { ca, cert, key }, ca, clientCert, clientKey }` (files are paths for
+ * redis-server; the rest PEM text for clients).
+ */
+function makeCertificates(dir) {
+  const file = (name) => path.join(dir, name);
+  const openssl = (...args) => execFileSync('openssl', args, { stdio: 'pipe' });
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', file('ca.crt'),
+    '-days', '2', '-subj', '/CN=alova-test-ca');
+  fs.writeFileSync(file('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  fs.writeFileSync(file('client.ext'), 'extendedKeyUsage=clientAuth\n');
+  for (const who of ['server', 'client']) {
+    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file(`${who}.key`), '-out', file(`${who}.csr`),
+      '-subj', `/CN=${who === 'server' ? 'localhost' : 'alova-client'}`);
+    openssl('x509', '-req', '-in', file(`${who}.csr`), '-CA', file('ca.crt'), '-CAkey', file('ca.key'),
+      '-CAcreateserial', '-out', file(`${who}.crt`), '-days', '2', '-extfile', file(`${who}.ext`));
+  }
+  const read = (name) => fs.readFileSync(file(name), 'utf8');
+  return {
+    files: { ca: file('ca.crt'), cert: file('server.crt'), key: file('server.key') },
+    ca: read('ca.crt'),
+    clientCert: read('client.crt'),
+    clientKey: read('client.key'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // One server
 // ---------------------------------------------------------------------------------------------
 
@@ -240,12 +271,25 @@ function waitExit(child) {
  * @param {string} [opts.password] `--requirepass`
  * @param {boolean} [opts.unixSocket] also listen on `<dir>/redis.sock` (handle.path)
  * @param {number} [opts.port] a fixed port (default: a free one)
+ * @param {boolean} [opts.tls] also listen with TLS on a free port (handle.tlsPort), with a fresh
+ *   CA and server certificate made in the server's directory; handle.tls holds `{ ca, clientCert,
+ *   clientKey }` (PEM text) for clients. Client certificates are not required.
  * @param {string[]} [opts.args] more arguments for redis-server, e.g. ['--cluster-enabled', 'yes']
  */
 async function startRedis(opts = {}) {
   const port = opts.port || (await freePort());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'alova-redis-'));
   const socketPath = opts.unixSocket ? path.join(dir, 'redis.sock') : undefined;
+  let tls;
+  if (opts.tls) {
+    try {
+      const certs = makeCertificates(dir);
+      tls = { port: await freePort(), certs };
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
   const args = [
     '--port', String(port),
     '--bind', HOST,
@@ -255,6 +299,15 @@ async function startRedis(opts = {}) {
     '--daemonize', 'no',
     ...(opts.password ? ['--requirepass', opts.password] : []),
     ...(socketPath ? ['--unixsocket', socketPath, '--unixsocketperm', '700'] : []),
+    ...(tls
+      ? [
+        '--tls-port', String(tls.port),
+        '--tls-cert-file', tls.certs.files.cert,
+        '--tls-key-file', tls.certs.files.key,
+        '--tls-ca-cert-file', tls.certs.files.ca,
+        '--tls-auth-clients', 'no',
+      ]
+      : []),
     ...(opts.args || []),
   ];
   const logLines = [];
@@ -268,6 +321,9 @@ async function startRedis(opts = {}) {
     path: socketPath,
     password: opts.password,
     dir,
+    /** With `tls: true`: the TLS port, and the CA and a client certificate (PEM) for clients. */
+    tlsPort: tls && tls.port,
+    tls: tls && { ca: tls.certs.ca, clientCert: tls.certs.clientCert, clientKey: tls.certs.clientKey },
     /** The current process id (a restart changes it). */
     get pid() {
       return child ? child.pid : undefined;
@@ -544,6 +600,7 @@ async function startPlainAndSecured(password) {
 
 module.exports = {
   HOST,
+  makeCertificates,
   startPlainAndSecured,
   freePort,
   parseReply,

@@ -7,8 +7,27 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const { spawnSync } = require('node:child_process');
 const Redis = require('ioredis');
+const net = require('node:net');
 const { startRedis, startNodes, startCluster, freePort, rawCommands } = require('./servers');
-const { waitFor } = require('./helpers');
+const { blackHole, garbageServer, truncatedServer } = require('./fakes');
+const { waitFor, failoverSlotOf, keySlot } = require('./helpers');
+
+/** The bytes a server sends within `ms` in answer to a PING. */
+function bytesAfterPing(port, ms = 300) {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection({ host: '127.0.0.1', port });
+    let got = '';
+    socket.on('error', reject);
+    socket.on('data', (chunk) => {
+      got += chunk;
+    });
+    socket.on('connect', () => socket.write('*1\r\n$4\r\nPING\r\n'));
+    setTimeout(() => {
+      resolve({ got, open: !socket.destroyed && socket.readyState === 'open' });
+      socket.destroy();
+    }, ms);
+  });
+}
 
 const alive = (pid) => {
   try {
@@ -68,6 +87,32 @@ describe('test servers', () => {
       assert.equal(await server.command('PING'), 'PONG');
     } finally {
       await server.stop();
+    }
+  });
+
+  it('startRedis({ tls: true }): TLS on a port of its own, verified with the CA it made', async () => {
+    const server = await startRedis({ tls: true });
+    const client = new Redis({ host: server.host, port: server.tlsPort, tls: { ca: server.tls.ca }, maxRetriesPerRequest: 1 });
+    client.on('error', () => {});
+    try {
+      assert.notEqual(server.tlsPort, server.port);
+      assert.equal(await client.set('over-tls', '1'), 'OK');
+      assert.equal(await server.command('GET', 'over-tls'), '1'); // the plain port is the same server
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  });
+
+  it('fakes: a black hole never answers; garbage and truncated servers answer as named and stay open', async () => {
+    const [hole, garbage, truncated] = await Promise.all([blackHole(), garbageServer(), truncatedServer()]);
+    try {
+      assert.deepEqual(await bytesAfterPing(hole.port), { got: '', open: true });
+      assert.deepEqual(await bytesAfterPing(garbage.port), { got: 'hello, this is not redis\r\n', open: true });
+      assert.deepEqual(await bytesAfterPing(truncated.port), { got: '$10\r\nabc', open: true });
+      assert.equal(hole.connections, 1);
+    } finally {
+      await Promise.all([hole.close(), garbage.close(), truncated.close()]);
     }
   });
 
@@ -139,6 +184,26 @@ describe('test servers', () => {
       } finally {
         client.disconnect();
       }
+    });
+
+    it('failoverSlotOf: a manual failover swaps a slot\'s master and its replica and keeps the data', { timeout: 90000 }, async () => {
+      const key = '{fo}k';
+      const owner = async () => {
+        const slots = await cluster.servers[0].command('CLUSTER', 'SLOTS');
+        const slot = keySlot(key);
+        const range = slots.find(([from, to]) => from <= slot && slot <= to);
+        return range[2][1];
+      };
+      const before = await owner();
+      const master = cluster.servers.find((s) => s.port === before);
+      await master.command('SET', key, 'kept');
+      await master.command('WAIT', 1, 2000); // on the replica before the switch
+      const { from, to } = await failoverSlotOf(cluster, key);
+      assert.equal(from.port, before);
+      assert.equal((await to.command('ROLE'))[0], 'master');
+      assert.equal((await from.command('ROLE'))[0], 'slave');
+      await waitFor(async () => (await owner()) === to.port, { what: 'CLUSTER SLOTS to name the new master' });
+      assert.equal(await to.command('GET', key), 'kept');
     });
   });
 });
