@@ -7,7 +7,7 @@
 //! offline queue, retry strategy for the first connection, status).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterClientBuilder, NodeAddress};
@@ -16,16 +16,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Value};
 
 use crate::config::{ClusterConfig, ScaleReads};
-use crate::connection::{BoxFuture, RetryStrategy};
 use crate::error::{Error, ErrorKind, Result};
-
-/// ioredis's default `clusterRetryStrategy`: `min(100 + times * 2, 2000)` ms.
-pub fn default_cluster_retry_strategy() -> RetryStrategy {
-    Arc::new(|times| {
-        let ms = (100 + u64::from(times) * 2).min(2000);
-        Box::pin(async move { Some(Duration::from_millis(ms)) }) as BoxFuture<_>
-    })
-}
 
 /// A node of the cluster as the last topology read showed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +87,7 @@ impl ClusterTarget {
                 redis::cluster::TlsMode::Insecure
             });
             if tls.ca.is_some() || tls.cert.is_some() {
-                builder = builder.certs(crate::connection::tls_certificates(tls));
+                builder = builder.certs(crate::settings::tls_certificates(tls));
             }
         }
         builder = match config.scale_reads {
@@ -168,7 +159,7 @@ impl ClusterTarget {
         if err.kind() != ErrorKind::Connection {
             return err;
         }
-        let Ok(client) = crate::connection::build_client(&self.probe) else {
+        let Ok(client) = crate::settings::build_client(&self.probe) else {
             return err;
         };
         let config = redis::AsyncConnectionConfig::new()

@@ -16,6 +16,8 @@ pub mod error;
 pub mod lock;
 pub mod pipe;
 pub mod resp;
+pub mod retry;
+pub mod settings;
 pub mod storage;
 
 #[cfg(feature = "napi")]

@@ -8,7 +8,7 @@
 //! read buffer and handed to the waiters, several per read, by whoever reads: a tokio task, or,
 //! once [`Pipe::reader`] was taken over by an event loop ([`PipeReader::set_external`]), that
 //! loop's thread (the binding makes it the JavaScript thread's, so a reply settles its promise
-//! with no thread hop at all).
+//! with no thread hop at all; see `connection::Host`).
 //!
 //! When the socket fails, every waiter gets the failure (an I/O error, so the connection may send
 //! the command again on a new socket) and the pipe stays dead.
@@ -63,27 +63,6 @@ impl Command for Oneshot {
     fn finish(self: Box<Self>, reply: Reply) {
         let _ = self.tx.send(reply);
     }
-}
-
-thread_local! {
-    /// See [`set_thread_hooks`].
-    static SUBMIT_HOOK: std::cell::Cell<Option<fn(&Pipe)>> = const { std::cell::Cell::new(None) };
-    static FLUSH_HOOK: std::cell::Cell<Option<fn(&Pipe)>> = const { std::cell::Cell::new(None) };
-}
-
-/// Hooks for the commands this thread submits (the binding sets them on JavaScript threads):
-/// `submitted` is called with each pipe a command goes to while that pipe is still read by its
-/// task (the binding moves reading to the thread's loop then, whichever code path used the pipe
-/// first); `flush_later` takes over the flush after [`Pipe::send`]'s submit (the binding writes
-/// the whole burst of the current turn at once).
-pub fn set_thread_hooks(submitted: Option<fn(&Pipe)>, flush_later: Option<fn(&Pipe)>) {
-    SUBMIT_HOOK.with(|h| h.set(submitted));
-    FLUSH_HOOK.with(|h| h.set(flush_later));
-}
-
-/// The flush hook of this thread (see [`set_thread_hooks`]), if any.
-pub fn flush_hook() -> Option<fn(&Pipe)> {
-    FLUSH_HOOK.with(std::cell::Cell::get)
 }
 
 /// How long a task waits for a reply that an outside loop should read before reading itself.
@@ -327,11 +306,6 @@ impl Pipe {
         st.waiters.push_back(cmd);
         let must_flush = !st.writing;
         drop(st);
-        if !self.is_external() {
-            if let Some(hook) = SUBMIT_HOOK.with(std::cell::Cell::get) {
-                hook(self);
-            }
-        }
         Ok(must_flush)
     }
 
@@ -341,39 +315,18 @@ impl Pipe {
         self.shared.flush();
     }
 
-    /// Sends one command and waits for its reply.
+    /// Sends one command and waits for its reply (for a connection's handshake, while nobody
+    /// else uses the pipe yet).
     ///
     /// # Errors
     /// The socket's failure.
     pub async fn send(&self, packed: Vec<u8>) -> Reply {
         let (tx, rx) = oneshot::channel();
-        let cmd = Oneshot { packed, tx };
-        let hooked = FLUSH_HOOK.with(std::cell::Cell::get);
-        if self.submit(Box::new(cmd)) {
-            match hooked {
-                Some(later) => later(self),
-                None => self.flush(),
-            }
+        if self.submit(Box::new(Oneshot { packed, tx })) {
+            self.flush();
         }
-        let closed = |_| Err(closed_error("the connection was closed"));
-        if hooked.is_some() || !self.is_external() {
-            return rx.await.unwrap_or_else(closed);
-        }
-        // Sent from a task while an outside loop reads (a lock's extension while the JavaScript
-        // thread owns the socket): should that loop be busy (a long synchronous computation),
-        // read from here too, so that the reply is not held up behind it. Reads are serialised,
-        // so whoever comes first hands every reply out.
-        let mut rx = rx;
-        loop {
-            match tokio::time::timeout(BUSY_READER_WAIT, &mut rx).await {
-                Ok(reply) => return reply.unwrap_or_else(closed),
-                Err(_) => {
-                    if let Err(e) = self.shared.read_available() {
-                        self.shared.kill(e);
-                    }
-                }
-            }
-        }
+        rx.await
+            .unwrap_or_else(|_| Err(closed_error("the connection was closed")))
     }
 
     /// Closes the socket now: every command on it fails as if the socket broke.

@@ -108,8 +108,13 @@ impl NativeAdapter {
             let mut voters = Vec::new();
             for &i in &chosen {
                 if let Some(config) = self.lock_nodes.get(i as usize) {
-                    let conn = Connection::new(config.clone(), default_retry_strategy(), runtime())
-                        .map_err(|e| throw(&env, &e))?;
+                    let conn = Connection::hosted(
+                        config.clone(),
+                        default_retry_strategy(),
+                        runtime(),
+                        bridge::JsHost::shared(),
+                    )
+                    .map_err(|e| throw(&env, &e))?;
                     voters.push(conn);
                 }
             }

@@ -30,7 +30,7 @@ use napi::bindgen_prelude::{Env, Unknown};
 use napi::sys;
 use redis::Value;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Host};
 use crate::error::{Error, ErrorKind};
 use crate::pipe::Pipe;
 
@@ -206,7 +206,6 @@ impl Bridge {
             }
             let bridge = Bridge::create(raw)?;
             *slot = Some(bridge.clone());
-            crate::pipe::set_thread_hooks(Some(adopt_on_submit), Some(flush_at_end_of_turn));
             Ok(bridge)
         })
     }
@@ -652,29 +651,48 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
-/// Moves reading of `pipe` to this JavaScript thread's loop (see `poll`): the submit hook of
-/// every JavaScript thread with a bridge.
-fn adopt_on_submit(pipe: &Pipe) {
-    let bridge = CURRENT.with(|cell| cell.try_borrow().ok().and_then(|b| b.clone()));
-    if let Some(bridge) = bridge {
-        if !bridge.live_tsfn.load(Ordering::Relaxed).is_null() {
-            // SAFETY: the hook is set only on JavaScript threads, and `CURRENT` is this thread's
+/// The binding as the [`Host`] of its connections: on a JavaScript thread with a bridge, a pipe
+/// that thread submits to is read by the thread's loop (see `poll`), and it is written at the
+/// end of the turn with everything else submitted in it. On other threads (tokio's) nothing
+/// changes.
+pub struct JsHost;
+
+impl JsHost {
+    /// The host every connection of the binding is made with.
+    pub fn shared() -> Arc<dyn Host> {
+        Arc::new(JsHost)
+    }
+
+    /// This thread's live bridge, if it is a JavaScript thread with one.
+    fn bridge() -> Option<Arc<Bridge>> {
+        CURRENT
+            .with(|cell| cell.try_borrow().ok().and_then(|b| b.clone()))
+            .filter(|b| !b.live_tsfn.load(Ordering::Relaxed).is_null())
+    }
+}
+
+impl Host for JsHost {
+    fn submitted(&self, pipe: &Pipe) {
+        if let Some(bridge) = Self::bridge() {
+            // SAFETY: `CURRENT` is set only on JavaScript threads, and it is this thread's
             // bridge, whose environment is alive while its threadsafe function is.
             unsafe { super::poll::adopt(bridge.env, &bridge, pipe) };
         }
     }
-}
 
-/// Has `pipe` written at the end of this turn, with everything else submitted in it: the flush
-/// hook of every JavaScript thread with a bridge (the futures of [`promise`] run only where the
-/// microtasks run after them).
-fn flush_at_end_of_turn(pipe: &Pipe) {
-    let bridge = CURRENT.with(|cell| cell.try_borrow().ok().and_then(|b| b.clone()));
-    match bridge {
-        Some(bridge) if !bridge.live_tsfn.load(Ordering::Relaxed).is_null() => {
-            bridge.flush_soon(pipe.clone());
+    fn flush_later(&self, pipe: &Pipe) -> bool {
+        // The futures of [`promise`] run only where the microtasks run after them.
+        match Self::bridge() {
+            Some(bridge) => {
+                bridge.flush_soon(pipe.clone());
+                true
+            }
+            None => false,
         }
-        _ => pipe.flush(),
+    }
+
+    fn is_host_thread(&self) -> bool {
+        Self::bridge().is_some()
     }
 }
 

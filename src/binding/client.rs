@@ -5,10 +5,10 @@ use napi_derive::napi;
 
 use super::bridge::{self, Outcome};
 use super::error::throw;
-use crate::cluster::default_cluster_retry_strategy;
 use crate::config::BackendConfig;
 use crate::connection::{default_retry_strategy, Connection};
 use crate::resp;
+use crate::retry::default_cluster_retry_strategy;
 
 /// A node of a cluster, as `client.nodes()` gives it.
 #[napi(object)]
@@ -29,11 +29,11 @@ pub(crate) fn open(
     let opened = match config {
         BackendConfig::Standalone(c) => {
             let retry = super::retry::from_js(retry_strategy, default_retry_strategy)?;
-            Connection::new(c.clone(), retry, runtime())
+            Connection::hosted(c.clone(), retry, runtime(), bridge::JsHost::shared())
         }
         BackendConfig::Cluster(c) => {
             let retry = super::retry::from_js(retry_strategy, default_cluster_retry_strategy)?;
-            Connection::new_cluster(c, retry, runtime())
+            Connection::new_cluster(c, retry, runtime(), bridge::JsHost::shared())
         }
     };
     opened.map_err(|e| throw(env, &e))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::ThreadsafeFunction;
 
-use crate::connection::RetryStrategy;
+use crate::retry::RetryStrategy;
 
 /// The longest delay honoured, as Node's timers cap it.
 const MAX_DELAY_MS: f64 = 2_147_483_647.0;

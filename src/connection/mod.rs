@@ -22,8 +22,6 @@ mod open;
 mod timer;
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -38,23 +36,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pipe::{self, Pipe};
 
 use link::Link;
-pub(crate) use open::{build_client, tls_certificates};
 use timer::{Expire, Timer};
 
-/// A boxed future, as the retry strategy returns it.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// `times => delay`: how long to wait before reconnection attempt `times` (from 1), or `None` to
-/// give up. ioredis's default is `min(times * 50, 2000)` ms.
-pub type RetryStrategy = Arc<dyn Fn(u32) -> BoxFuture<Option<Duration>> + Send + Sync>;
-
-/// ioredis's default retry strategy.
-pub fn default_retry_strategy() -> RetryStrategy {
-    Arc::new(|times| {
-        let ms = (u64::from(times) * 50).min(2000);
-        Box::pin(async move { Some(Duration::from_millis(ms)) })
-    })
-}
+pub use crate::retry::{default_retry_strategy, BoxFuture, RetryStrategy};
 
 /// The connection's life, named as ioredis names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +132,7 @@ struct Inner {
     addr: String,
     retry: RetryStrategy,
     runtime: Handle,
+    host: Arc<dyn Host>,
     core: Mutex<Core>,
     /// The status, for those who wait for a change.
     status: watch::Sender<Status>,
@@ -184,6 +169,29 @@ impl Inner {
     }
 }
 
+/// What the host of a connection does for it, given at construction: the binding reads replies
+/// on the JavaScript thread and writes the commands of one turn of its event loop together.
+/// Every method has a default that does nothing, which is what a plain Rust user needs.
+pub trait Host: Send + Sync {
+    /// A command issued on this thread went on `pipe`, which the pipe's own task still reads:
+    /// the host may take reading over ([`Pipe::reader`]).
+    fn submitted(&self, _pipe: &Pipe) {}
+    /// Takes over writing `pipe` soon (true), or leaves it to the caller, who writes it now.
+    fn flush_later(&self, _pipe: &Pipe) -> bool {
+        false
+    }
+    /// True on a thread where the host runs futures and reads its pipes itself, so a future
+    /// there never needs to read a pipe for it.
+    fn is_host_thread(&self) -> bool {
+        false
+    }
+}
+
+/// The host of a connection used from plain Rust: tokio does everything.
+pub struct Plain;
+
+impl Host for Plain {}
+
 /// How long `quit()` lets the commands issued before it finish, and waits for `QUIT`'s reply.
 const QUIT_WAIT: Duration = Duration::from_secs(1);
 
@@ -214,12 +222,25 @@ impl Connection {
     /// # Errors
     /// `ERR_INVALID_OPTION` when the TLS material cannot be used.
     pub fn new(config: ConnectionConfig, retry: RetryStrategy, runtime: Handle) -> Result<Self> {
+        Self::hosted(config, retry, runtime, Arc::new(Plain))
+    }
+
+    /// [`Connection::new`] with a [`Host`].
+    ///
+    /// # Errors
+    /// As [`Connection::new`].
+    pub fn hosted(
+        config: ConnectionConfig,
+        retry: RetryStrategy,
+        runtime: Handle,
+        host: Arc<dyn Host>,
+    ) -> Result<Self> {
         let addr = config.addr.to_string();
         let target = Target::Single {
-            client: build_client(&config)?,
+            client: crate::settings::build_client(&config)?,
             async_config: open::async_config(&config),
         };
-        Ok(Self::start(config, target, addr, retry, runtime))
+        Ok(Self::start(config, target, addr, retry, runtime, host))
     }
 
     /// A connection to the cluster of `cluster`; unless `lazy_connect`, it starts connecting
@@ -231,6 +252,7 @@ impl Connection {
         cluster: &ClusterConfig,
         retry: RetryStrategy,
         runtime: Handle,
+        host: Arc<dyn Host>,
     ) -> Result<Self> {
         let target = Target::Cluster(ClusterTarget::new(cluster)?);
         let nodes: Vec<String> = cluster
@@ -244,7 +266,7 @@ impl Connection {
             enable_offline_queue: cluster.enable_offline_queue,
             ..cluster.redis.clone()
         };
-        Ok(Self::start(config, target, addr, retry, runtime))
+        Ok(Self::start(config, target, addr, retry, runtime, host))
     }
 
     fn start(
@@ -253,6 +275,7 @@ impl Connection {
         addr: String,
         retry: RetryStrategy,
         runtime: Handle,
+        host: Arc<dyn Host>,
     ) -> Self {
         let lazy = config.lazy_connect;
         let phase = if lazy {
@@ -292,6 +315,7 @@ impl Connection {
                 addr,
                 retry,
                 runtime,
+                host,
                 core: Mutex::new(core),
                 status,
                 seq: AtomicU64::new(0),
@@ -441,16 +465,13 @@ impl Connection {
         let done = move |reply: Result<Value>| {
             let _ = tx.send(reply);
         };
-        let unflushed = self.enqueue(self.entry(bytes, done, None), offline_queue);
-        let hooked = pipe::flush_hook();
-        if let Some(pipe) = &unflushed {
-            match hooked {
-                Some(later) => later(pipe),
-                None => pipe.flush(),
+        if let Some(pipe) = self.enqueue(self.entry(bytes, done, None), offline_queue) {
+            if !self.inner.host.flush_later(&pipe) {
+                pipe.flush();
             }
         }
         let closed = |_| Err(Error::new(ErrorKind::Closed, "the connection is closed"));
-        if hooked.is_some() {
+        if self.inner.host.is_host_thread() {
             return rx.await.unwrap_or_else(closed);
         }
         // Waiting in a task while an outside loop reads the socket (a lock's extension while the
@@ -535,7 +556,18 @@ impl Connection {
             Phase::Ready { link, generation } => {
                 cmd.put_on(*generation);
                 match link.put(cmd) {
-                    Ok(must_flush) => return must_flush.then(|| link.pipe().cloned()).flatten(),
+                    Ok(must_flush) => {
+                        let pipe = link
+                            .pipe()
+                            .filter(|p| must_flush || !p.is_external())
+                            .cloned();
+                        drop(core);
+                        let pipe = pipe?;
+                        if !pipe.is_external() {
+                            inner.host.submitted(&pipe);
+                        }
+                        return must_flush.then_some(pipe);
+                    }
                     // The link died and its end is not seen yet: whoever killed it starts the
                     // reconnection, which takes the offline queue.
                     Err(cmd) => {

@@ -212,8 +212,9 @@ impl RedisCluster {
     pub fn connect(&self) -> Connection {
         Connection::new_cluster(
             &self.config(),
-            alova_storage_redis::cluster::default_cluster_retry_strategy(),
+            alova_storage_redis::retry::default_cluster_retry_strategy(),
             tokio::runtime::Handle::current(),
+            std::sync::Arc::new(alova_storage_redis::connection::Plain),
         )
         .unwrap()
     }
