@@ -40,6 +40,54 @@ function storageCases() {
   return out;
 }
 
+/** Connection options given to both adapters in the commandTimeout cases (ioredis's own name). */
+const TIMEOUT_OPTIONS = { commandTimeout: 5000 };
+/** The cluster the cluster cases run on, started by bench/run.js only when one is selected. */
+const CLUSTER = { masters: 3, replicas: 1 };
+
+/**
+ * set / get of 250 B entries at 16 and 256 in flight, as the storage cases above, on other
+ * connections (issue 9, deliverable 7): with `commandTimeout` set, and on a Redis Cluster. Their
+ * ids end in `-timeout` / `-cluster`; `variantOf` names the plain case they compare with.
+ */
+function variantCases() {
+  const out = [];
+  const variants = [
+    {
+      suffix: 'timeout',
+      group: 'storage-timeout',
+      label: `commandTimeout ${TIMEOUT_OPTIONS.commandTimeout}`,
+      extra: { options: TIMEOUT_OPTIONS },
+    },
+    {
+      suffix: 'cluster',
+      group: 'storage-cluster',
+      label: `cluster (${CLUSTER.masters} masters + ${CLUSTER.masters * CLUSTER.replicas} replicas)`,
+      extra: { cluster: true },
+    },
+  ];
+  for (const v of variants) {
+    for (const op of ['set', 'get']) {
+      for (const inflight of [16, 256]) {
+        out.push({
+          id: `${op}-250B-${inflight}-${v.suffix}`,
+          group: v.group,
+          variant: v.suffix,
+          variantOf: `${op}-250B-${inflight}`,
+          label: `${op} 250 B, ${inflight} in flight, ${v.label}`,
+          kind: 'op',
+          op,
+          size: '250B',
+          inflight,
+          keys: 10000,
+          ...v.extra,
+        });
+      }
+    }
+  }
+  return out;
+}
+
 function lockCases() {
   return [
     { id: 'lock-1', group: 'lock', label: 'lock+unlock, distinct resources, 1 in flight', kind: 'lock', inflight: 1 },
@@ -74,6 +122,6 @@ function alovaCases() {
   }));
 }
 
-const CASES = [...storageCases(), ...lockCases(), ...alovaCases()];
+const CASES = [...storageCases(), ...variantCases(), ...lockCases(), ...alovaCases()];
 
-module.exports = { CASES, REMOVE_POOL };
+module.exports = { CASES, REMOVE_POOL, TIMEOUT_OPTIONS, CLUSTER };

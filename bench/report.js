@@ -5,6 +5,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { median, range } = require('./stats');
+const { TIMEOUT_OPTIONS, CLUSTER } = require('./cases');
 
 const NAMES = { ours: 'ours (native)', reference: 'reference (ioredis + redlock)' };
 
@@ -80,24 +81,39 @@ const cores = (x) => (x === null || x === undefined ? '-' : x.toFixed(2));
 // Targets
 // ---------------------------------------------------------------------------------------------
 
+/** ops/s of ours / the reference wanted for set and get of 250 B, by operations in flight. */
+const THROUGHPUT_TARGETS = [[256, 2], [16, 1.5]];
+const wantAt = (inflight) => (THROUGHPUT_TARGETS.find(([n]) => n === inflight) || [])[1] ?? null;
+
+/** The connections the throughput targets are checked on: case id suffix, wording. */
+const VARIANTS = [
+  { suffix: '', text: '' },
+  { suffix: '-timeout', text: ' with `commandTimeout` set' },
+  { suffix: '-cluster', text: ' on a cluster' },
+];
+
 function targets(agg, data) {
   const lines = [];
   const mark = (ok) => (ok === null ? 'not measured' : ok ? 'met' : 'NOT met');
   const get = (id) => agg.get(id);
   const has = (id) => get(id) && get(id).ours && get(id).reference;
 
-  for (const [inflight, want] of [[256, 2], [16, 1.5]]) {
-    for (const op of ['set', 'get']) {
-      const id = `${op}-250B-${inflight}`;
-      if (!has(id)) {
-        lines.push({ ok: null, text: `${op} ops/s >= ${want}x the reference at ${inflight} in flight` });
-        continue;
+  // The throughput targets, on one server with default options and in the variants (issue 9):
+  // with `commandTimeout` set and on a cluster.
+  for (const variant of VARIANTS) {
+    for (const [inflight, want] of THROUGHPUT_TARGETS) {
+      for (const op of ['set', 'get']) {
+        const id = `${op}-250B-${inflight}${variant.suffix}`;
+        if (!has(id)) {
+          lines.push({ ok: null, text: `${op} 250 B ops/s >= ${want}x the reference at ${inflight} in flight${variant.text}` });
+          continue;
+        }
+        const r = ratio(get(id).ours.ops, get(id).reference.ops);
+        lines.push({
+          ok: r >= want,
+          text: `${op} 250 B ops/s >= ${want}x the reference at ${inflight} in flight${variant.text}: ${fmtOps(get(id).ours.ops)} vs ${fmtOps(get(id).reference.ops)} = ${fmtX(r)}`,
+        });
       }
-      const r = ratio(get(id).ours.ops, get(id).reference.ops);
-      lines.push({
-        ok: r >= want,
-        text: `${op} 250 B ops/s >= ${want}x the reference at ${inflight} in flight: ${fmtOps(get(id).ours.ops)} vs ${fmtOps(get(id).reference.ops)} = ${fmtX(r)}`,
-      });
     }
   }
 
@@ -250,7 +266,8 @@ function chartSvg(agg) {
   const values = rows.flatMap((g) => [g.ours.ops, g.reference.ops]).filter((x) => x > 0);
   const lo = Math.floor(Math.log10(Math.min(...values, 10)));
   const hi = Math.ceil(Math.log10(Math.max(...values, 10)));
-  const labelW = 330;
+  // Wide enough for the longest label (about 6.5 px a character at 12 px), at least as before.
+  const labelW = Math.max(330, Math.ceil(Math.max(0, ...rows.map((g) => g.case.label.length)) * 6.5) + 16);
   const plotW = 500;
   const rightW = 150;
   const barH = 11;
@@ -302,7 +319,7 @@ function table(header, rows, textColumns = 2) {
   return lines.join('\n');
 }
 
-function markdown(data, agg, tgt, chartRel) {
+function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
   const { info, config } = data;
   const md = [];
   md.push('# Benchmarks');
@@ -352,6 +369,7 @@ function markdown(data, agg, tgt, chartRel) {
       '- "CPU µs/op": the node process\'s CPU time (`process.cpuUsage`, all threads, so the native adapter\'s I/O threads count) over the measured window, per operation. "redis µs/op": redis-server\'s CPU time per operation (`INFO cpu` before and after). "ctx switches/op": voluntary + involuntary context switches of the node process (all threads, `process.resourceUsage`) per operation. RSS: `process.memoryUsage().rss` after connecting (before warm-up) and at the end of the window.',
       `- Locks: "distinct" = each loop locks and unlocks a resource of its own (no contention). "contended" = 16 callers take turns on one resource for ${config.windowMs} ms windows, through one adapter or one adapter each; a caller whose \`lock\` rejects tries again after 100 ms, as alova's \`atomize\` does. The critical section is ${config.holdMs ? `a ${config.holdMs} ms sleep` : 'empty (`BENCH_HOLD_MS` sets one)'}. "Longest gap": the longest time between an \`unlock\` resolving and the next \`lock\` resolving (or the window's end when nobody locked again).`,
       '- alova: `createAlova` with `requestAdapter: adapterFetch()`, `cacheFor: { GET: { mode: \'restore\', expire: 60000 } }`, `l2Cache` = the adapter and an `l1Cache` that never holds anything, so every request is an l2 read (alova only reads l2 on an l1 miss). 64 URLs, each fetched once from a local HTTP server first; the measured requests never reach it (network requests while measuring are counted below).',
+      '- `commandTimeout` cases: the same set/get as above with `commandTimeout: 5000` in both adapters\' options. Cluster cases: a 3-master + 3-replica Redis Cluster (`redis-cli --cluster create`, each node a `redis-server` on a free loopback port), started only when a cluster case is selected; keys spread over the slots (no hash tags), `FLUSHALL` on every master before each measurement, "redis µs/op" and the redis CPU are summed over all six nodes (replicas included).',
       '- "other CPU": CPU the rest of the machine used during the window (from `/proc/stat`, minus the measuring process and redis-server), in cores, to show noise. The machine is shared: read ratios more than absolute figures.',
     ].join('\n'),
   );
@@ -401,6 +419,43 @@ function markdown(data, agg, tgt, chartRel) {
   md.push('');
   md.push('Above 1x is better for ops/s, below 1x is better for latency and CPU.');
   md.push('');
+
+  const variants = [...agg.values()].filter((g) => g.case.variant);
+  if (variants.length) {
+    md.push('### With `commandTimeout` and on a cluster');
+    md.push('');
+    const timeout = (data.cases.find((c) => c.options && c.options.commandTimeout) || { options: TIMEOUT_OPTIONS }).options.commandTimeout;
+    const shape = `${CLUSTER.masters} masters + ${CLUSTER.masters * CLUSTER.replicas} replicas`;
+    md.push(
+      `The set/get 250 B cases again on other connections, both adapters in the same run: with \`commandTimeout: ${timeout}\` given to both ` +
+        '(ours takes it as ioredis does; the reference passes it to `new Redis()`), and on a Redis Cluster of ' +
+        `${shape} that the benchmark starts (ours: \`{ nodes, options }\`; the reference: an ioredis \`new Redis.Cluster(nodes, options)\` as its \`client\`; default cluster options for both). ` +
+        'The last three columns compare with the same case on one server with default options, in this run ("-" when it was not selected).',
+    );
+    md.push('');
+    const vr = [];
+    for (const g of variants) {
+      const want = g.case.op === 'set' || g.case.op === 'get' ? wantAt(g.case.inflight) : null;
+      const r = g.ours && g.reference ? ratio(g.ours.ops, g.reference.ops) : null;
+      const plain = agg.get(g.case.variantOf);
+      const plainRatio = plain && plain.ours && plain.reference ? ratio(plain.ours.ops, plain.reference.ops) : null;
+      const oursVsPlain = plain && plain.ours && g.ours ? ratio(g.ours.ops, plain.ours.ops) : null;
+      const refVsPlain = plain && plain.reference && g.reference ? ratio(g.reference.ops, plain.reference.ops) : null;
+      const errs = (s) => (s && s.errors ? ` (${s.errors} errors)` : '');
+      vr.push([
+        g.case.label,
+        g.ours ? `${fmtOps(g.ours.ops)}${errs(g.ours)}` : '-',
+        g.reference ? `${fmtOps(g.reference.ops)}${errs(g.reference)}` : '-',
+        fmtX(r),
+        want === null ? '-' : `>= ${want}x: ${r === null ? 'not measured' : r >= want ? 'met' : '**NOT met**'}`,
+        fmtX(plainRatio),
+        fmtX(oursVsPlain),
+        fmtX(refVsPlain),
+      ]);
+    }
+    md.push(table(['case', 'ours ops/s', 'reference ops/s', 'ours / reference', 'target', 'ours / reference, one server, defaults', 'ours here / ours, one server, defaults', 'reference here / reference, one server, defaults'], vr, 1));
+    md.push('');
+  }
 
   const notes = whereTimeGoes(agg, data);
   if (notes.length) {
@@ -547,31 +602,47 @@ function markdown(data, agg, tgt, chartRel) {
       'node bench/json.js            # the JSON figures alone',
       '```',
       '',
-      'Settings (environment): `BENCH_ROUNDS` (5), `BENCH_OP_MS` (1500), `BENCH_WARMUP_MS` (300), `BENCH_WINDOW_MS` (5000), `BENCH_RSS_OPS` (1000000), `BENCH_RB_REQUESTS` (200000), `BENCH_ONLY` (a regular expression over case ids, e.g. `set|get`), `BENCH_OUT` (report path). The raw figures of the last run are in `bench/results.json`.',
+      `Settings (environment): \`BENCH_ROUNDS\` (5), \`BENCH_OP_MS\` (1500), \`BENCH_WARMUP_MS\` (300), \`BENCH_WINDOW_MS\` (5000), \`BENCH_RSS_OPS\` (1000000), \`BENCH_RB_REQUESTS\` (200000), \`BENCH_ONLY\` (a regular expression over case ids, e.g. \`set|get\`, \`timeout|cluster\`), \`BENCH_OUT\` (report path; the chart and raw figures then go next to it). The raw figures of this run are in \`${resultsRel}\`.`,
     ].join('\n'),
   );
   md.push('');
   return md.join('\n');
 }
 
-function writeReport(data, { out, chart }) {
+const ROOT = path.join(__dirname, '..');
+const DEFAULT_REPORT = path.join(ROOT, 'BENCHMARKS.md');
+
+/**
+ * Where a run's report, chart and raw figures go: BENCHMARKS.md, bench/chart.svg and
+ * bench/results.json by default; for any other report path `<dir>/<name>.md`, the chart and the
+ * figures next to it (`<dir>/<name>.chart.svg`, `<dir>/<name>.results.json`), so that a trial run
+ * never overwrites the repository's.
+ */
+function outputPaths(out = DEFAULT_REPORT) {
+  const report = path.resolve(out);
+  if (report === DEFAULT_REPORT) {
+    return { report, chart: path.join(__dirname, 'chart.svg'), results: path.join(__dirname, 'results.json') };
+  }
+  const stem = path.join(path.dirname(report), path.basename(report, path.extname(report)));
+  return { report, chart: `${stem}.chart.svg`, results: `${stem}.results.json` };
+}
+
+function writeReport(data, { out, chart, results }) {
   const agg = aggregate(data);
   const tgt = targets(agg, data);
   fs.writeFileSync(chart, chartSvg(agg));
-  const chartRel = path.relative(path.dirname(out), chart).split(path.sep).join('/');
-  fs.writeFileSync(out, markdown(data, agg, tgt, chartRel));
+  const rel = (file) => path.relative(path.dirname(out), file).split(path.sep).join('/');
+  fs.writeFileSync(out, markdown(data, agg, tgt, rel(chart), results ? rel(results) : undefined));
   return { report: out, chart, targets: tgt.map((t) => t.line) };
 }
 
-module.exports = { writeReport, aggregate, targets, chartSvg };
+module.exports = { writeReport, outputPaths, aggregate, targets, chartSvg };
 
 // `node bench/report.js [results.json]` rewrites the report from saved figures.
 if (require.main === module) {
-  const file = process.argv[2] || path.join(__dirname, 'results.json');
+  const outputs = outputPaths(process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : DEFAULT_REPORT);
+  const file = process.argv[2] ? path.resolve(process.argv[2]) : outputs.results;
   const data = JSON.parse(fs.readFileSync(file, 'utf8'));
-  const written = writeReport(data, {
-    out: process.env.BENCH_OUT ? path.resolve(process.env.BENCH_OUT) : path.join(__dirname, '..', 'BENCHMARKS.md'),
-    chart: path.join(__dirname, 'chart.svg'),
-  });
+  const written = writeReport(data, { out: outputs.report, chart: outputs.chart, results: file });
   for (const line of written.targets) console.log(line);
 }

@@ -1,8 +1,9 @@
 'use strict';
 
 // `npm run bench`: this adapter against the ioredis + redlock original (bench/reference.js), side
-// by side in one run, on one redis-server that the benchmark starts and stops itself. Writes
-// BENCHMARKS.md, bench/chart.svg and bench/results.json.
+// by side in one run, on one redis-server that the benchmark starts and stops itself (and, when a
+// cluster case is selected, a 3-master + 3-replica Redis Cluster, started and stopped the same way).
+// Writes BENCHMARKS.md, bench/chart.svg and bench/results.json.
 //
 // Environment:
 //   BENCH_QUICK=1       smoke run (~1-2 min): 1 round, short measurements, 1 s lock windows
@@ -14,17 +15,19 @@
 //   BENCH_RSS_OPS       operations of the RSS growth run (default 1000000; quick 100000)
 //   BENCH_RB_REQUESTS   redis-benchmark -n (default 200000; quick 20000)
 //   BENCH_ONLY          a regular expression: run only the cases whose id matches (e.g. 'set|get')
-//   BENCH_OUT           where to write the report (default BENCHMARKS.md at the repository root)
+//   BENCH_OUT           where to write the report (default BENCHMARKS.md at the repository root);
+//                       the chart and the raw figures go next to it (<name>.chart.svg,
+//                       <name>.results.json) unless it is the default path
 
 const { fork, execFile, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
-const { startRedis } = require('../__test__/servers');
-const { CASES } = require('./cases');
+const { startRedis, startCluster } = require('../__test__/servers');
+const { CASES, CLUSTER } = require('./cases');
 const { cpuSnapshot, cpuDelta, processTicks, clkTck, machineBusyTicks } = require('./stats');
-const { writeReport } = require('./report');
+const { writeReport, outputPaths } = require('./report');
 
 const ROOT = path.join(__dirname, '..');
 const quick = process.env.BENCH_QUICK === '1';
@@ -278,20 +281,38 @@ function childrenTicks() {
 // Run
 // ---------------------------------------------------------------------------------------------
 
-async function prepare(redis, c) {
-  await redis.command('FLUSHALL');
+/** The redis-server handles that hold a case's keys: the cluster's current masters, or the server. */
+async function targetsOf(redis, cluster, c) {
+  if (!c.cluster) return [redis];
+  const masters = await cluster.masters();
+  return cluster.servers.filter((s) => masters.some((m) => m.host === s.host && m.port === s.port));
+}
+
+async function prepare(redis, cluster, c) {
+  for (const server of await targetsOf(redis, cluster, c)) {
+    const reply = await server.command('FLUSHALL');
+    if (reply instanceof Error) throw new Error(`FLUSHALL on ${server.host}:${server.port} failed: ${reply.message}`);
+  }
   if (c.kind === 'op' && c.op === 'remove') {
     const reply = await redis.command('DEBUG', 'POPULATE', String(c.pool), 'bench:rm', '250');
     if (reply instanceof Error) throw new Error(`DEBUG POPULATE failed: ${reply.message}`);
   }
 }
 
-function jobFor(c, adapter, redis, httpState) {
+function jobFor(c, adapter, redis, cluster, httpState) {
   return {
     ...c,
     adapter,
     product: product.dir,
     redis: { host: redis.host, port: redis.port, pid: redis.pid },
+    // A cluster case: the startup nodes (every node, as a client would list them), and every
+    // node's process, whose CPU the measurement counts as redis-server's.
+    ...(c.cluster
+      ? {
+        cluster: { nodes: cluster.nodes, options: {} },
+        servers: cluster.servers.map((s) => ({ host: s.host, port: s.port, pid: s.pid })),
+      }
+      : {}),
     durationMs: config.opMs,
     warmupMs: config.warmupMs,
     windowMs: config.windowMs,
@@ -322,6 +343,8 @@ async function main() {
   const json = await runChild(path.join(__dirname, 'json.js'), null, 120000);
 
   let redis;
+  let cluster;
+  let clusterTicks0 = 0;
   let httpState;
   let lockWatch;
   try {
@@ -336,17 +359,24 @@ async function main() {
     log(`redis-server pid ${redis.pid} on ${redis.host}:${redis.port}`);
 
     const cases = CASES.filter((c) => !config.only || config.only.test(c.id));
+    const idWidth = Math.max(14, ...cases.map((c) => c.id.length));
+    if (cases.some((c) => c.cluster)) {
+      const t0 = Date.now();
+      cluster = await startCluster({ masters: CLUSTER.masters, replicas: CLUSTER.replicas });
+      clusterTicks0 = clusterTicks(cluster);
+      log(`redis cluster: ${CLUSTER.masters} masters + ${CLUSTER.masters * CLUSTER.replicas} replicas on ${cluster.nodes.map((n) => n.port).join(', ')} (ready in ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    }
     const measurements = [];
     for (let round = 0; round < config.rounds; round += 1) {
       for (let i = 0; i < cases.length; i += 1) {
         const c = cases[i];
         const order = (round + i) % 2 === 0 ? ADAPTERS : [...ADAPTERS].reverse();
         for (const adapter of order) {
-          await prepare(redis, c);
+          await prepare(redis, cluster, c);
           const hitsBefore = httpState.hits;
           const expiredBefore = lockWatch.expired;
           const timeout = c.kind === 'contended' ? config.windowMs + 60000 : config.opMs * 4 + 120000;
-          const result = await runChild(path.join(__dirname, 'worker.js'), jobFor(c, adapter, redis, httpState), timeout);
+          const result = await runChild(path.join(__dirname, 'worker.js'), jobFor(c, adapter, redis, cluster, httpState), timeout);
           if (c.kind === 'alova') result.networkRequests = httpState.hits - hitsBefore - c.paths;
           if (c.kind === 'lock' || c.kind === 'contended') {
             // Every caller has unlocked: a lock key still there was leaked. DEL counts them and
@@ -359,7 +389,7 @@ async function main() {
           measurements.push({ id: c.id, adapter, round, result });
           const extra = c.kind === 'contended' ? `, longest gap ${result.maxGapMs.toFixed(1)} ms, busiest caller ${(100 * (result.busiestShare || 0)).toFixed(0)}%, ${result.errors} failed locks, ${result.leakedLocks} leaked locks` : '';
           log(
-            `[round ${round + 1}/${config.rounds}] ${c.id.padEnd(14)} ${adapter.padEnd(9)} ${fmtOps(result.opsPerSec).padStart(9)} ops/s` +
+            `[round ${round + 1}/${config.rounds}] ${c.id.padEnd(idWidth)} ${adapter.padEnd(9)} ${fmtOps(result.opsPerSec).padStart(9)} ops/s` +
               `  p50 ${fmtUs(result.p50)}  p99 ${fmtUs(result.p99)}  cpu ${fmtUs(result.cpuUsPerOp)}/op` +
               `${result.errors && c.kind !== 'contended' ? `  ${result.errors} errors (${result.firstError})` : ''}${extra}`,
           );
@@ -394,7 +424,8 @@ async function main() {
     const seconds = Number(runSnap1.at - runSnap0.at) / 1e9;
     const hz = clkTck();
     const ours = processTicksWithChildren() - selfTicks0;
-    const redisTicks = (processTicks(redis.pid) ?? redisTicks0) - redisTicks0;
+    // redis-server CPU: the server's, and the cluster's nodes' since the cluster was ready.
+    const redisTicks = (processTicks(redis.pid) ?? redisTicks0) - redisTicks0 + (cluster ? clusterTicks(cluster) - clusterTicks0 : 0);
     const restTicks = runSnap1.machine - runSnap0.machine - ours - redisTicks;
     const noise = {
       seconds,
@@ -405,9 +436,10 @@ async function main() {
     };
 
     const data = { config: { ...config, only: config.only ? String(config.only) : null }, info, date: new Date().toISOString(), cases, measurements, rss, ceiling, json, noise, runtimeSeconds: (Date.now() - started) / 1000 };
-    fs.writeFileSync(path.join(__dirname, 'results.json'), `${JSON.stringify(data, null, 2)}\n`);
-    const written = writeReport(data, { out: config.out, chart: path.join(__dirname, 'chart.svg') });
-    log(`wrote ${path.relative(ROOT, written.report)}, ${path.relative(ROOT, written.chart)}, bench/results.json (${Math.round(data.runtimeSeconds)} s)`);
+    const outputs = outputPaths(config.out);
+    fs.writeFileSync(outputs.results, `${JSON.stringify(data, null, 2)}\n`);
+    const written = writeReport(data, { out: outputs.report, chart: outputs.chart, results: outputs.results });
+    log(`wrote ${path.relative(ROOT, written.report)}, ${path.relative(ROOT, written.chart)}, ${path.relative(ROOT, outputs.results)} (${Math.round(data.runtimeSeconds)} s)`);
     for (const line of written.targets) log(line);
   } finally {
     killChildren();
@@ -416,9 +448,15 @@ async function main() {
       httpState.server.closeAllConnections?.();
       await new Promise((resolve) => httpState.server.close(resolve));
     }
+    if (cluster) await cluster.stop();
     if (redis) await redis.stop();
     if (product) fs.rmSync(product.dir, { recursive: true, force: true });
   }
+}
+
+/** CPU ticks of every node of a cluster (a node gone counts nothing). */
+function clusterTicks(cluster) {
+  return cluster.servers.reduce((sum, s) => sum + (processTicks(s.pid) ?? 0), 0);
 }
 
 /** This process's CPU ticks, including its children that have exited (utime+stime+cutime+cstime). */

@@ -11,7 +11,26 @@ const { entry } = require('./values');
 const KEY_PREFIX = 'bench:';
 let productDir = null;
 
-function makeAdapter(kind, redis, extra = {}) {
+/**
+ * The adapter a job measures. `job.options`: connection options given to both adapters (ours takes
+ * ioredis's options itself; the reference hands them to `new Redis(...)`). `job.cluster`: the
+ * cluster's startup nodes; ours gets `{ nodes, options }`, the reference, as the original package
+ * is used with a cluster, an ioredis `Cluster` as its `client`.
+ */
+function makeAdapter(kind, job) {
+  const redis = job.redis;
+  const extra = job.options || {};
+  if (job.cluster) {
+    const { nodes } = job.cluster;
+    const clusterOptions = job.cluster.options || {};
+    if (kind === 'ours') {
+      const RedisStorageAdapter = require(productDir || path.join(__dirname, '..'));
+      return new RedisStorageAdapter({ nodes, options: clusterOptions, keyPrefix: KEY_PREFIX });
+    }
+    const Redis = require('ioredis');
+    const ReferenceAdapter = require('./reference');
+    return new ReferenceAdapter({ client: new Redis.Cluster(nodes, clusterOptions), keyPrefix: KEY_PREFIX });
+  }
   const options = { host: redis.host, port: redis.port, keyPrefix: KEY_PREFIX, ...extra };
   if (kind === 'ours') {
     // The parent's snapshot of the built package (bench/run.js), or the repository itself.
@@ -62,14 +81,25 @@ async function runLoops({ inflight, ms, maxOps = Infinity, op, reservoir, counte
 
 /**
  * redis-server's CPU time in µs (INFO cpu: getrusage of the whole server, µs resolution, where
- * /proc counts 10 ms ticks). One INFO per reading; its own cost is a few µs.
+ * /proc counts 10 ms ticks), summed over `servers` (every node of a cluster, replicas included:
+ * they do the replication's share of the work). One INFO per server and reading; its own cost is a
+ * few µs.
  */
-async function redisCpuUs(redis) {
+async function redisCpuUs(servers) {
   const { rawCommands } = require('../__test__/servers');
-  const [text] = await rawCommands(redis, [['INFO', 'cpu']]);
-  const field = (name) => Number((String(text).match(new RegExp(`^${name}:([0-9.]+)`, 'm')) || [])[1]);
-  return (field('used_cpu_sys') + field('used_cpu_user')) * 1e6;
+  const texts = await Promise.all(
+    (Array.isArray(servers) ? servers : [servers]).map(async (s) => (await rawCommands(s, [['INFO', 'cpu']]))[0]),
+  );
+  let total = 0;
+  for (const text of texts) {
+    const field = (name) => Number((String(text).match(new RegExp(`^${name}:([0-9.]+)`, 'm')) || [])[1]);
+    total += (field('used_cpu_sys') + field('used_cpu_user')) * 1e6;
+  }
+  return total;
 }
+
+/** The redis-server processes a job's adapter talks to: the cluster's nodes, or the one server. */
+const serversOf = (job) => job.servers || [job.redis];
 
 /** Measures `op` after a warm-up: throughput, latency, CPU per operation and RSS. */
 async function measure(job, op, { maxOps = Infinity, rssBefore } = {}) {
@@ -78,19 +108,21 @@ async function measure(job, op, { maxOps = Infinity, rssBefore } = {}) {
     await runLoops({ inflight: job.inflight, ms: job.warmupMs, maxOps, op, counter });
   }
   const reservoir = new Reservoir();
-  const redis0 = await redisCpuUs(job.redis);
+  const servers = serversOf(job);
+  const pids = servers.map((s) => s.pid);
+  const redis0 = await redisCpuUs(servers);
   const cpu0 = process.cpuUsage();
   const ru0 = process.resourceUsage();
-  const snap0 = cpuSnapshot([job.redis.pid]);
+  const snap0 = cpuSnapshot(pids);
   const t0 = now();
   const state = await runLoops({ inflight: job.inflight, ms: job.durationMs, maxOps, op, reservoir, counter });
   const seconds = Number(now() - t0) / 1e9;
-  const snap1 = cpuSnapshot([job.redis.pid]);
+  const snap1 = cpuSnapshot(pids);
   const cpu = process.cpuUsage(cpu0);
   const ru1 = process.resourceUsage();
   const rssAfter = process.memoryUsage().rss;
   const machine = cpuDelta(snap0, snap1);
-  const redisUs = (await redisCpuUs(job.redis)) - redis0;
+  const redisUs = (await redisCpuUs(servers)) - redis0;
   const ops = state.ops;
   return {
     ops,
@@ -102,7 +134,7 @@ async function measure(job, op, { maxOps = Infinity, rssBefore } = {}) {
     redisCpuUsPerOp: ops ? redisUs / ops : null,
     ctxSwitchesPerOp: ops ? ctxSwitches(ru0, ru1) / ops : null,
     selfCores: machine.selfCores,
-    redisCores: machine.othersCores[0],
+    redisCores: machine.othersCores.reduce((sum, x) => sum + x, 0),
     restCores: machine.restCores,
     rssBefore,
     rssAfter,
@@ -143,7 +175,7 @@ async function populate(adapter, prefix, count, value) {
 
 /** set / get / remove of alova entries. */
 async function opJob(job) {
-  const adapter = makeAdapter(job.adapter, job.redis);
+  const adapter = makeAdapter(job.adapter, job);
   try {
     await adapter.get('warm'); // connected
     const value = entry(job.size);
@@ -173,7 +205,7 @@ async function opJob(job) {
 
 /** lock + unlock on a resource of each loop's own: no contention, the cost of one cycle. */
 async function lockJob(job) {
-  const adapter = makeAdapter(job.adapter, job.redis);
+  const adapter = makeAdapter(job.adapter, job);
   try {
     await adapter.get('warm');
     const locker = adapter.locker;
@@ -195,7 +227,7 @@ async function lockJob(job) {
  * the next lock, and overlapping holders (a broken exclusion). The parent counts leaked lock keys.
  */
 async function contendedJob(job) {
-  const adapters = Array.from({ length: job.adapters }, () => makeAdapter(job.adapter, job.redis));
+  const adapters = Array.from({ length: job.adapters }, () => makeAdapter(job.adapter, job));
   const resource = 'bench:contended';
   try {
     await Promise.all(adapters.map((a) => a.get('warm')));
@@ -319,7 +351,7 @@ async function contendedJob(job) {
 async function alovaJob(job) {
   const { createAlova } = require('alova');
   const adapterFetch = require('alova/fetch');
-  const adapter = makeAdapter(job.adapter, job.redis);
+  const adapter = makeAdapter(job.adapter, job);
   // alova checks its l1Cache first and only goes to l2Cache on an l1 miss (sendRequest in
   // alova's dist): an l1 that never holds anything makes every request an l2 read.
   const noL1 = { set() {}, get() { return undefined; }, remove() {}, clear() {} };
@@ -349,7 +381,7 @@ async function alovaJob(job) {
 
 /** RSS over `ops` set/get operations (half each) of 250 B entries, sampled ten times. */
 async function rssJob(job) {
-  const adapter = makeAdapter(job.adapter, job.redis);
+  const adapter = makeAdapter(job.adapter, job);
   try {
     await adapter.get('warm');
     const value = entry('250B');
