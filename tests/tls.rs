@@ -2,87 +2,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use alova_storage_redis::config::{Addr, ConnectionConfig, TlsConfig};
 use common::{cmd, connect, free_port};
 use redis::Value;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl CLI");
-    assert!(
-        status.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-}
-
-/// A CA and a server certificate for localhost / 127.0.0.1, in `dir`.
-fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=alova-test-ca",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-    );
-}
 
 fn tls_config(port: u16, host: &str, tls: TlsConfig) -> ConnectionConfig {
     ConnectionConfig {
@@ -100,7 +22,7 @@ fn tls_config(port: u16, host: &str, tls: TlsConfig) -> ConnectionConfig {
 async fn tls_with_a_trusted_ca_insecure_mode_and_an_untrusted_certificate() {
     let dir = std::env::temp_dir().join(format!("alova-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    make_certificates(&dir);
+    common::make_certificates(&dir);
     let port = free_port();
     let cert = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let server = common::RedisServer::start(&[
