@@ -275,12 +275,14 @@ declare namespace RedisStorageAdapter {
      */
     url?: string;
     /**
-     * Milliseconds a connection attempt may take; `0` waits as long as the system does.
+     * Milliseconds a whole connection attempt may take (TCP, TLS, `AUTH`, `SELECT`,
+     * `CLIENT SETNAME`, the ready check); `0` waits as long as the system does.
      * @default 10000
      */
     connectTimeout?: number;
     /**
-     * Milliseconds a command may wait for its reply before it rejects with `ERR_TIMEOUT`.
+     * Milliseconds from a call to its reply, time spent waiting for a connection included,
+     * before it rejects with `ERR_TIMEOUT`.
      * @default undefined (no limit)
      */
     commandTimeout?: number;
@@ -311,7 +313,9 @@ declare namespace RedisStorageAdapter {
     enableOfflineQueue?: boolean;
     /**
      * Reconnection attempts a waiting command sits through before it rejects with
-     * `ERR_CONNECTION`; `null` waits as long as the client reconnects.
+     * `ERR_CONNECTION`; `null` waits as long as the client reconnects (never past `quit()` or
+     * `disconnect()`). An attempt that reached a server that answered garbage or nothing fails
+     * the waiting commands at once.
      * @default 20
      */
     maxRetriesPerRequest?: number | null;
@@ -1011,9 +1015,12 @@ declare namespace RedisStorageAdapter {
      *   for a refused command, a connection error code otherwise.
      */
     call(command: string, ...args: RedisCommandArg[]): Promise<unknown>;
-    /** Sends `QUIT` after the pending commands and closes; `status` becomes `'end'`. */
+    /**
+     * Sends `QUIT` after the pending commands and closes; `status` becomes `'end'`. Resolves
+     * within a second: what still waits then rejects with `ERR_CLOSED`.
+     */
     quit(): Promise<'OK'>;
-    /** Closes the connection at once; pending commands reject with `ERR_CLOSED`. */
+    /** Closes the connection at once; every pending command rejects with `ERR_CLOSED`. */
     disconnect(): void;
   }
 
