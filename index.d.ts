@@ -141,7 +141,8 @@ declare namespace RedisStorageAdapter {
    * | `ERR_INTERNAL` | a defect in this package, caught instead of crashing the process (please report it) |
    *
    * Two more codes are process warnings (`process.on('warning')`), never rejections:
-   * `ERR_LOCK_LOST` (a held lock expired or was taken before `unlock`) and `ERR_LOCK_RELEASE`
+   * `ERR_LOCK_LOST` (a held lock was gone or held another value at `unlock`: expired, replaced,
+   * lost in a restart or failover) and `ERR_LOCK_RELEASE`
    * (a release failed on some node; the keys expire after `redlockTTL`).
    */
   type ErrorCode =

@@ -231,7 +231,7 @@ function reportUnlock(report) {
   if (!report) return;
   if (report.lost.length > 0) {
     process.emitWarning(
-      `lock on ${JSON.stringify(report.lost)} was lost while held (it expired and could not be extended, or another holder took it): the critical section may not have been exclusive`,
+      `lock on ${JSON.stringify(report.lost)} was lost while held (its key was gone or held another value at unlock: it expired, was replaced, or was lost in a restart or failover; or a voter could not be asked): the critical section may not have been exclusive`,
       { code: 'ERR_LOCK_LOST', detail: JSON.stringify(report) }
     );
   }

@@ -289,10 +289,12 @@ async fn a_waiting_caller_of_the_process_takes_the_lock_as_it_stands() {
 
     l.lock(&res(&["handed"])).await.unwrap();
     let value = value_of(&data, "handed").await.expect("the lock key");
-    let scripts = calls(&data, "evalsha").await;
+    // Commands run by the scripts count too: an acquire SETs, a release DELs.
+    let writes = (calls(&data, "set").await, calls(&data, "del").await);
     let next = queued(&l, &["handed"]).await;
     let report = l.unlock(&res(&["handed"])).await.unwrap();
     assert_eq!(report.released, 1, "{report:?}");
+    assert!(report.lost.is_empty(), "{report:?}");
     next.await.unwrap();
     assert_eq!(
         value_of(&data, "handed").await,
@@ -300,13 +302,18 @@ async fn a_waiting_caller_of_the_process_takes_the_lock_as_it_stands() {
         "the next caller holds the same key"
     );
     assert_eq!(
-        calls(&data, "evalsha").await,
-        scripts,
-        "a hand-off inside the process sends nothing to Redis"
+        (calls(&data, "set").await, calls(&data, "del").await),
+        writes,
+        "a hand-off inside the process writes nothing to Redis (it only reads the key once)"
     );
     // The last holder deletes the key, as any holder would.
     assert_eq!(l.unlock(&res(&["handed"])).await.unwrap().released, 1);
     assert_eq!(int(&data, &["EXISTS", "handed"]).await, 0);
+    assert_eq!(
+        calls(&data, "del").await,
+        writes.1 + 1,
+        "the release is counted"
+    );
 
     // A waiter for more resources than the holder had takes a lock of its own.
     l.lock(&res(&["one"])).await.unwrap();
@@ -374,4 +381,318 @@ async fn with_several_voters_the_next_caller_takes_a_lock_of_its_own() {
     for s in &servers {
         assert_eq!(int(&s.connect(), &["EXISTS", "voted"]).await, 0);
     }
+}
+
+/// A locker on `server` and its voter connection (to wait for it to be back after a restart).
+fn locker_and_voter(server: &RedisServer, config: LockConfig) -> (Locker, Connection) {
+    let voter = server.connect();
+    (locker(vec![voter.clone()], config), voter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_whose_key_is_gone_or_replaced_at_unlock_is_reported_lost() {
+    let server = RedisServer::start(&[]);
+    // The default TTL (5 s): no extension runs during the test, only the release can tell.
+    let l = locker(vec![server.connect()], LockConfig::default());
+    let data = server.connect();
+
+    // Gone (as after a restart without persistence, an eviction, a FLUSHDB).
+    l.lock(&res(&["gone"])).await.unwrap();
+    data.send(&cmd(&["DEL", "gone"])).await.unwrap();
+    let report = l.unlock(&res(&["gone"])).await.unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+    assert_eq!(report.lost, res(&["gone"]), "{report:?}");
+    assert!(report.failures.is_empty(), "{report:?}");
+
+    // Replaced by another holder's value (taken after it was gone).
+    l.lock(&res(&["replaced"])).await.unwrap();
+    data.send(&cmd(&["SET", "replaced", "someone-else", "PX", "10000"]))
+        .await
+        .unwrap();
+    let report = l.unlock(&res(&["replaced"])).await.unwrap();
+    assert_eq!(report.lost, res(&["replaced"]), "{report:?}");
+    assert_eq!(
+        value_of(&data, "replaced").await,
+        Some(b"someone-else".to_vec()),
+        "their key stays"
+    );
+
+    // One key of a multi-resource lock gone: the whole lock is lost; our other key is deleted.
+    l.lock(&res(&["m1", "m2"])).await.unwrap();
+    data.send(&cmd(&["DEL", "m1"])).await.unwrap();
+    let report = l.unlock(&res(&["m2"])).await.unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+    assert_eq!(report.lost, res(&["m1", "m2"]), "{report:?}");
+    assert_eq!(int(&data, &["EXISTS", "m1", "m2"]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_across_a_restart_then_taken_by_another_is_reported_lost() {
+    let mut server = RedisServer::start(&[]);
+    let (holder, voter) = locker_and_voter(&server, LockConfig::default());
+    holder.lock(&res(&["restart"])).await.unwrap();
+
+    // The server restarts without persistence: the key is gone; another adapter takes the lock.
+    server.restart();
+    let other = locker(vec![server.connect()], LockConfig::default());
+    other.lock(&res(&["restart"])).await.unwrap();
+    let data = server.connect();
+    let theirs = value_of(&data, "restart").await.expect("their key");
+
+    // The holder's connection is back (so the release gets an answer, not a failure).
+    voter.send(&cmd(&["PING"])).await.unwrap();
+    let report = holder.unlock(&res(&["restart"])).await.unwrap();
+    assert_eq!(report.lost, res(&["restart"]), "{report:?}");
+    assert!(report.failures.is_empty(), "{report:?}");
+    assert_eq!(
+        value_of(&data, "restart").await,
+        Some(theirs),
+        "the new holder's key stays"
+    );
+    let report = other.unlock(&res(&["restart"])).await.unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+    assert_eq!(int(&data, &["EXISTS", "restart"]).await, 0);
+
+    // The only voter cannot be reached at `unlock` (it went down with the key): the lock cannot
+    // be shown to have held, so it is reported lost, and the release as failed.
+    other.lock(&res(&["restart"])).await.unwrap();
+    server.kill();
+    let report = other.unlock(&res(&["restart"])).await.unwrap();
+    assert_eq!(report.lost, res(&["restart"]), "{report:?}");
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_released_normally_is_not_reported_lost() {
+    let server = RedisServer::start(&[]);
+    let l = locker(vec![server.connect()], LockConfig::default());
+    let data = server.connect();
+    for resources in [&["plain"][..], &["pair-a", "pair-b"][..]] {
+        l.lock(&res(resources)).await.unwrap();
+        let report = l.unlock(&res(resources)).await.unwrap();
+        assert_eq!(report.released, 1, "{report:?}");
+        assert!(
+            report.lost.is_empty() && report.failures.is_empty(),
+            "{report:?}"
+        );
+    }
+    assert_eq!(
+        int(&data, &["EXISTS", "plain", "pair-a", "pair-b"]).await,
+        0
+    );
+
+    // Several voters.
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&[])).collect();
+    let l = locker(
+        servers.iter().map(RedisServer::connect).collect(),
+        LockConfig::default(),
+    );
+    l.lock(&res(&["voted"])).await.unwrap();
+    let report = l.unlock(&res(&["voted"])).await.unwrap();
+    assert!(
+        report.lost.is_empty() && report.failures.is_empty(),
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_voters_a_lock_is_lost_when_a_majority_did_not_hold_it() {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&[])).collect();
+    let l = locker(
+        servers.iter().map(RedisServer::connect).collect(),
+        LockConfig::default(),
+    );
+    let data: Vec<Connection> = servers.iter().map(RedisServer::connect).collect();
+
+    // One of three lost the key: the two others kept anyone else from a majority.
+    l.lock(&res(&["q"])).await.unwrap();
+    data[0].send(&cmd(&["DEL", "q"])).await.unwrap();
+    let report = l.unlock(&res(&["q"])).await.unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+
+    // Two of three: another holder could have had a majority.
+    l.lock(&res(&["q"])).await.unwrap();
+    data[0].send(&cmd(&["DEL", "q"])).await.unwrap();
+    data[1]
+        .send(&cmd(&["SET", "q", "someone-else", "PX", "10000"]))
+        .await
+        .unwrap();
+    let report = l.unlock(&res(&["q"])).await.unwrap();
+    assert_eq!(report.lost, res(&["q"]), "{report:?}");
+    assert_eq!(
+        value_of(&data[1], "q").await,
+        Some(b"someone-else".to_vec())
+    );
+    assert_eq!(int(&data[2], &["EXISTS", "q"]).await, 0);
+    data[1].send(&cmd(&["DEL", "q"])).await.unwrap();
+
+    // Four voters (a quorum of three): two that kept the key still leave nobody else a
+    // majority; one alone does not.
+    let four: Vec<RedisServer> = (0..4).map(|_| RedisServer::start(&[])).collect();
+    let l = locker(
+        four.iter().map(RedisServer::connect).collect(),
+        LockConfig::default(),
+    );
+    let data: Vec<Connection> = four.iter().map(RedisServer::connect).collect();
+    l.lock(&res(&["q4"])).await.unwrap();
+    for d in &data[..2] {
+        d.send(&cmd(&["DEL", "q4"])).await.unwrap();
+    }
+    let report = l.unlock(&res(&["q4"])).await.unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+    l.lock(&res(&["q4"])).await.unwrap();
+    for d in &data[..3] {
+        d.send(&cmd(&["DEL", "q4"])).await.unwrap();
+    }
+    let report = l.unlock(&res(&["q4"])).await.unwrap();
+    assert_eq!(report.lost, res(&["q4"]), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_handed_over_in_the_process_after_its_key_was_lost_is_reported_lost() {
+    let server = RedisServer::start(&[]);
+    let data = server.connect();
+    let l = locker(vec![server.connect()], LockConfig::default());
+
+    // A normal hand-off is not lost.
+    l.lock(&res(&["handed"])).await.unwrap();
+    let next = queued(&l, &["handed"]).await;
+    let report = l.unlock(&res(&["handed"])).await.unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+    next.await.unwrap();
+    let report = l.unlock(&res(&["handed"])).await.unwrap();
+    assert!(report.lost.is_empty(), "{report:?}");
+
+    // The key goes while the lock is held and a caller of the process waits for it.
+    l.lock(&res(&["handed"])).await.unwrap();
+    let next = queued(&l, &["handed"]).await;
+    data.send(&cmd(&["DEL", "handed"])).await.unwrap();
+    let report = l.unlock(&res(&["handed"])).await.unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+    assert_eq!(
+        report.lost,
+        res(&["handed"]),
+        "the holder that handed it over is told"
+    );
+    next.await.unwrap();
+    // The next caller got a lock whose key was gone (or took one anew): its unlock tells which.
+    let report = l.unlock(&res(&["handed"])).await.unwrap();
+    let fresh = report.lost.is_empty();
+    assert!(fresh || report.lost == res(&["handed"]), "{report:?}");
+
+    // Another process took the key while the lock was held and a caller of the process waits:
+    // the holder is told; the next caller either gets the lock as it stood and is told too, or
+    // (should it learn first that it was lost) tries anew and is refused: never a silent holder.
+    let quick = locker(
+        vec![server.connect()],
+        LockConfig {
+            retry_count: Some(1),
+            retry_delay: Duration::from_millis(20),
+            retry_jitter: Duration::ZERO,
+            ..LockConfig::default()
+        },
+    );
+    quick.lock(&res(&["chain"])).await.unwrap();
+    let second = {
+        let quick = quick.clone();
+        tokio::spawn(async move { quick.lock(&res(&["chain"])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !second.is_finished(),
+        "the caller did not wait for the holder"
+    );
+    data.send(&cmd(&["SET", "chain", "someone-else", "PX", "10000"]))
+        .await
+        .unwrap();
+    let report = quick.unlock(&res(&["chain"])).await.unwrap();
+    assert_eq!(report.lost, res(&["chain"]), "{report:?}");
+    match second.await.unwrap() {
+        Ok(()) => {
+            let report = quick.unlock(&res(&["chain"])).await.unwrap();
+            assert_eq!(report.lost, res(&["chain"]), "{report:?}");
+        }
+        Err(e) => assert_eq!(e.code(), "ERR_LOCK_NOT_ACQUIRED", "{e}"),
+    }
+    assert_eq!(
+        value_of(&data, "chain").await,
+        Some(b"someone-else".to_vec()),
+        "their key stays"
+    );
+}
+
+/// Eight callers of one locker take turns on one resource `cycles` times each, with empty
+/// sections, while `meanwhile` runs; returns the longest any of them waited for the lock. Every
+/// unlock must report nothing lost and nothing failed.
+async fn busy_chain<F: std::future::Future<Output = ()>>(
+    l: &Locker,
+    cycles: usize,
+    meanwhile: F,
+) -> Duration {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut longest = Duration::ZERO;
+            for _ in 0..cycles {
+                let asked = Instant::now();
+                l.lock(&res(&["busy"])).await.unwrap();
+                longest = longest.max(asked.elapsed());
+                let report = l.unlock(&res(&["busy"])).await.unwrap();
+                assert!(
+                    report.lost.is_empty() && report.failures.is_empty(),
+                    "{report:?}"
+                );
+            }
+            longest
+        }));
+    }
+    meanwhile.await;
+    let mut longest = Duration::ZERO;
+    for t in tasks {
+        longest = longest.max(t.await.unwrap());
+    }
+    longest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_hand_off_chain_reports_nothing_lost_and_never_stalls() {
+    let server = RedisServer::start(&[]);
+    let data = server.connect();
+    // A refused acquire would sleep out a whole second: unmistakable.
+    let l = locker(
+        vec![server.connect()],
+        LockConfig {
+            retry_delay: Duration::from_secs(1),
+            retry_jitter: Duration::ZERO,
+            ..LockConfig::default()
+        },
+    );
+    // The server knows the scripts (the first release of all is sent again by EVAL after
+    // NOSCRIPT, and the acquire behind it may overtake it: slower, not wrong; not tested here).
+    l.lock(&res(&["busy"])).await.unwrap();
+    l.unlock(&res(&["busy"])).await.unwrap();
+    let longest = busy_chain(&l, 300, async {}).await;
+    assert!(
+        longest < Duration::from_millis(900),
+        "a caller waited {longest:?}: an acquire was refused and slept out a retry delay"
+    );
+    assert_eq!(int(&data, &["EXISTS", "busy"]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hand_off_check_is_not_overtaken_when_the_server_forgets_its_scripts() {
+    let server = RedisServer::start(&[]);
+    let data = server.connect();
+    let l = locker(vec![server.connect()], LockConfig::default());
+    // As after a restart that kept the data: every script is unknown again; a check sent by
+    // EVALSHA would be answered NOSCRIPT and sent again behind the next holder's release.
+    busy_chain(&l, 300, async {
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            data.send(&cmd(&["SCRIPT", "FLUSH"])).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(int(&data, &["EXISTS", "busy"]).await, 0);
 }

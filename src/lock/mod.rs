@@ -6,16 +6,21 @@
 //!   resource, taken in sorted order so that multi-resource locks cannot deadlock). Only the
 //!   head of a queue talks to Redis. With one voter, when the head unlocks a single-resource
 //!   lock taken less than half a TTL ago and a caller of this process is waiting, the lock is
-//!   handed over as it stands in Redis (same key, same value, no command): the process holds
-//!   the resource throughout, and the next caller holds it for at least half a TTL before
-//!   extensions take over. Otherwise the key is deleted and the next caller acquires anew (in
-//!   the same round trip with one voter, see `Inner::release`), never after a retry delay.
+//!   handed over as it stands in Redis (same key, same value): the process holds the resource
+//!   throughout, and the next caller holds it for at least half a TTL before extensions take
+//!   over. The next caller goes on at once; the caller that unlocked waits for one read-only
+//!   check of the key, to know whether its lock was lost (see `Locker::hand_over`). Otherwise
+//!   the key is deleted and the next caller acquires anew (in the same round trip with one
+//!   voter, see `Inner::release`), never after a retry delay.
 //! - Across processes, an attempt runs the acquire script on every voting node at once; it wins
 //!   with a majority and positive validity (ttl - elapsed - drift), and otherwise releases what
 //!   it got and retries after `retryDelay` +- `retryJitter`.
 //! - A held lock is extended `automaticExtensionThreshold` before it expires until it is
 //!   unlocked; a lock that could not be extended in time is marked lost and reported by
 //!   `unlock`.
+//! - `unlock` reports a lock lost, whatever the reason (expired, replaced, gone after a restart,
+//!   a failover, an eviction), when the release (or the hand-over check) finds that not enough
+//!   voters still held its value (the rule, for one voter and for a quorum, is on `fn lost`).
 
 pub mod scripts;
 
@@ -23,8 +28,10 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
@@ -33,14 +40,16 @@ use tokio::sync::{watch, OwnedMutexGuard};
 use crate::config::LockConfig;
 use crate::connection::Connection;
 use crate::error::{Error, ErrorKind, Result};
-use scripts::{Script, ACQUIRE_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT};
+use scripts::{Script, ACQUIRE_SCRIPT, CHECK_SCRIPT, EXTEND_SCRIPT, RELEASE_SCRIPT};
 
 /// The lock's view of one node's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vote {
-    /// The script did its work on every key.
+    /// The script did its work on every key: for a release or a check, every key of the lock
+    /// still held its value.
     Yes,
-    /// Another holder's key stood in the way (or, for extend, the value was gone).
+    /// Not on every key: another holder's key stood in the way (acquire), or a key was gone or
+    /// held another value (extend, release, check).
     No,
     /// The node could not be asked.
     Failed(String),
@@ -51,16 +60,66 @@ pub enum Vote {
 pub struct UnlockReport {
     /// Locks released (each once, whatever the number of its resources).
     pub released: usize,
-    /// Resources of locks that had been lost before the unlock (expired and not extendable).
+    /// Resources of locks that had been lost before the unlock: not extendable in time, or found
+    /// by the release (or the hand-over check) without enough voters holding their value
+    /// (expired, replaced, gone after a restart or failover): when a majority of the voters did
+    /// not hold it (one that could not be asked counts as not holding it).
     pub lost: Vec<String>,
     /// Nodes whose release failed (their keys expire after the TTL).
     pub failures: Vec<String>,
 }
 
-/// One resource's in-process queue. The slot carries a lock handed over by the caller that
-/// unlocked to the next one (see [`Locker::hand_over`]).
-type Queue = tokio::sync::Mutex<Option<Handed>>;
-type QueueGuard = OwnedMutexGuard<Option<Handed>>;
+/// One resource's in-process queue: callers of this process take its mutex in turn. The slot
+/// carries a lock handed over by the caller that unlocked to the next one (see
+/// [`Locker::hand_over`]).
+#[derive(Default)]
+struct Queue {
+    slot: Arc<tokio::sync::Mutex<Option<Handed>>>,
+    /// Callers waiting for the mutex. Counted, not read from the `Arc`'s count: a place being
+    /// given up (its guard dropped on another thread) unlocks the mutex before it lets go of its
+    /// `Arc`, so for a moment the count shows a waiter that is not there, and a lock handed over
+    /// to it would lie unclaimed until its queue is forgotten (then released in the background,
+    /// where the next caller's acquire can overtake the release, be refused and sleep out a
+    /// retry delay).
+    waiting: AtomicUsize,
+}
+
+/// A caller's place at the head of a queue.
+struct QueueGuard {
+    slot: OwnedMutexGuard<Option<Handed>>,
+    /// Keeps the queue in the queue map (see [`Inner::forget_queues`]).
+    queue: Arc<Queue>,
+}
+
+/// A caller waiting in a queue, counted in [`Queue::waiting`] until it has its place or gives
+/// up (its future dropped, its deadline passed).
+struct Waiting(Arc<Queue>);
+
+impl Waiting {
+    fn enter(queue: Arc<Queue>) -> Self {
+        queue.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(queue)
+    }
+
+    /// Waits for the place, until `deadline` when there is one; `None` when it passed.
+    async fn place(self, deadline: Option<Instant>) -> Option<QueueGuard> {
+        let lock = self.0.slot.clone().lock_owned();
+        let slot = match deadline {
+            None => lock.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), lock).await.ok()?,
+        };
+        Some(QueueGuard {
+            slot,
+            queue: self.0.clone(),
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A single-resource lock, still held in Redis, left in its queue's slot for the next caller.
 /// Dropped unclaimed (its waiter gave up, the queue was forgotten), it is released.
@@ -103,12 +162,47 @@ struct Held {
     may_hold: Mutex<Vec<bool>>,
 }
 
+/// Whether a caller of this process waits on the queue `guard` holds.
+fn waited_for(guard: &QueueGuard) -> bool {
+    guard.queue.waiting.load(Ordering::Acquire) > 0
+}
+
 /// Which voters may have set the key in answer to `votes`.
 fn may_hold(votes: &[Vote]) -> Vec<bool> {
     votes
         .iter()
         .map(|v| !matches!(v, Vote::Failed(_)))
         .collect()
+}
+
+/// How many of `voters` make a majority.
+fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Whether a lock is lost, given that `kept` of its `voters` confirmed at its release (or
+/// hand-over check) that every one of its keys still held its value.
+///
+/// A voter that confirms has held the value since the acquire: only this lock sets a key to its
+/// value, and a key once gone or replaced never comes back with it (short of reloading an old
+/// snapshot, which no client can see). While `kept` voters hold the value, another holder can
+/// win at most `voters - kept` votes, and it needs a quorum (`voters / 2 + 1`). So the lock kept
+/// its exclusion exactly when `kept > voters - quorum`, and it is lost when the voters that did
+/// *not* confirm it are a quorum, i.e. a majority of the voters did not hold its value:
+///
+/// - one voter: lost unless its key held the value;
+/// - odd counts (3, 5): lost when fewer than a quorum confirmed (1 of 3, 2 of 5);
+/// - even counts: one less than a quorum still excludes everyone else. With 2 of 4 confirming,
+///   nobody else can have had 3 of 4: not lost, although the lock no longer stood on a quorum
+///   of its own (an acquire or an extension would not have counted it as won).
+///
+/// A voter that could not be asked (down, no answer in time) counts as not confirming: it may
+/// be down because it restarted without the key, and "not lost" must mean "shown to have kept
+/// its exclusion". Such a voter is also named in [`UnlockReport::failures`] when it may hold
+/// the key. So with one voter that cannot be reached at `unlock`, the lock is reported lost
+/// (and the release failed): the section cannot be shown to have been exclusive.
+fn lost(kept: usize, voters: usize) -> bool {
+    kept + quorum(voters) <= voters
 }
 
 struct Inner {
@@ -172,32 +266,24 @@ impl Locker {
         let deadline = self.budget().and_then(|b| Instant::now().checked_add(b));
         let mut guards = Vec::with_capacity(resources.len());
         for resource in &resources {
-            let queue = self.inner.queue(resource);
-            let guard = match deadline {
-                None => queue.lock_owned().await,
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline.into(), queue.lock_owned()).await {
-                        Ok(guard) => guard,
-                        Err(_) => {
-                            drop(guards);
-                            self.inner.forget_queues(&resources);
-                            return Err(Error::new(
-                            ErrorKind::LockNotAcquired,
-                            format!(
-                                "could not lock {}: other callers of this process held it for longer than the {} ms the retries allow",
-                                list(&resources),
-                                self.budget().unwrap_or_default().as_millis()
-                            ),
-                        ));
-                        }
-                    }
-                }
+            let waiting = Waiting::enter(self.inner.queue(resource));
+            let Some(guard) = waiting.place(deadline).await else {
+                drop(guards);
+                self.inner.forget_queues(&resources);
+                return Err(Error::new(
+                    ErrorKind::LockNotAcquired,
+                    format!(
+                        "could not lock {}: other callers of this process held it for longer than the {} ms the retries allow",
+                        list(&resources),
+                        self.budget().unwrap_or_default().as_millis()
+                    ),
+                ));
             };
             guards.push(guard);
         }
         let mut handed: Vec<Arc<Held>> = guards
             .iter_mut()
-            .filter_map(|g| g.take().and_then(Handed::claim))
+            .filter_map(|g| g.slot.take().and_then(Handed::claim))
             .collect();
         let closed = self.inner.closed.load(Ordering::Acquire);
         if !closed && handed.len() == 1 && handed[0].resources == resources {
@@ -261,9 +347,7 @@ impl Locker {
         let locks = self.inner.take_held(&resources);
         let mut report = UnlockReport::default();
         for held in locks {
-            if self.hand_over(&held) {
-                report.released += 1;
-            } else {
+            if !self.hand_over(&held, &mut report).await {
                 self.inner.release(&held, &mut report).await;
             }
         }
@@ -272,13 +356,53 @@ impl Locker {
 
     /// Hands `held` (taken out of the held map) to the next caller of this process waiting for
     /// its resource, as it stands in Redis, when it has one resource, was taken less than half a
-    /// TTL ago and never extended. Returns false when it must be released instead.
+    /// TTL ago and never extended; reports into `report` what a release would have. Returns
+    /// false when it must be released instead.
     ///
     /// Only with one voter, where a release and the next acquire reach the server together
     /// anyway (see [`Inner::release`]), so other processes see no difference: with several
     /// voters the key is free for a round trip between two holders of this process, and a
     /// caller of another process may take it then.
-    fn hand_over(&self, held: &Arc<Held>) -> bool {
+    ///
+    /// No release tells whether the key was still ours, so the key is checked (one read-only
+    /// script; nothing can know without asking the server). Its age does not help: being under
+    /// half a TTL old, the key cannot have expired, but a restart without persistence, a
+    /// failover to a replica it had not reached, an eviction, a `FLUSHDB` or a `DEL` can remove
+    /// it at any age, and another process may then take it. So this costs the caller that
+    /// unlocks one round trip (as a release would); the next caller does not wait for it: the
+    /// check is put on the connection first, then the next caller is woken, so that its own
+    /// release of the same key reaches the server after the check (the connection keeps call
+    /// order) and the check sees the key as this caller left it. Should the check find the key
+    /// gone or replaced, the lock is marked lost: the next caller's `unlock` reports it too (its
+    /// release would find the key missing anyway), and a caller that has not claimed it yet
+    /// takes a lock of its own instead.
+    async fn hand_over(&self, held: &Arc<Held>, report: &mut UnlockReport) -> bool {
+        if !self.may_hand_over(held) {
+            return false;
+        }
+        let mut check = pin!(self.inner.vote(&CHECK_SCRIPT, &held.resources, &held.value));
+        let early = poll_once(check.as_mut()).await;
+        if !self.pass_on(held) {
+            // The waiter gave up meanwhile: the check (read only) is dropped, the lock released.
+            return false;
+        }
+        let votes = match early {
+            Some(v) => v,
+            None => check.await,
+        };
+        if self.inner.judge(held, &votes, report)
+            && votes.iter().filter(|v| **v == Vote::No).count() >= self.inner.quorum()
+        {
+            // Gone for certain (not merely unreachable): no later holder may count on it.
+            held.lost.store(true, Ordering::Relaxed);
+        }
+        report.released += 1;
+        true
+    }
+
+    /// Whether `held` may be handed over as it stands, by its age and by the voters, and a
+    /// caller of this process waits for it.
+    fn may_hand_over(&self, held: &Held) -> bool {
         if held.resources.len() != 1
             || self.inner.voters.len() != 1
             || self.inner.closed.load(Ordering::Acquire)
@@ -286,15 +410,20 @@ impl Locker {
         {
             return false;
         }
+        let guards = held.guards.lock().expect("guards");
+        matches!(guards.as_slice(), [guard] if waited_for(guard))
+    }
+
+    /// Leaves `held` in its queue's slot and lets the next caller go, when one still waits.
+    fn pass_on(&self, held: &Arc<Held>) -> bool {
         let mut guards = held.guards.lock().expect("guards");
         let [guard] = guards.as_mut_slice() else {
             return false;
         };
-        // The queue is referred to by the queue map, this guard, and each caller waiting on it.
-        if Arc::strong_count(OwnedMutexGuard::mutex(guard)) <= 2 {
+        if !waited_for(guard) {
             return false;
         }
-        **guard = Some(Handed {
+        *guard.slot = Some(Handed {
             held: Some(held.clone()),
             inner: Arc::downgrade(&self.inner),
         });
@@ -324,7 +453,7 @@ impl Locker {
             .keys()
             .cloned()
             .collect();
-        let mut locks = self.inner.take_held(&all);
+        let locks = self.inner.take_held(&all);
         // Locks handed over to callers that have not taken them yet (those callers, seeing the
         // locker closed, would release them too).
         let queues: Vec<Arc<Queue>> = self
@@ -335,14 +464,23 @@ impl Locker {
             .values()
             .cloned()
             .collect();
+        let mut unclaimed = Vec::new();
         for queue in queues {
-            if let Ok(mut slot) = queue.try_lock() {
-                locks.extend(slot.take().and_then(Handed::claim));
+            if let Ok(mut slot) = queue.slot.try_lock() {
+                unclaimed.extend(slot.take().and_then(Handed::claim));
             }
         }
         let mut report = UnlockReport::default();
         for held in locks {
             self.inner.release(&held, &mut report).await;
+        }
+        for held in unclaimed {
+            // Whether it was lost is no news: the caller that handed it over was told (its
+            // check); nobody held it since.
+            let mut own = UnlockReport::default();
+            self.inner.release(&held, &mut own).await;
+            report.failures.append(&mut own.failures);
+            report.released += own.released;
         }
         report
     }
@@ -399,7 +537,27 @@ impl Locker {
 
 impl Inner {
     fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+        quorum(self.voters.len())
+    }
+
+    /// Adds to `report` what the release or check `votes` of `held` tell: the voters that may
+    /// hold its key but failed, and its resources when it is lost (see [`lost`]), also when an
+    /// extension had found it lost before. Returns whether it is lost.
+    fn judge(&self, held: &Held, votes: &[Vote], report: &mut UnlockReport) -> bool {
+        let holders = held.may_hold.lock().expect("holders").clone();
+        for ((conn, vote), may_hold) in self.voters.iter().zip(votes).zip(holders) {
+            if let Vote::Failed(why) = vote {
+                if may_hold {
+                    report.failures.push(format!("{}: {why}", conn.addr()));
+                }
+            }
+        }
+        let kept = votes.iter().filter(|v| **v == Vote::Yes).count();
+        let lost = held.lost.load(Ordering::Relaxed) || lost(kept, self.voters.len());
+        if lost {
+            report.lost.extend(held.resources.iter().cloned());
+        }
+        lost
     }
 
     /// `held` may pass to another caller as it stands: not lost, never extended, and at least
@@ -439,8 +597,10 @@ impl Inner {
         let db = self.config.db;
         let limit = self.vote_timeout();
         let ask = |conn: Connection, keys: Vec<String>, value: String| async move {
+            // Every script answers how many keys it did its work on.
+            let all = i64::try_from(keys.len()).unwrap_or(i64::MAX);
             match tokio::time::timeout(limit, script.run(&conn, &keys, db, &value, ttl)).await {
-                Ok(Ok(n)) if n > 0 => Vote::Yes,
+                Ok(Ok(n)) if n == all => Vote::Yes,
                 Ok(Ok(_)) => Vote::No,
                 Ok(Err(e)) => Vote::Failed(e.message().to_owned()),
                 Err(_) => Vote::Failed(format!("no answer within {} ms", limit.as_millis())),
@@ -515,7 +675,7 @@ impl Inner {
     /// Stops extending `held`, deletes its keys, then wakes the next caller of this process.
     async fn release(&self, held: &Held, report: &mut UnlockReport) {
         held.stop.send_replace(true);
-        let mut release = std::pin::pin!(self.vote(&RELEASE_SCRIPT, &held.resources, &held.value));
+        let mut release = pin!(self.vote(&RELEASE_SCRIPT, &held.resources, &held.value));
         // With one voter, one poll puts the release on the voter's socket; the next caller of
         // this process may then send its acquire right behind it (the server runs them in
         // order), so a hand-off costs one round trip. Should the release have to wait for a
@@ -524,28 +684,14 @@ impl Inner {
         let mut votes = None;
         let early = self.voters.len() == 1;
         if early {
-            if let std::task::Poll::Ready(v) =
-                std::future::poll_fn(|cx| std::task::Poll::Ready(release.as_mut().poll(cx))).await
-            {
-                votes = Some(v);
-            }
+            votes = poll_once(release.as_mut()).await;
             self.hand_off(held);
         }
         let votes = match votes {
             Some(v) => v,
             None => release.await,
         };
-        let holders = held.may_hold.lock().expect("holders").clone();
-        for ((conn, vote), may_hold) in self.voters.iter().zip(&votes).zip(holders) {
-            if let Vote::Failed(why) = vote {
-                if may_hold {
-                    report.failures.push(format!("{}: {why}", conn.addr()));
-                }
-            }
-        }
-        if held.lost.load(Ordering::Relaxed) {
-            report.lost.extend(held.resources.iter().cloned());
-        }
+        self.judge(held, &votes, report);
         report.released += 1;
         if !early {
             self.hand_off(held);
@@ -673,6 +819,18 @@ async fn keep_extended(
     }
 }
 
+/// Polls `fut` once (a vote then has its command on the connection, in call order) and gives
+/// its output when that was enough.
+async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// Sorted, without duplicates; an empty list is refused.
 fn normalise(resources: &[String]) -> Result<Vec<String>> {
     if resources.is_empty() {
@@ -749,6 +907,22 @@ mod tests {
                 d >= Duration::from_millis(100) && d <= Duration::from_millis(300),
                 "{d:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_lock_is_lost_when_a_majority_of_voters_did_not_keep_it() {
+        // (voters, the fewest that must confirm the value for the lock not to be lost)
+        for (voters, fewest) in [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (6, 3), (7, 4)] {
+            for kept in 0..=voters {
+                assert_eq!(
+                    lost(kept, voters),
+                    kept < fewest,
+                    "{kept} of {voters} kept the value"
+                );
+                // Lost exactly when those that did not keep it could make a quorum elsewhere.
+                assert_eq!(lost(kept, voters), voters - kept >= quorum(voters));
+            }
         }
     }
 

@@ -57,19 +57,38 @@ end
 return count
 "#;
 
+/// Counts the keys that hold the value, changing nothing: what a lock handed over inside the
+/// process (see `Locker::hand_over`) is checked with, since no release tells about it.
+const CHECK: &str = r#"
+redis.pcall("SELECT", tonumber(ARGV[1]))
+local count = 0
+for _, key in ipairs(KEYS) do
+  if redis.call("GET", key) == ARGV[2] then
+    count = count + 1
+  end
+end
+return count
+"#;
+
 /// What a script does, which decides how it runs over several cluster slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Acquire,
     Extend,
     Release,
+    Check,
 }
 
-/// A script and its SHA1, sent by `EVALSHA` with an `EVAL` fallback.
+/// A script and its SHA1, sent by `EVALSHA` with an `EVAL` fallback, or always by `EVAL`.
 pub struct Script {
     kind: Kind,
     code: &'static str,
     hash: String,
+    /// Sent by `EVALSHA` first. A server that has not cached the script (first use, after a
+    /// restart or a `SCRIPT FLUSH`) answers `NOSCRIPT` and it is sent again by `EVAL`: two
+    /// commands, so commands sent meanwhile on the connection run before it. The check cannot
+    /// afford that (see [`CHECK_SCRIPT`]).
+    by_hash: bool,
 }
 
 impl Script {
@@ -78,6 +97,7 @@ impl Script {
             kind,
             code,
             hash: redis::Script::new(code).get_hash().to_owned(),
+            by_hash: kind != Kind::Check,
         }
     }
 
@@ -85,7 +105,7 @@ impl Script {
     /// returns its integer result. On a cluster, keys of different slots cannot go in one
     /// script: they run one slot at a time, in slot order (the same order in every process),
     /// and stay all-or-nothing: an acquire that finds one slot taken gives back the slots it
-    /// got and returns 0; an extend returns 0 when any slot does; a release adds up.
+    /// got and returns 0; an extend returns 0 when any slot does; a release or a check adds up.
     ///
     /// # Errors
     /// The connection's errors; `ERR_PROTOCOL` for a non-integer result.
@@ -127,7 +147,7 @@ impl Script {
                 (Kind::Extend, Err(e)) => return Err(e),
                 (_, Ok(n)) => total += n,
                 // A release goes on with the other slots, then reports the first failure.
-                (Kind::Release, Err(e)) => {
+                (Kind::Release | Kind::Check, Err(e)) => {
                     first_error.get_or_insert(e);
                 }
             }
@@ -166,10 +186,10 @@ impl Script {
         let ttl = ttl_ms.to_string();
         let args: [&[u8]; 3] = [db.as_bytes(), value.as_bytes(), ttl.as_bytes()];
         let reply = match conn
-            .send_with(&self.command(true, keys, &args), false)
+            .send_with(&self.command(self.by_hash, keys, &args), false)
             .await
         {
-            Err(e) if e.reply_code() == Some("NOSCRIPT") => {
+            Err(e) if self.by_hash && e.reply_code() == Some("NOSCRIPT") => {
                 conn.send_with(&self.command(false, keys, &args), false)
                     .await?
             }
@@ -191,3 +211,7 @@ pub static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind:
 pub static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Extend, EXTEND));
 /// The release script.
 pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Release, RELEASE));
+/// The check script (read only). Always sent by `EVAL` (the script is short), as one command:
+/// the lock's hand-over relies on the check reaching the server before the next holder's
+/// release of the same key, which is sent after it on the same connection.
+pub static CHECK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Check, CHECK));
