@@ -416,6 +416,38 @@ impl Connection {
         }
     }
 
+    /// redis-rs clients for a connection of its own to what this connection reaches (pub/sub
+    /// cannot share the pipelined link): the server, or each known node of a cluster (any node
+    /// hears every publish), with the same settings.
+    pub fn subscriber_clients(&self) -> Vec<redis::Client> {
+        let addrs: Vec<Addr> = match &self.inner.target {
+            Target::Single { .. } => vec![self.inner.config.addr.clone()],
+            Target::Cluster(c) => {
+                let known: Vec<(String, u16)> =
+                    c.topology().into_iter().map(|n| (n.host, n.port)).collect();
+                let nodes = if known.is_empty() {
+                    c.startup.clone()
+                } else {
+                    known
+                };
+                nodes
+                    .into_iter()
+                    .map(|(host, port)| Addr::Tcp { host, port })
+                    .collect()
+            }
+        };
+        addrs
+            .into_iter()
+            .filter_map(|addr| {
+                let config = ConnectionConfig {
+                    addr,
+                    ..self.inner.config.clone()
+                };
+                crate::settings::build_client(&config).ok()
+            })
+            .collect()
+    }
+
     /// The server's address, for messages.
     pub fn addr(&self) -> &str {
         &self.inner.addr

@@ -6,7 +6,6 @@
 //! the lock's value (32 lowercase hex characters), `ARGV[3]` the time to live in milliseconds.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use redis::{Cmd, Value};
 
@@ -57,17 +56,66 @@ end
 return count
 "#;
 
-/// Counts the keys that hold the value, changing nothing: what a lock handed over inside the
-/// process (see `Locker::hand_over`) is checked with, since no release tells about it.
-const CHECK: &str = r#"
+/// The fair acquire of one resource (see `waiting`): `KEYS` are the lock key, its line of
+/// waiters (a list of their values, in arrival order) and their deadlines (a hash, value to
+/// the server's time in ms by which the waiter must ask again); `ARGV[4]` is how long a waiter
+/// keeps its place without asking again. Waiters past their deadline leave the head of the
+/// line first. The lock is taken when its key is free and the line is empty or starts with
+/// this waiter (who then leaves it); otherwise the waiter joins the end of the line, or keeps
+/// its place, and 0 is returned. Both keys expire on their own once nobody asks.
+const FAIR_ACQUIRE: &str = r#"
 redis.pcall("SELECT", tonumber(ARGV[1]))
-local count = 0
-for _, key in ipairs(KEYS) do
-  if redis.call("GET", key) == ARGV[2] then
-    count = count + 1
-  end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local value = ARGV[2]
+while true do
+  local head = redis.call("LINDEX", KEYS[2], 0)
+  if not head then break end
+  local deadline = tonumber(redis.call("HGET", KEYS[3], head) or "0")
+  if deadline > now then break end
+  redis.call("LPOP", KEYS[2])
+  redis.call("HDEL", KEYS[3], head)
 end
-return count
+local head = redis.call("LINDEX", KEYS[2], 0)
+if redis.call("EXISTS", KEYS[1]) == 0 and ((not head) or head == value) then
+  redis.call("SET", KEYS[1], value, "PX", ARGV[3])
+  if head == value then
+    redis.call("LPOP", KEYS[2])
+    redis.call("HDEL", KEYS[3], value)
+  end
+  return 1
+end
+local keep = tonumber(ARGV[4])
+if redis.call("HSET", KEYS[3], value, now + keep) == 1 then
+  redis.call("RPUSH", KEYS[2], value)
+end
+redis.call("PEXPIRE", KEYS[2], keep * 2)
+redis.call("PEXPIRE", KEYS[3], keep * 2)
+return 0
+"#;
+
+/// The release of a fairly taken lock: deletes the key when it holds the value, and then tells
+/// the first waiter in line, when there is one, on the channel `ARGV[4]` (the message is its
+/// value). Returns 1 when the key was deleted.
+const FAIR_RELEASE: &str = r#"
+redis.pcall("SELECT", tonumber(ARGV[1]))
+if redis.call("GET", KEYS[1]) ~= ARGV[2] then
+  return 0
+end
+redis.pcall("DEL", KEYS[1])
+local head = redis.call("LINDEX", KEYS[2], 0)
+if head then
+  redis.call("PUBLISH", ARGV[4], head)
+end
+return 1
+"#;
+
+/// A waiter that gives up leaves the line (`KEYS[2]`, `KEYS[3]`), so nobody waits for it.
+const LEAVE: &str = r#"
+redis.pcall("SELECT", tonumber(ARGV[1]))
+redis.call("LREM", KEYS[2], 0, ARGV[2])
+redis.call("HDEL", KEYS[3], ARGV[2])
+return 1
 "#;
 
 /// What a script does, which decides how it runs over several cluster slots.
@@ -76,29 +124,22 @@ enum Kind {
     Acquire,
     Extend,
     Release,
-    Check,
+    /// A script on one resource's lock key and line of waiters (always one slot).
+    Line,
 }
 
-/// A script and its SHA1, sent by `EVALSHA` with an `EVAL` fallback, or always by `EVAL`.
+/// A script, always sent whole by `EVAL`: one command, so that it keeps its place in the
+/// connection's call order (an `EVALSHA` answered `NOSCRIPT` after a restart or a `SCRIPT
+/// FLUSH` would be sent again behind commands issued after it, and a lock's release could land
+/// behind the next acquire). The server caches the compiled script by its hash anyway.
 pub struct Script {
     kind: Kind,
     code: &'static str,
-    hash: String,
-    /// Sent by `EVALSHA` first. A server that has not cached the script (first use, after a
-    /// restart or a `SCRIPT FLUSH`) answers `NOSCRIPT` and it is sent again by `EVAL`: two
-    /// commands, so commands sent meanwhile on the connection run before it. The check cannot
-    /// afford that (see [`CHECK_SCRIPT`]).
-    by_hash: bool,
 }
 
 impl Script {
-    fn new(kind: Kind, code: &'static str) -> Self {
-        Script {
-            kind,
-            code,
-            hash: redis::Script::new(code).get_hash().to_owned(),
-            by_hash: kind != Kind::Check,
-        }
+    const fn new(kind: Kind, code: &'static str) -> Self {
+        Script { kind, code }
     }
 
     /// Runs the script for `keys` on `conn` (never waiting for a connection that is down) and
@@ -147,7 +188,7 @@ impl Script {
                 (Kind::Extend, Err(e)) => return Err(e),
                 (_, Ok(n)) => total += n,
                 // A release goes on with the other slots, then reports the first failure.
-                (Kind::Release | Kind::Check, Err(e)) => {
+                (Kind::Release | Kind::Line, Err(e)) => {
                     first_error.get_or_insert(e);
                 }
             }
@@ -159,14 +200,9 @@ impl Script {
         }
     }
 
-    fn command(&self, by_hash: bool, keys: &[String], args: &[&[u8]]) -> Cmd {
+    fn command(&self, keys: &[String], args: &[&[u8]]) -> Cmd {
         let mut cmd = Cmd::new();
-        if by_hash {
-            cmd.arg("EVALSHA").arg(&self.hash);
-        } else {
-            cmd.arg("EVAL").arg(self.code);
-        }
-        cmd.arg(keys.len()).arg(keys);
+        cmd.arg("EVAL").arg(self.code).arg(keys.len()).arg(keys);
         for arg in args {
             cmd.arg(*arg);
         }
@@ -182,20 +218,41 @@ impl Script {
         value: &str,
         ttl_ms: u64,
     ) -> Result<i64> {
+        self.run_with(conn, keys, db, value, ttl_ms, &[]).await
+    }
+
+    /// Runs a script of one resource's line (`keys`: the lock key, the line, the deadlines; all
+    /// in one slot) with `extra` arguments after the usual three.
+    ///
+    /// # Errors
+    /// The connection's errors; `ERR_PROTOCOL` for a non-integer result.
+    pub async fn run_line(
+        &self,
+        conn: &Connection,
+        keys: &[String],
+        db: i64,
+        value: &str,
+        ttl_ms: u64,
+        extra: &[&[u8]],
+    ) -> Result<i64> {
+        debug_assert_eq!(self.kind, Kind::Line);
+        self.run_with(conn, keys, db, value, ttl_ms, extra).await
+    }
+
+    async fn run_with(
+        &self,
+        conn: &Connection,
+        keys: &[String],
+        db: i64,
+        value: &str,
+        ttl_ms: u64,
+        extra: &[&[u8]],
+    ) -> Result<i64> {
         let db = db.to_string();
         let ttl = ttl_ms.to_string();
-        let args: [&[u8]; 3] = [db.as_bytes(), value.as_bytes(), ttl.as_bytes()];
-        let reply = match conn
-            .send_with(&self.command(self.by_hash, keys, &args), false)
-            .await
-        {
-            Err(e) if self.by_hash && e.reply_code() == Some("NOSCRIPT") => {
-                conn.send_with(&self.command(false, keys, &args), false)
-                    .await?
-            }
-            other => other?,
-        };
-        match reply {
+        let mut args: Vec<&[u8]> = vec![db.as_bytes(), value.as_bytes(), ttl.as_bytes()];
+        args.extend_from_slice(extra);
+        match conn.send_with(&self.command(keys, &args), false).await? {
             Value::Int(n) => Ok(n),
             _ => Err(Error::new(
                 ErrorKind::Protocol,
@@ -206,12 +263,14 @@ impl Script {
 }
 
 /// The acquire script.
-pub static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Acquire, ACQUIRE));
+pub static ACQUIRE_SCRIPT: Script = Script::new(Kind::Acquire, ACQUIRE);
 /// The extend script.
-pub static EXTEND_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Extend, EXTEND));
+pub static EXTEND_SCRIPT: Script = Script::new(Kind::Extend, EXTEND);
 /// The release script.
-pub static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Release, RELEASE));
-/// The check script (read only). Always sent by `EVAL` (the script is short), as one command:
-/// the lock's hand-over relies on the check reaching the server before the next holder's
-/// release of the same key, which is sent after it on the same connection.
-pub static CHECK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(Kind::Check, CHECK));
+pub static RELEASE_SCRIPT: Script = Script::new(Kind::Release, RELEASE);
+/// The fair acquire of one resource.
+pub static FAIR_ACQUIRE_SCRIPT: Script = Script::new(Kind::Line, FAIR_ACQUIRE);
+/// The release of a fairly taken lock.
+pub static FAIR_RELEASE_SCRIPT: Script = Script::new(Kind::Line, FAIR_RELEASE);
+/// A waiter leaving its line.
+pub static LEAVE_SCRIPT: Script = Script::new(Kind::Line, LEAVE);
