@@ -152,4 +152,132 @@ async function runAtomize(overlap, where, perProcess, extra, ms) {
   return results;
 }
 
-module.exports = { forkFixture, killChildren, startOverlapServer, runCounters, runAtomize };
+// ---------------------------------------------------------------------------------------------
+// Fairness: processes looping lock -> work -> unlock (fixtures/lock-loop.js) or atomized requests
+// (fixtures/lock-atomize-loop.js) for a fixed time, started together.
+// ---------------------------------------------------------------------------------------------
+
+/** Forks one `fixture` per config and resolves with their handles once every one is ready. */
+async function forkReady(fixture, configs, ms = 30000) {
+  const procs = configs.map((config) => forkFixture(fixture, config));
+  await Promise.all(procs.map((p) => p.next('ready', ms)));
+  return procs;
+}
+
+/**
+ * Tells ready loop fixtures to start at one wall-clock instant, `lead` ms from now (they share
+ * the machine's clock); returns that instant.
+ */
+function goTogether(procs, lead = 300) {
+  const at = Date.now() + lead;
+  for (const p of procs) p.child.send({ cmd: 'go', at });
+  return at;
+}
+
+/**
+ * Resolves with `{ index, message }` for the first of `procs` to send a message of `type`
+ * (rejects after `ms`, or when one of them reports an error or exits first).
+ */
+function firstMessage(procs, type, ms = 30000) {
+  return new Promise((resolve, reject) => {
+    const listeners = [];
+    const finish = (fn, value) => {
+      clearTimeout(timer);
+      for (const [child, event, listener] of listeners) child.off(event, listener);
+      fn(value);
+    };
+    const timer = setTimeout(() => finish(reject, new Error(`no '${type}' from any of ${procs.length} processes within ${ms} ms`)), ms);
+    procs.forEach((p, index) => {
+      const already = p.messages.find((m) => m.type === type);
+      if (already) {
+        finish(resolve, { index, message: already });
+        return;
+      }
+      const onMessage = (msg) => {
+        if (msg && msg.type === type) finish(resolve, { index, message: msg });
+        else if (msg && msg.type === 'error') finish(reject, new Error(`process ${index} failed: ${msg.message}`));
+      };
+      const onExit = (code, signal) => finish(reject, new Error(`process ${index} exited (${code}, ${signal}) before '${type}'`));
+      p.child.on('message', onMessage);
+      p.child.on('exit', onExit);
+      listeners.push([p.child, 'message', onMessage], [p.child, 'exit', onExit]);
+    });
+  });
+}
+
+/**
+ * Makes one of the running lock-loop fixtures `procs` hold the lock: every one is asked to
+ * hold it at its next section, the first that does keeps it and the others are told not to.
+ * Resolves with `{ index, message }` of the holder (message: { value, at, lockPttl }); end the
+ * hold with `procs[index].child.send({ cmd: 'release' })` (or kill it).
+ */
+async function holdByOne(procs, { matchLockTtl = false, ms = 20000 } = {}) {
+  for (const p of procs) p.child.send({ cmd: 'hold', matchLockTtl });
+  const holder = await firstMessage(procs, 'holding', ms);
+  const others = procs.filter((_, i) => i !== holder.index);
+  for (const p of others) p.child.send({ cmd: 'unhold' });
+  const answers = await Promise.all(others.map((p) => p.next('unheld', 10000)));
+  assert.ok(answers.every((a) => !a.holding), 'two processes held the lock at once (a hold answered by two)');
+  return holder;
+}
+
+/** Every exclusion violation any of `procs` reported, killed ones included (they report at once). */
+function violationsOf(procs) {
+  const out = [];
+  for (const p of procs) for (const m of p.messages) if (m.type === 'violation') out.push(m);
+  return out;
+}
+
+/** How many sections `result` (a lock-loop 'done') entered within [from, to). */
+function cyclesBetween(result, from, to = Infinity) {
+  let n = 0;
+  for (const caller of result.entries) for (const t of caller) if (t >= from && t < to) n += 1;
+  return n;
+}
+
+/**
+ * The longest time one caller of `result` went without entering its section within [from, to]
+ * (from `from` to its first entry, between entries, from its last entry to `to`).
+ */
+function longestGap(result, from, to) {
+  let longest = 0;
+  for (const caller of result.entries) {
+    let last = from;
+    for (const t of caller) {
+      if (t < from) continue;
+      if (t > to) break;
+      longest = Math.max(longest, t - last);
+      last = t;
+    }
+    longest = Math.max(longest, to - last);
+  }
+  return longest;
+}
+
+/**
+ * Each result's share of `total` (of `count(result)`), as rows and as one line for a test's
+ * diagnostics: "A 1112 (40.9%), B 8 (0.3%), ...".
+ */
+function shares(results, count = (r) => r.cycles) {
+  const counts = results.map(count);
+  const total = counts.reduce((a, b) => a + b, 0);
+  const rows = results.map((r, i) => ({ label: r.label, count: counts[i], share: total ? counts[i] / total : 0 }));
+  const line = rows.map((row) => `${row.label} ${row.count} (${(row.share * 100).toFixed(1)}%)`).join(', ');
+  return { total, rows, line };
+}
+
+module.exports = {
+  forkFixture,
+  killChildren,
+  startOverlapServer,
+  runCounters,
+  runAtomize,
+  forkReady,
+  goTogether,
+  firstMessage,
+  holdByOne,
+  violationsOf,
+  cyclesBetween,
+  longestGap,
+  shares,
+};

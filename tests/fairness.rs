@@ -220,3 +220,34 @@ async fn a_waiter_that_gives_up_leaves_the_line() {
     }
     a.unlock(&res("leave")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_several_voters_every_locker_gets_turns() {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&[])).collect();
+    let lockers: Vec<Locker> = (0..3)
+        .map(|_| {
+            Locker::new(
+                servers.iter().map(RedisServer::connect).collect(),
+                LockConfig::default(),
+                tokio::runtime::Handle::current(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let per = contend(
+        &lockers,
+        4,
+        "voted",
+        Duration::from_millis(2),
+        Duration::from_secs(3),
+    )
+    .await;
+    // As fair as the quorum allows: an even race at each release (see `waiting`).
+    let total: u64 = per.iter().sum();
+    for (i, n) in per.iter().enumerate() {
+        assert!(
+            *n * 100 >= total * 10,
+            "locker {i} got {n} of {total}: {per:?}"
+        );
+    }
+}

@@ -47,7 +47,8 @@ use attempt::{jittered, may_hold};
 pub use attempt::{random_hex, random_u64, Vote};
 use queue::{Queues, Turn};
 use scripts::{
-    ACQUIRE_SCRIPT, FAIR_ACQUIRE_SCRIPT, FAIR_RELEASE_SCRIPT, LEAVE_SCRIPT, RELEASE_SCRIPT,
+    ACQUIRE_SCRIPT, FAIR_ACQUIRE_SCRIPT, FAIR_RELEASE_SCRIPT, LEAVE_SCRIPT, RELEASE_NOTIFY_SCRIPT,
+    RELEASE_SCRIPT,
 };
 use waiting::{Line, Wakeup, Wakeups};
 
@@ -90,8 +91,8 @@ struct Inner {
     runtime: Handle,
     queues: Queues,
     held: Mutex<HashMap<String, Arc<Held>>>,
-    /// Wake-ups of waiters in line (one voter only).
-    wakeups: Option<Wakeups>,
+    /// Wake-ups of waiting callers (see `waiting`).
+    wakeups: Wakeups,
     /// `release_all` ran: no new lock is taken.
     closed: AtomicBool,
     /// The sweeper is running.
@@ -113,10 +114,8 @@ impl Locker {
         if voters.is_empty() {
             return Err(Error::config("No redis client available"));
         }
-        let wakeups = match voters.as_slice() {
-            [only] => Some(Wakeups::new(only.clone(), runtime.clone())),
-            _ => None,
-        };
+        // Releases are heard through the first voter (with several, every voter publishes).
+        let wakeups = Wakeups::new(voters[0].clone(), runtime.clone());
         Ok(Locker {
             inner: Arc::new(Inner {
                 voters,
@@ -206,7 +205,7 @@ impl Locker {
     /// The line a lock on `resources` waits in: one resource, one voter.
     fn line(&self, resources: &[String]) -> Option<Line> {
         match resources {
-            [only] if self.inner.wakeups.is_some() => waiting::line(only),
+            [only] if self.inner.voters.len() == 1 => waiting::line(only),
             _ => None,
         }
     }
@@ -286,9 +285,19 @@ impl Locker {
             .as_millis()
             .to_string();
         let mut wakeup: Option<Wakeup> = None;
+        // Attempts are counted by the pauses they follow: an attempt made at once because a
+        // release woke the waiter does not use up one of `retryCount` (with several voters, every
+        // release wakes every waiting process, and most of them lose that race).
         let mut attempt = 0u64;
+        let mut woken = false;
+        // The next poll, kept across wake-ups so that polls (and so the attempts counted) keep
+        // their pace however often releases wake the waiter.
+        let mut next_poll: Option<tokio::time::Instant> = None;
         loop {
-            attempt += 1;
+            if !woken {
+                attempt += 1;
+            }
+            woken = false;
             let start = Instant::now();
             let votes = match line {
                 Some(line) => {
@@ -336,22 +345,33 @@ impl Locker {
                     ),
                 ));
             }
-            if let (Some(line), None, Some(wakeups)) = (line, &wakeup, &self.inner.wakeups) {
-                // In line now: listen for the release, then ask once more at once, since it
+            let listen = match (line, resources) {
+                (Some(line), _) => Some(line.channel.clone()),
+                (None, [only]) if self.inner.voters.len() > 1 => Some(waiting::channel(only)),
+                _ => None,
+            };
+            if let (Some(channel), None) = (listen, &wakeup) {
+                // Waiting now: listen for the release, then ask once more at once, since it
                 // may have come before the subscription did.
-                wakeup = Some(wakeups.register(&line.channel, value).await);
-                attempt -= 1;
+                wakeup = Some(self.inner.wakeups.register(&channel, value).await);
+                woken = true;
                 continue;
             }
-            let pause = tokio::time::sleep(jittered(c.retry_delay, c.retry_jitter));
+            let poll = *next_poll.get_or_insert_with(|| {
+                tokio::time::Instant::now() + jittered(c.retry_delay, c.retry_jitter)
+            });
+            let pause = tokio::time::sleep_until(poll);
             match &wakeup {
                 Some(w) => {
                     tokio::select! {
-                        () = pause => {}
-                        () = w.notified() => {}
+                        () = pause => next_poll = None,
+                        () = w.notified() => woken = true,
                     }
                 }
-                None => pause.await,
+                None => {
+                    pause.await;
+                    next_poll = None;
+                }
             }
         }
     }
@@ -392,6 +412,9 @@ impl Inner {
         };
         let release: Pin<Box<dyn Future<Output = Vec<Vote>> + Send + '_>> = match &held.line {
             Some(line) => Box::pin(self.vote_line(&FAIR_RELEASE_SCRIPT, line, &held.value, &extra)),
+            None if self.voters.len() > 1 && held.resources.len() == 1 => {
+                Box::pin(self.vote(&RELEASE_NOTIFY_SCRIPT, &held.resources, &held.value))
+            }
             None => Box::pin(self.vote(&RELEASE_SCRIPT, &held.resources, &held.value)),
         };
         let mut release = pin!(release);

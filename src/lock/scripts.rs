@@ -56,6 +56,22 @@ end
 return count
 "#;
 
+/// A release that also tells the waiters of every other process that the keys are free: the
+/// release of a lock with several voters (which has no line, see `waiting`), published on
+/// `alova-lock:<key>` with an empty message. Returns how many keys were deleted.
+const RELEASE_NOTIFY: &str = r#"
+redis.pcall("SELECT", tonumber(ARGV[1]))
+local count = 0
+for _, key in ipairs(KEYS) do
+  if redis.call("GET", key) == ARGV[2] then
+    redis.pcall("DEL", key)
+    redis.call("PUBLISH", "alova-lock:" .. key, "")
+    count = count + 1
+  end
+end
+return count
+"#;
+
 /// The fair acquire of one resource (see `waiting`): `KEYS` are the lock key, its line of
 /// waiters (a list of their values, in arrival order) and their deadlines (a hash, value to
 /// the server's time in ms by which the waiter must ask again); `ARGV[4]` is how long a waiter
@@ -268,6 +284,8 @@ pub static ACQUIRE_SCRIPT: Script = Script::new(Kind::Acquire, ACQUIRE);
 pub static EXTEND_SCRIPT: Script = Script::new(Kind::Extend, EXTEND);
 /// The release script.
 pub static RELEASE_SCRIPT: Script = Script::new(Kind::Release, RELEASE);
+/// The release that tells waiters of other processes (several voters).
+pub static RELEASE_NOTIFY_SCRIPT: Script = Script::new(Kind::Release, RELEASE_NOTIFY);
 /// The fair acquire of one resource.
 pub static FAIR_ACQUIRE_SCRIPT: Script = Script::new(Kind::Line, FAIR_ACQUIRE);
 /// The release of a fairly taken lock.

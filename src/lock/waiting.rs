@@ -25,11 +25,17 @@
 //! on the original package, a key that expired) costs one poll: a waiter still asks every
 //! `retryDelay` +- `retryJitter`.
 //!
-//! Locks on several resources, and locks with several voters (`redlockNodes`), keep polling
-//! without a line: with several voters each node would keep a line of its own, and when their
-//! heads differ nobody wins a majority. Those waiters still get their turn, since no process
-//! hands a lock on to its own callers: every release makes the resource free for whoever asks
-//! first.
+//! **Several voters** (`redlockNodes`): no line. Each node would keep a line of its own, and
+//! when their heads differ (waiters' attempts reach the nodes in different orders) nobody wins a
+//! majority and the line stalls. So fairness there is what the quorum allows: a release
+//! publishes an empty message on `alova-lock:R` (from every voter; the subscriber listens to the
+//! first), every waiting process asks at once, and whoever reaches a majority first wins. No
+//! process hands a lock on to its own callers, and its next caller asks only once the release
+//! is done, when the others were told too: each release is an even race between the processes
+//! that wait, not a turn owed to the first one.
+//!
+//! Locks on several resources poll without a line (and without a wake-up): still no process
+//! keeps a resource for its own callers.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -53,6 +59,11 @@ pub struct Line {
     pub channel: String,
 }
 
+/// The channel on which the releases of `resource` are published.
+pub fn channel(resource: &str) -> String {
+    format!("alova-lock:{resource}")
+}
+
 /// The line of `resource`, or `None` when its keys could not share the lock key's cluster slot
 /// (a name with a `}` but no hash tag of its own).
 pub fn line(resource: &str) -> Option<Line> {
@@ -71,7 +82,7 @@ pub fn line(resource: &str) -> Option<Line> {
             list,
             format!("{base}:alova-waiters-until"),
         ],
-        channel: format!("alova-lock:{resource}"),
+        channel: channel(resource),
     })
 }
 
@@ -300,7 +311,10 @@ async fn listen(
                 let channels = shared.channels.lock().expect("channels");
                 let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
                 if let Some(ch) = channels.get(msg.get_channel_name()) {
-                    if let Some(waiter) = std::str::from_utf8(&payload)
+                    if payload.is_empty() {
+                        // A release for everybody (several voters).
+                        ch.waiters.values().for_each(|w| w.notify_one());
+                    } else if let Some(waiter) = std::str::from_utf8(&payload)
                         .ok()
                         .and_then(|value| ch.waiters.get(value))
                     {
