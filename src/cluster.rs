@@ -117,9 +117,11 @@ impl ClusterTarget {
         if let Some(t) = r.connect_timeout {
             settings = settings.set_connection_timeout(t);
         }
-        if let Some(t) = r.command_timeout {
-            settings = settings.set_response_timeout(t);
-        }
+        // No response timeout for redis-rs: commandTimeout is the connection's own timer, from
+        // the call. redis-rs would retry a command it timed out (and reconnect), and a slot's
+        // next command waits for the one before it (see `connection::link`): a server that held
+        // one command would then time out every later command of its slots until the retries
+        // ran out, instead of until it answers.
         let (host, port) = config.nodes[0].clone();
         Ok(ClusterTarget {
             startup: config.nodes.clone(),

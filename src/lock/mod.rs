@@ -236,6 +236,7 @@ impl Locker {
     /// Releases every lock this locker holds and takes no new one.
     pub async fn release_all(&self) -> UnlockReport {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.wakeups.close();
         let all: Vec<String> = self
             .inner
             .held

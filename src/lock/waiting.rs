@@ -226,10 +226,17 @@ impl Wakeups {
     }
 }
 
+impl Wakeups {
+    /// Ends the subscriber task and its connection (the locker is closed; a later `register`
+    /// would start a new one).
+    pub fn close(&self) {
+        self.control.lock().expect("control").take();
+    }
+}
+
 impl Drop for Wakeups {
     fn drop(&mut self) {
-        // Ends the subscriber task.
-        self.control.lock().expect("control").take();
+        self.close();
     }
 }
 
@@ -243,6 +250,9 @@ async fn subscriber(
     let mut round = 0usize;
     let mut pause = Duration::from_millis(50);
     loop {
+        if control.is_closed() {
+            return;
+        }
         let clients = source.subscriber_clients();
         if clients.is_empty() {
             return;
