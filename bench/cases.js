@@ -108,6 +108,39 @@ function lockCases() {
       callers: 16,
       adapters: 16,
     },
+    // Across processes (issue 10, deliverable 6; bench/procs.js): 3 processes started together,
+    // 8 callers each, one adapter per process (as an application runs it) or one per caller.
+    {
+      id: 'contended-3x8',
+      group: 'contended',
+      label: 'contended: 3 processes x 8 callers, 1 resource, 1 adapter per process',
+      kind: 'contended-procs',
+      processes: 3,
+      callers: 8,
+      adaptersPerProcess: 1,
+      resource: 'bench:contended',
+    },
+    {
+      id: 'contended-3x8-separate',
+      group: 'contended',
+      label: 'contended: 3 processes x 8 callers, 1 resource, 1 adapter per caller',
+      kind: 'contended-procs',
+      processes: 3,
+      callers: 8,
+      adaptersPerProcess: 8,
+      resource: 'bench:contended',
+    },
+    // The time from an unlock() in one process to the lock() it frees resolving in another.
+    {
+      id: 'handoff',
+      group: 'contended',
+      label: 'cross-process hand-off: unlock() in one process to lock() resolving in another',
+      kind: 'handoff',
+      resource: 'bench:handoff',
+      handoffWarmup: 4,
+      settleMinMs: 5,
+      settleSpanMs: 300,
+    },
   ];
 }
 

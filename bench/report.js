@@ -48,11 +48,55 @@ function aggregate(data) {
         drainMs: Math.max(...rs.map((r) => r.drainMs ?? 0)),
         networkRequests: pick('networkRequests').reduce((s, x) => s + (x || 0), 0),
       };
+      if (c.kind === 'contended-procs') Object.assign(byAdapter[adapter], procsFigures(rs));
+      if (c.kind === 'handoff') Object.assign(byAdapter[adapter], handoffFigures(rs));
     }
     out.set(c.id, { case: c, ...byAdapter });
   }
   return out;
 }
+
+/** Across processes (bench/procs.js): shares per round, the worst process, exclusion, the line. */
+function procsFigures(rs) {
+  const pick = (k) => rs.map((r) => r[k]);
+  return {
+    sharesPerRound: pick('processShares'),
+    cyclesPerRound: pick('processCycles'),
+    minShare: Math.min(...pick('minProcessShare')),
+    minShareMedian: median(pick('minProcessShare')),
+    worstProcessP99: median(rs.map((r) => Math.max(...r.processP99.filter((x) => x !== null)))),
+    processFailures: rs.map((r) => r.processFailures),
+    crossOverlaps: pick('crossOverlaps').reduce((s, x) => s + (x || 0), 0),
+    worstOverlapUs: Math.max(0, ...pick('worstOverlapUs').map((x) => x || 0)),
+    waitersLeft: pick('waitersLeft').reduce((s, x) => s + (x || 0), 0),
+    switchesPerCycle: median(pick('switchesPerCycle')),
+    clockSkewUs: Math.max(...rs.map((r) => r.clock.skewUs)),
+    clockUncertaintyUs: Math.max(...rs.map((r) => r.clock.uncertaintyUs)),
+  };
+}
+
+/** Hand-offs: every round's samples pooled (a round measures only a share of them). */
+function handoffFigures(rs) {
+  const all = rs.flatMap((r) => r.samplesMs).sort((a, b) => a - b);
+  const at = (q) => (all.length ? all[Math.min(all.length - 1, Math.floor(q * all.length))] * 1000 : null);
+  return {
+    handoffs: all.length,
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    min: all.length ? all[0] * 1000 : null,
+    max: all.length ? all[all.length - 1] * 1000 : null,
+    mean: all.length ? (all.reduce((s, x) => s + x, 0) / all.length) * 1000 : null,
+    early: rs.reduce((s, r) => s + (r.early || 0), 0),
+    unlockMs: median(rs.flatMap((r) => r.unlockMs)),
+    waitersLeft: rs.reduce((s, r) => s + (r.waitersLeft || 0), 0),
+    clockSkewUs: Math.max(...rs.map((r) => r.clock.skewUs)),
+    clockUncertaintyUs: Math.max(...rs.map((r) => r.clock.uncertaintyUs)),
+  };
+}
+
+/** Cases whose ops/s is a rate (every case but the hand-off, which is a latency only). */
+const hasRate = (g) => g.case.kind !== 'handoff';
 
 const ratio = (a, b) => (a !== null && b !== null && a !== undefined && b !== undefined && b !== 0 ? a / b : null);
 
@@ -163,6 +207,42 @@ function targets(agg, data) {
     lines.push({ ok: null, text: 'contended lock, one adapter: >= 2x the reference (separate adapters), no gap > 10 ms' });
   }
 
+  // Across processes (issue 10): 3 processes x 8 callers, one adapter per process.
+  if (has('contended-3x8')) {
+    const o = get('contended-3x8').ours;
+    const ref = get('contended-3x8').reference;
+    const r = ratio(o.ops, ref.ops);
+    const sep = get('contended-3x8-separate');
+    const sepText = sep && sep.reference
+      ? ` (for comparison, the reference with one adapter per caller, which avoids its lock-map leak: ${fmtOps(sep.reference.ops)} cycles/s, ours / that = ${fmtX(ratio(o.ops, sep.reference.ops))}; its shares: ${sharesText(sep.reference)})`
+      : '';
+    lines.push({
+      ok: r >= 3,
+      text: `contended lock, 3 processes x 8 callers (one adapter per process): >= 3x the reference's cycles/s: ${fmtOps(o.ops)} vs ${fmtOps(ref.ops)} = ${fmtX(r)}${sepText}`,
+    });
+  } else {
+    lines.push({ ok: null, text: 'contended lock, 3 processes x 8 callers: >= 3x the reference\'s cycles/s' });
+  }
+  if (get('contended-3x8') && get('contended-3x8').ours) {
+    const o = get('contended-3x8').ours;
+    lines.push({
+      ok: o.minShare >= 0.25 && o.errors === 0,
+      text: `contended lock, 3 processes x 8 callers, ours: every process >= 25% of the cycles and no lock() fails: smallest share ${(100 * o.minShare).toFixed(1)}% (worst round; shares ${sharesText(o)}), ${o.errors} failed lock() calls`,
+    });
+  } else {
+    lines.push({ ok: null, text: 'contended lock, 3 processes x 8 callers, ours: every process >= 25% of the cycles, no lock() fails' });
+  }
+  if (get('handoff') && get('handoff').ours) {
+    const o = get('handoff').ours;
+    const ref = get('handoff').reference;
+    lines.push({
+      ok: o.p50 < 2000 && o.errors === 0 && o.early === 0,
+      text: `cross-process hand-off p50 < 2 ms: ours p50 ${fmtUs(o.p50)}, p99 ${fmtUs(o.p99)} over ${o.handoffs} hand-offs${o.errors ? `, ${o.errors} failed` : ''}${o.early ? `, ${o.early} resolved before the unlock` : ''}${ref ? ` (reference: p50 ${fmtUs(ref.p50)}, p99 ${fmtUs(ref.p99)})` : ''}`,
+    });
+  } else {
+    lines.push({ ok: null, text: 'cross-process hand-off p50 < 2 ms' });
+  }
+
   if (data.rss && data.rss.ours) {
     const r = data.rss.ours;
     const growth = r.rssEnd - r.rssStart;
@@ -176,6 +256,11 @@ function targets(agg, data) {
     lines.push({ ok: null, text: 'RSS growth < 50 MB over 1M set/get operations' });
   }
   return lines.map((l) => ({ ...l, line: `- **${mark(l.ok)}**: ${l.text}` }));
+}
+
+/** Each process's share of the cycles, per round: `34/33/33%, ...`. */
+function sharesText(s) {
+  return s.sharesPerRound.map((round) => `${round.map((x) => (100 * (x || 0)).toFixed(0)).join('/')}%`).join(', ');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,7 +347,7 @@ function esc(s) {
 }
 
 function chartSvg(agg) {
-  const rows = [...agg.values()].filter((g) => g.ours && g.reference);
+  const rows = [...agg.values()].filter((g) => g.ours && g.reference && hasRate(g));
   const values = rows.flatMap((g) => [g.ours.ops, g.reference.ops]).filter((x) => x > 0);
   const lo = Math.floor(Math.log10(Math.min(...values, 10)));
   const hi = Math.ceil(Math.log10(Math.max(...values, 10)));
@@ -367,6 +452,7 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
       `- "N in flight": N loops, each awaiting one call before starting the next. ${config.warmupMs} ms of warm-up, then ${config.opMs} ms measured. Latency is per call (\`process.hrtime.bigint\`), kept in a fixed 65,536-entry reservoir sample.`,
       '- Values are alova entries `[data, expireTimestamp]` (expiring in 60 s): about 250 B, 10 KB and 1 MB of JSON. `get` reads keys stored beforehand (every read is a hit); `remove` deletes keys filled beforehand with `DEBUG POPULATE` (every call deletes a key).',
       '- "CPU µs/op": the node process\'s CPU time (`process.cpuUsage`, all threads, so the native adapter\'s I/O threads count) over the measured window, per operation. "redis µs/op": redis-server\'s CPU time per operation (`INFO cpu` before and after). "ctx switches/op": voluntary + involuntary context switches of the node process (all threads, `process.resourceUsage`) per operation. RSS: `process.memoryUsage().rss` after connecting (before warm-up) and at the end of the window.',
+      `- Locks across processes: "3 processes x 8 callers" = three worker processes, forked and connected first, then started together at one instant of a clock they share (\`performance.timeOrigin + performance.now()\`: the wall clock at process start plus the monotonic time since, one machine), each with 8 callers looping \`lock\` -> section -> \`unlock\` on one resource for ${config.windowMs} ms, through one adapter per process (as an application runs it) or one adapter per caller; the section as above, a rejected \`lock\` again tried after 100 ms. Cycles are summed over the processes; each process's share is its cycles over the total; waits are pooled over the processes (p50/p99 of a \`lock()\` call's wait). Every cycle's times (lock resolved, unlock called, unlock resolved) go to the parent, which checks exclusion across processes (a \`lock()\` resolving before the previous holder, in any process, called \`unlock()\`) and the longest gap. "Hand-off": two processes, A holds, B calls \`lock()\`, A waits 5-305 ms (uniform: a release falls at a random point of a polling waiter's \`retryDelay\` of 200 +- 100 ms) and then reads the shared clock right before calling \`unlock()\`; B reads it when its \`lock()\` resolves; the difference is one hand-off. Then B holds and A waits. ${Math.max(1, Math.ceil((config.handoffs ?? 200) / config.rounds))} hand-offs per round after 4 unmeasured ones, pooled over the rounds. The clocks' skew between processes is measured (parent <-> worker message round trips) and shown.`,
       `- Locks: "distinct" = each loop locks and unlocks a resource of its own (no contention). "contended" = 16 callers take turns on one resource for ${config.windowMs} ms windows, through one adapter or one adapter each; a caller whose \`lock\` rejects tries again after 100 ms, as alova's \`atomize\` does. The critical section is ${config.holdMs ? `a ${config.holdMs} ms sleep` : 'empty (`BENCH_HOLD_MS` sets one)'}. "Longest gap": the longest time between an \`unlock\` resolving and the next \`lock\` resolving (or the window's end when nobody locked again).`,
       '- alova: `createAlova` with `requestAdapter: adapterFetch()`, `cacheFor: { GET: { mode: \'restore\', expire: 60000 } }`, `l2Cache` = the adapter and an `l1Cache` that never holds anything, so every request is an l2 read (alova only reads l2 on an l1 miss). 64 URLs, each fetched once from a local HTTP server first; the measured requests never reach it (network requests while measuring are counted below).',
       '- `commandTimeout` cases: the same set/get as above with `commandTimeout: 5000` in both adapters\' options. Cluster cases: a 3-master + 3-replica Redis Cluster (`redis-cli --cluster create`, each node a `redis-server` on a free loopback port), started only when a cluster case is selected; keys spread over the slots (no hash tags), `FLUSHALL` on every master before each measurement, "redis µs/op" and the redis CPU are summed over all six nodes (replicas included).',
@@ -380,10 +466,11 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
   md.push('');
   const rows = [];
   for (const g of agg.values()) {
+    if (!hasRate(g)) continue;
     for (const a of ['ours', 'reference']) {
       const s = g[a];
       if (!s) continue;
-      const errs = s.errors && g.case.kind !== 'contended' ? ` (${s.errors} errors)` : '';
+      const errs = s.errors && g.case.kind !== 'contended' && g.case.kind !== 'contended-procs' ? ` (${s.errors} errors)` : '';
       rows.push([
         g.case.label,
         NAMES[a],
@@ -400,13 +487,13 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
   }
   md.push(table(['case', 'adapter', 'ops/s median [min-max]', 'p50', 'p99', 'CPU µs/op', 'redis µs/op', 'ctx switches/op', 'RSS MB', 'other CPU, cores: median (max)'], rows));
   md.push('');
-  md.push('For contended cases, ops/s is lock+unlock cycles/s and p50/p99 is how long a caller waited for the lock; CPU per op is per cycle.');
+  md.push('For contended cases, ops/s is lock+unlock cycles/s and p50/p99 is how long a caller waited for the lock; CPU per op is per cycle (for 3 processes, the three processes\' CPU together; RSS is per process, their mean).');
   md.push('');
   md.push('### Ours / reference');
   md.push('');
   const ratios = [];
   for (const g of agg.values()) {
-    if (!g.ours || !g.reference) continue;
+    if (!g.ours || !g.reference || !hasRate(g)) continue;
     ratios.push([
       g.case.label,
       fmtX(ratio(g.ours.ops, g.reference.ops)),
@@ -467,7 +554,7 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
     md.push('');
   }
 
-  const contended = [...agg.values()].filter((g) => g.case.kind === 'contended' || g.case.kind === 'lock');
+  const contended = [...agg.values()].filter((g) => ['contended', 'contended-procs', 'lock'].includes(g.case.kind));
   if (contended.length) {
     md.push('## Locks');
     md.push('');
@@ -476,7 +563,7 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
       for (const a of ['ours', 'reference']) {
         const s = g[a];
         if (!s) continue;
-        const isC = g.case.kind === 'contended';
+        const isC = g.case.kind === 'contended' || g.case.kind === 'contended-procs';
         lr.push([
           g.case.label,
           NAMES[a],
@@ -494,9 +581,10 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
     }
     md.push(table(['case', 'adapter', 'cycles/s', 'longest gap (worst round)', 'busiest caller\'s share', 'callers that never locked', 'p99 wait / cycle', 'failed locks', 'overlapping holders', 'leaked locks (per round)', 'drain after window'], lr));
     md.push('');
-    md.push('"busiest caller\'s share": the fraction of all cycles that the busiest of the 16 callers got (1/16 = 6% is perfectly fair); "callers that never locked": callers that got no cycle in the window (median of rounds). "p99 wait / cycle": for contended cases how long a caller waited for the lock, for distinct resources a whole lock+unlock. "failed locks": `lock()` calls that rejected after running out of retries. "overlapping holders": times two callers held the lock at once (must be 0). "leaked locks": lock keys that outlived every unlock, so other callers waited for \`redlockTTL\` to run out: counted when Redis expires them (keyspace notifications) or when they are still there after the last caller unlocked. "drain": how long after the window the last caller finished.');
+    md.push('"busiest caller\'s share": the fraction of all cycles that the busiest of the 16 callers got (1/16 = 6% is perfectly fair; of the 24 callers of 3 processes, 1/24 = 4%); "callers that never locked": callers that got no cycle in the window (median of rounds). "p99 wait / cycle": for contended cases how long a caller waited for the lock, for distinct resources a whole lock+unlock. "failed locks": `lock()` calls that rejected after running out of retries. "overlapping holders": times two callers held the lock at once (must be 0). "leaked locks": lock keys that outlived every unlock, so other callers waited for \`redlockTTL\` to run out: counted when Redis expires them (keyspace notifications) or when they are still there after the last caller unlocked. "drain": how long after the window the last caller finished.');
     md.push('');
   }
+  md.push(...acrossProcesses(agg, data));
 
   const alova = [...agg.values()].filter((g) => g.case.kind === 'alova');
   if (alova.length) {
@@ -602,11 +690,108 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
       'node bench/json.js            # the JSON figures alone',
       '```',
       '',
-      `Settings (environment): \`BENCH_ROUNDS\` (5), \`BENCH_OP_MS\` (1500), \`BENCH_WARMUP_MS\` (300), \`BENCH_WINDOW_MS\` (5000), \`BENCH_RSS_OPS\` (1000000), \`BENCH_RB_REQUESTS\` (200000), \`BENCH_ONLY\` (a regular expression over case ids, e.g. \`set|get\`, \`timeout|cluster\`), \`BENCH_OUT\` (report path; the chart and raw figures then go next to it). The raw figures of this run are in \`${resultsRel}\`.`,
+      `Settings (environment): \`BENCH_ROUNDS\` (5), \`BENCH_OP_MS\` (1500), \`BENCH_WARMUP_MS\` (300), \`BENCH_WINDOW_MS\` (5000), \`BENCH_RSS_OPS\` (1000000), \`BENCH_RB_REQUESTS\` (200000), \`BENCH_HANDOFFS\` (200, over all rounds), \`BENCH_ONLY\` (a regular expression over case ids, e.g. \`set|get\`, \`timeout|cluster\`), \`BENCH_OUT\` (report path; the chart and raw figures then go next to it). The raw figures of this run are in \`${resultsRel}\`.`,
     ].join('\n'),
   );
   md.push('');
   return md.join('\n');
+}
+
+/** The section on locks across processes: 3-process contention and the hand-off. */
+function acrossProcesses(agg, data) {
+  const md = [];
+  const procs = [...agg.values()].filter((g) => g.case.kind === 'contended-procs');
+  const handoff = agg.get('handoff');
+  if (!procs.length && !(handoff && (handoff.ours || handoff.reference))) return md;
+  md.push('### Across processes');
+  md.push('');
+  const { config } = data;
+  md.push(
+    `Targets (issue 10): ours, with 3 processes x 8 callers and one adapter per process, >= 3x the reference's cycles/s, every process >= 25% of the cycles, no \`lock()\` failing; a cross-process hand-off p50 < 2 ms. The critical section is ${config.holdMs ? `a ${config.holdMs} ms sleep` : 'empty'}. The single-process contended rows above stay as measured: the locker no longer hands a lock on to its own process's next caller (each unlock releases the key, so that a waiter of another process is not overtaken), which costs a round trip per cycle in one process.`,
+  );
+  md.push('');
+  if (procs.length) {
+    const rows = [];
+    for (const g of procs) {
+      for (const a of ['ours', 'reference']) {
+        const s = g[a];
+        if (!s) continue;
+        rows.push([
+          g.case.label,
+          NAMES[a],
+          fmtOps(s.ops),
+          sharesText(s),
+          `${(100 * s.minShare).toFixed(1)}%${a === 'ours' && g.case.id === 'contended-3x8' ? (s.minShare >= 0.25 ? ' (>= 25%: met)' : ' (>= 25%: **NOT met**)') : ''}`,
+          fmtUs(s.p50),
+          fmtUs(s.p99),
+          fmtUs(s.worstProcessP99),
+          `${s.errors} (${s.processFailures.map((f) => f.join('/')).join(', ')})`,
+          s.switchesPerCycle === null ? '-' : s.switchesPerCycle.toFixed(2),
+          `${s.overlaps} (${s.crossOverlaps} across)`,
+          `${s.maxGapMs.toFixed(1)} ms`,
+          String(s.leaked),
+          a === 'ours' ? String(s.waitersLeft) : '-',
+        ]);
+      }
+      if (g.ours && g.reference) {
+        const r = ratio(g.ours.ops, g.reference.ops);
+        const target = g.case.id === 'contended-3x8' ? ` (>= 3x: ${r >= 3 ? 'met' : '**NOT met**'})` : '';
+        rows.push([g.case.label, '**ours / reference**', `**${fmtX(r)}**${target}`, '', '', fmtX(ratio(g.ours.p50, g.reference.p50)), fmtX(ratio(g.ours.p99, g.reference.p99)), '', '', '', '', '', '', '']);
+      }
+    }
+    md.push(
+      table(
+        ['case', 'adapter', 'cycles/s (all processes)', 'each process\'s share, per round', 'smallest share (worst round)', 'p50 wait', 'p99 wait', 'p99 wait, worst process', 'failed locks (per process, per round)', 'lock moved to another process, per cycle', 'overlapping holders', 'longest gap (worst round)', 'leaked locks', 'left in line'],
+        rows,
+      ),
+    );
+    md.push('');
+    const skew = Math.max(...procs.flatMap((g) => ['ours', 'reference'].filter((a) => g[a]).map((a) => g[a].clockSkewUs)));
+    md.push(
+      '"lock moved to another process, per cycle": how often consecutive holders were in different processes (0: one process kept the lock; about 0.67 when the next holder is as likely to be any of the 3). "overlapping holders": a `lock()` resolving before the previous holder called `unlock()`, in one process or across processes (timestamps of the shared clock; must be 0). "left in line": entries still in the waiters\' line in Redis (`*alova-waiters`) once every caller was done, summed over rounds. ' +
+        `The processes' clocks differed by at most ${skew.toFixed(0)} µs (measured to within the message round trip). ` +
+        'Waits: with turns served in order, a caller waits for about every other caller\'s cycle (24 callers / cycles per second); the reference\'s low p50 is a caller that has just unlocked taking the lock again at once while the others sleep out `retryDelay`, which its shares and its p99 show.',
+    );
+    md.push('');
+  }
+  if (handoff && (handoff.ours || handoff.reference)) {
+    const rows = [];
+    for (const a of ['ours', 'reference']) {
+      const s = handoff[a];
+      if (!s) continue;
+      rows.push([
+        NAMES[a],
+        String(s.handoffs),
+        fmtUs(s.p50),
+        fmtUs(s.p90),
+        fmtUs(s.p99),
+        fmtUs(s.min),
+        fmtUs(s.max),
+        fmtUs(s.mean),
+        fmtUs(s.unlockMs === null ? null : s.unlockMs * 1000),
+        String(s.errors),
+        String(s.early),
+        a === 'ours' ? `< 2 ms: ${s.p50 < 2000 ? 'met' : '**NOT met**'}` : '-',
+        `${s.clockSkewUs.toFixed(0)} ± ${s.clockUncertaintyUs.toFixed(0)} µs`,
+      ]);
+    }
+    if (handoff.ours && handoff.reference) {
+      rows.push(['**ours / reference**', '', fmtX(ratio(handoff.ours.p50, handoff.reference.p50)), fmtX(ratio(handoff.ours.p90, handoff.reference.p90)), fmtX(ratio(handoff.ours.p99, handoff.reference.p99)), '', '', fmtX(ratio(handoff.ours.mean, handoff.reference.mean)), '', '', '', '', '']);
+    }
+    md.push(
+      table(
+        ['hand-off: unlock() in one process to lock() resolving in another', 'hand-offs', 'p50', 'p90', 'p99', 'min', 'max', 'mean', 'unlock() call itself (median)', 'failed locks', 'resolved before the unlock', 'target (p50)', 'clock skew between the 2 processes'],
+        rows,
+        1,
+      ),
+    );
+    md.push('');
+    md.push(
+      'A waiter of the reference sleeps out `retryDelay` (200 ms +- 100) between attempts, so a hand-off there is the rest of that sleep (about 100 ms on average when the release falls at a random point of it); ours wakes the first waiter in line by pub/sub. "resolved before the unlock": the waiter\'s `lock()` resolved before the holder called `unlock()` (an exclusion broken, give or take the clock skew; must be 0).',
+    );
+    md.push('');
+  }
+  return md;
 }
 
 const ROOT = path.join(__dirname, '..');

@@ -12,6 +12,8 @@
 //   BENCH_WARMUP_MS     unmeasured warm-up before each (default 300; quick 100)
 //   BENCH_WINDOW_MS     contended-lock window (default 5000; quick 1000)
 //   BENCH_HOLD_MS       how long a contended caller holds the lock (default 0: an empty section)
+//   BENCH_HANDOFFS      cross-process hand-offs measured per adapter, over all rounds (default 200;
+//                       quick 40); each takes 5-305 ms of waiting, plus the hand-off itself
 //   BENCH_RSS_OPS       operations of the RSS growth run (default 1000000; quick 100000)
 //   BENCH_RB_REQUESTS   redis-benchmark -n (default 200000; quick 20000)
 //   BENCH_ONLY          a regular expression: run only the cases whose id matches (e.g. 'set|get')
@@ -28,6 +30,7 @@ const { startRedis, startCluster } = require('../__test__/servers');
 const { CASES, CLUSTER } = require('./cases');
 const { cpuSnapshot, cpuDelta, processTicks, clkTck, machineBusyTicks } = require('./stats');
 const { writeReport, outputPaths } = require('./report');
+const { runContendedProcs, runHandoff } = require('./procs');
 
 const ROOT = path.join(__dirname, '..');
 const quick = process.env.BENCH_QUICK === '1';
@@ -40,6 +43,7 @@ const config = {
   warmupMs: num('BENCH_WARMUP_MS', quick ? 100 : 300),
   windowMs: num('BENCH_WINDOW_MS', quick ? 1000 : 5000),
   holdMs: num('BENCH_HOLD_MS', 0),
+  handoffs: num('BENCH_HANDOFFS', quick ? 40 : 200),
   rssOps: num('BENCH_RSS_OPS', quick ? 100000 : 1000000),
   rbRequests: num('BENCH_RB_REQUESTS', quick ? 20000 : 200000),
   only: process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : null,
@@ -199,7 +203,7 @@ function startHttp() {
 // Leaked locks
 // ---------------------------------------------------------------------------------------------
 
-const LOCK_KEY = /^bench:(contended|lk:|warm:)/;
+const LOCK_KEY = /^bench:(contended|handoff|lk:|warm:)/;
 
 /**
  * Counts lock keys that expire in Redis: with an empty critical section a lock key only expires
@@ -223,7 +227,30 @@ async function watchLockExpiry(redis) {
 function lockKeys(c) {
   if (c.kind === 'lock') return Array.from({ length: c.inflight }, (_, i) => `bench:lk:${i}`);
   if (c.kind === 'contended') return ['bench:contended', ...Array.from({ length: c.adapters }, (_, i) => `bench:warm:${i}`)];
+  if (c.kind === 'contended-procs') {
+    const warm = [];
+    for (let p = 0; p < c.processes; p += 1) for (let i = 0; i < c.adaptersPerProcess; i += 1) warm.push(`bench:warm:${p}:${i}`);
+    return [c.resource, ...warm];
+  }
+  if (c.kind === 'handoff') return [c.resource, 'bench:warm:0', 'bench:warm:1'];
   return [];
+}
+
+const isLockCase = (c) => ['lock', 'contended', 'contended-procs', 'handoff'].includes(c.kind);
+
+/**
+ * Waiters still in a line in Redis (the lists `*alova-waiters` beside a lock key, issue 10) once
+ * every caller is done: 0 unless a waiter left its place behind. Only this adapter keeps a line.
+ */
+async function waitersLeft(redis) {
+  const keys = await redis.command('KEYS', '*alova-waiters');
+  if (!Array.isArray(keys) || keys.length === 0) return 0;
+  let left = 0;
+  for (const key of keys) {
+    const type = await redis.command('TYPE', key);
+    if (String(type) === 'list') left += Number(await redis.command('LLEN', key)) || 0;
+  }
+  return left;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -317,6 +344,8 @@ function jobFor(c, adapter, redis, cluster, httpState) {
     warmupMs: config.warmupMs,
     windowMs: config.windowMs,
     holdMs: config.holdMs,
+    // The hand-offs of one round: the configured number spread over the rounds.
+    handoffs: Math.max(1, Math.ceil(config.handoffs / config.rounds)),
     baseURL: httpState.baseURL,
   };
 }
@@ -375,10 +404,20 @@ async function main() {
           await prepare(redis, cluster, c);
           const hitsBefore = httpState.hits;
           const expiredBefore = lockWatch.expired;
-          const timeout = c.kind === 'contended' ? config.windowMs + 60000 : config.opMs * 4 + 120000;
-          const result = await runChild(path.join(__dirname, 'worker.js'), jobFor(c, adapter, redis, cluster, httpState), timeout);
+          const job = jobFor(c, adapter, redis, cluster, httpState);
+          let result;
+          if (c.kind === 'contended-procs') {
+            result = await runContendedProcs(job, { redis: job.redis, children, timeoutMs: config.windowMs + 90000 });
+            result.waitersLeft = await waitersLeft(redis);
+          } else if (c.kind === 'handoff') {
+            result = await runHandoff(job, { children, timeoutMs: job.handoffs * 3000 + 90000 });
+            result.waitersLeft = await waitersLeft(redis);
+          } else {
+            const timeout = c.kind === 'contended' ? config.windowMs + 60000 : config.opMs * 4 + 120000;
+            result = await runChild(path.join(__dirname, 'worker.js'), job, timeout);
+          }
           if (c.kind === 'alova') result.networkRequests = httpState.hits - hitsBefore - c.paths;
-          if (c.kind === 'lock' || c.kind === 'contended') {
+          if (isLockCase(c)) {
             // Every caller has unlocked: a lock key still there was leaked. DEL counts them and
             // keeps them from expiring later, into the next measurement's count.
             result.keysLeft = Number(await redis.command('DEL', ...lockKeys(c)));
@@ -387,11 +426,19 @@ async function main() {
             result.leakedLocks = result.keysLeft + result.expiredLocks;
           }
           measurements.push({ id: c.id, adapter, round, result });
-          const extra = c.kind === 'contended' ? `, longest gap ${result.maxGapMs.toFixed(1)} ms, busiest caller ${(100 * (result.busiestShare || 0)).toFixed(0)}%, ${result.errors} failed locks, ${result.leakedLocks} leaked locks` : '';
+          if (c.kind === 'handoff') {
+            log(
+              `[round ${round + 1}/${config.rounds}] ${c.id.padEnd(idWidth)} ${adapter.padEnd(9)} ${String(result.handoffs).padStart(5)} hand-offs` +
+                `  p50 ${fmtUs(result.p50)}  p99 ${fmtUs(result.p99)}  max ${fmtUs(result.maxLatency)}, ${result.errors} failed locks, ${result.early} before the unlock, ${result.leakedLocks} leaked locks, clock skew ${result.clock.skewUs.toFixed(0)} ± ${result.clock.uncertaintyUs.toFixed(0)} µs`,
+            );
+            continue;
+          }
+          const shares = c.kind === 'contended-procs' ? `, processes ${result.processShares.map((x) => `${(100 * (x || 0)).toFixed(0)}%`).join('/')}, ${result.overlaps} overlaps, ${result.waitersLeft} left in line` : '';
+          const extra = c.kind === 'contended' || c.kind === 'contended-procs' ? `, longest gap ${result.maxGapMs.toFixed(1)} ms, busiest caller ${(100 * (result.busiestShare || 0)).toFixed(0)}%, ${result.errors} failed locks, ${result.leakedLocks} leaked locks${shares}` : '';
           log(
             `[round ${round + 1}/${config.rounds}] ${c.id.padEnd(idWidth)} ${adapter.padEnd(9)} ${fmtOps(result.opsPerSec).padStart(9)} ops/s` +
               `  p50 ${fmtUs(result.p50)}  p99 ${fmtUs(result.p99)}  cpu ${fmtUs(result.cpuUsPerOp)}/op` +
-              `${result.errors && c.kind !== 'contended' ? `  ${result.errors} errors (${result.firstError})` : ''}${extra}`,
+              `${result.errors && c.kind !== 'contended' && c.kind !== 'contended-procs' ? `  ${result.errors} errors (${result.firstError})` : ''}${extra}`,
           );
         }
       }

@@ -427,17 +427,236 @@ async function rssJob(job) {
   }
 }
 
-const JOBS = { op: opJob, lock: lockJob, contended: contendedJob, alova: alovaJob, rss: rssJob };
+// ---------------------------------------------------------------------------------------------
+// Jobs over several processes (bench/procs.js runs them): the parent forks one worker per process,
+// sends each its job, and then talks to them with messages that carry a `type` (no `kind`).
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A clock shared by the processes of one machine, in milliseconds: `process.hrtime` counts from
+ * an arbitrary point of each process, `performance.timeOrigin` is the wall clock when the process
+ * started (µs resolution) and `performance.now()` the monotonic time since then.
+ */
+const wall = () => performance.timeOrigin + performance.now();
+
+const inbox = [];
+const inboxWaiters = [];
+
+function deliver(msg) {
+  const waiter = inboxWaiters.shift();
+  if (waiter) waiter(msg);
+  else inbox.push(msg);
+}
+
+/** The parent's next message. */
+function nextMessage() {
+  if (inbox.length) return Promise.resolve(inbox.shift());
+  return new Promise((resolve) => inboxWaiters.push(resolve));
+}
+
+/**
+ * Answers the parent's clock readings (`{ type: 'clock' }`, answered with this process's shared
+ * clock) until a message of `type` arrives, and resolves with it.
+ */
+async function serveUntil(type) {
+  for (;;) {
+    const msg = await nextMessage();
+    if (msg.type === 'clock') {
+      process.send({ type: 'clock', at: wall() });
+      continue;
+    }
+    if (msg.type === type) return msg;
+    throw new Error(`expected a '${type}' message, got '${msg.type}'`);
+  }
+}
+
+/** Sleeps until the shared clock reads `at` (a timer to the last millisecond, then a short spin). */
+async function sleepUntil(at) {
+  const ms = at - wall() - 1;
+  if (ms > 0) await sleep(ms);
+  while (wall() < at) {
+    // under a millisecond
+  }
+}
+
+/** At most this many lock intervals per process go back to the parent (3 numbers each). */
+const MAX_INTERVALS = 400000;
+
+/**
+ * One of `job.processes` processes contending for one resource (bench/procs.js starts them
+ * together): `job.callers` callers, through one adapter (`job.adaptersPerProcess` 1) or one
+ * adapter each, loop lock -> section (empty, or `holdMs` of sleep) -> unlock from the shared
+ * start time for `windowMs`; a rejected `lock()` tries again after 100 ms, as `atomize` would.
+ * Returns the process's cycles (per caller), wait sample, failures and every cycle's interval
+ * (lock resolved, unlock called, unlock resolved; shared clock, ms after the start) for the parent
+ * to check exclusion and gaps across processes.
+ */
+async function contendedProcsJob(job) {
+  const adapters = Array.from({ length: job.adaptersPerProcess }, () => makeAdapter(job.adapter, job));
+  const resource = job.resource;
+  try {
+    await Promise.all(adapters.map((a) => a.get('warm')));
+    const lockers = adapters.map((a) => a.locker);
+    // Warm-up: every adapter locks once (connection, scripts loaded), on a resource of its own.
+    await Promise.all(
+      lockers.map(async (l, i) => {
+        await l.lock(`bench:warm:${job.processIndex}:${i}`);
+        await l.unlock(`bench:warm:${job.processIndex}:${i}`);
+      }),
+    );
+    process.send({ type: 'ready' });
+    const { startAt } = await serveUntil('go');
+    const endAt = startAt + job.windowMs;
+
+    const waits = new Reservoir();
+    const perCaller = new Array(job.callers).fill(0);
+    const intervals = new Float64Array(MAX_INTERVALS * 3);
+    let recorded = 0;
+    let cycles = 0;
+    let failures = 0;
+    let firstError = null;
+    let holders = 0;
+    let overlaps = 0;
+    const rssBefore = process.memoryUsage().rss;
+
+    await sleepUntil(startAt);
+    const cpu0 = process.cpuUsage();
+    const ru0 = process.resourceUsage();
+    let atDeadline;
+    const windowTimer = setTimeout(() => {
+      atDeadline = { cpu: process.cpuUsage(cpu0), ru: process.resourceUsage(), rss: process.memoryUsage().rss };
+    }, Math.max(0, endAt - wall()));
+
+    async function caller(i) {
+      const locker = lockers[i % lockers.length];
+      while (wall() < endAt) {
+        const asked = wall();
+        try {
+          await locker.lock(resource);
+        } catch (err) {
+          failures += 1;
+          if (!firstError) firstError = String((err && err.message) || err);
+          await sleep(100);
+          continue;
+        }
+        const got = wall();
+        waits.add((got - asked) * 1e6);
+        holders += 1;
+        if (holders > 1) overlaps += 1;
+        if (job.holdMs > 0) await sleep(job.holdMs);
+        holders -= 1;
+        const release = wall();
+        await locker.unlock(resource);
+        const released = wall();
+        if (recorded < MAX_INTERVALS) {
+          intervals[recorded * 3] = got - startAt;
+          intervals[recorded * 3 + 1] = release - startAt;
+          intervals[recorded * 3 + 2] = released - startAt;
+          recorded += 1;
+        }
+        if (released <= endAt) {
+          cycles += 1;
+          perCaller[i] += 1;
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: job.callers }, (_, i) => caller(i)));
+    const drainMs = wall() - endAt;
+    clearTimeout(windowTimer);
+    const end = atDeadline || { cpu: process.cpuUsage(cpu0), ru: process.resourceUsage(), rss: process.memoryUsage().rss };
+    const n = Math.min(waits.count, waits.buf.length);
+    return {
+      processIndex: job.processIndex,
+      pid: process.pid,
+      cycles,
+      perCaller,
+      failures,
+      firstError,
+      overlaps,
+      waitCount: waits.count,
+      waitSample: waits.buf.slice(0, n), // ns
+      intervals: intervals.slice(0, recorded * 3),
+      intervalsTruncated: recorded >= MAX_INTERVALS,
+      cpuUs: end.cpu.user + end.cpu.system,
+      ctxSwitches: ctxSwitches(ru0, end.ru),
+      rssBefore,
+      rssAfter: end.rss,
+      drainMs,
+    };
+  } finally {
+    await Promise.all(adapters.map(closeAdapter));
+  }
+}
+
+/**
+ * One of the two processes of the cross-process hand-off measurement (bench/procs.js drives
+ * them): on `{ type: 'lock' }` it calls `lock()`, says so at once (`asked`) and reports the shared
+ * clock when the lock resolves (`locked`); on `{ type: 'unlock' }` it reads the shared clock right
+ * before calling `unlock()` and reports it (`unlocked`); `{ type: 'end' }` ends the job.
+ */
+async function handoffJob(job) {
+  const adapter = makeAdapter(job.adapter, job);
+  const resource = job.resource;
+  try {
+    await adapter.get('warm');
+    const locker = adapter.locker;
+    await locker.lock(`bench:warm:${job.processIndex}`);
+    await locker.unlock(`bench:warm:${job.processIndex}`);
+    process.send({ type: 'ready' });
+    const cpu0 = process.cpuUsage();
+    for (;;) {
+      const msg = await nextMessage();
+      if (msg.type === 'clock') {
+        process.send({ type: 'clock', at: wall() });
+      } else if (msg.type === 'lock') {
+        const asked = wall();
+        locker.lock(resource).then(
+          () => {
+            const at = wall();
+            process.send({ type: 'locked', at, waitedMs: at - asked });
+          },
+          (err) => process.send({ type: 'locked', failed: true, at: wall(), error: String((err && err.message) || err) }),
+        );
+        process.send({ type: 'asked', at: asked });
+      } else if (msg.type === 'unlock') {
+        const at = wall();
+        await locker.unlock(resource);
+        process.send({ type: 'unlocked', at, doneAt: wall() });
+      } else if (msg.type === 'end') {
+        const cpu = process.cpuUsage(cpu0);
+        return { processIndex: job.processIndex, pid: process.pid, cpuUs: cpu.user + cpu.system };
+      } else {
+        throw new Error(`unknown message ${msg.type}`);
+      }
+    }
+  } finally {
+    await closeAdapter(adapter);
+  }
+}
+
+const JOBS = {
+  op: opJob,
+  lock: lockJob,
+  contended: contendedJob,
+  'contended-procs': contendedProcsJob,
+  handoff: handoffJob,
+  alova: alovaJob,
+  rss: rssJob,
+};
 
 process.on('message', async (job) => {
+  if (job && job.kind === undefined) {
+    deliver(job); // a message to a running job
+    return;
+  }
   let reply;
   productDir = job.product || null;
   try {
     const run = JOBS[job.kind];
     if (!run) throw new Error(`unknown job kind ${job.kind}`);
-    reply = { ok: true, result: await run(job) };
+    reply = { type: 'reply', ok: true, result: await run(job) };
   } catch (err) {
-    reply = { ok: false, error: String((err && err.stack) || err) };
+    reply = { type: 'reply', ok: false, error: String((err && err.stack) || err) };
   }
   process.send(reply, () => process.exit(0));
 });
