@@ -793,7 +793,13 @@ impl Connection {
             loop {
                 let idle = self.inner.idle.notified();
                 let now = *status.borrow_and_update();
+                // Waiting for a connection is worth it only while no attempt has failed yet
+                // (a lazy connection being made); a server that cannot be reached is not
+                // waited for.
+                let unreachable = matches!(now, Status::Connecting | Status::Reconnecting)
+                    && self.inner.core().last_error.is_some();
                 if self.inner.in_flight.load(Ordering::Acquire) == 0
+                    || unreachable
                     || matches!(now, Status::Wait | Status::End)
                 {
                     break;
@@ -1114,6 +1120,8 @@ fn attempt_failed(inner: &Arc<Inner>, failed: open::Failed) {
     }
     core.last_error = Some(failed.error);
     drop(core);
+    // Same status, news all the same (for `quit`).
+    inner.status.send_modify(|_| {});
     for (cmd, err) in doomed {
         cmd.fail(err);
     }
