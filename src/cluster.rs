@@ -43,6 +43,7 @@ pub struct ClusterTarget {
     settings: redis::cluster::ClusterConfig,
     nat: HashMap<(String, u16), (String, u16)>,
     topology: Mutex<Vec<ClusterNode>>,
+    scale_reads: ScaleReads,
 }
 
 impl ClusterTarget {
@@ -135,6 +136,7 @@ impl ClusterTarget {
             settings,
             nat: config.nat_map.iter().cloned().collect(),
             topology: Mutex::new(Vec::new()),
+            scale_reads: config.scale_reads,
         })
     }
 
@@ -219,6 +221,11 @@ impl ClusterTarget {
         Ok(nodes)
     }
 
+    /// True when every command goes to a master (`scaleReads: 'master'`).
+    pub fn reads_from_masters(&self) -> bool {
+        self.scale_reads == ScaleReads::Master
+    }
+
     /// The topology of the last read.
     pub fn topology(&self) -> Vec<ClusterNode> {
         self.topology.lock().map(|t| t.clone()).unwrap_or_default()
@@ -282,25 +289,55 @@ pub fn cross_slot(cmd: &Cmd) -> Option<u16> {
 /// argument, or the first of `numkeys` keys for scripts and functions, or the first stream of
 /// `XREAD`); `None` for a command without one.
 pub fn command_slot(packed: &[u8]) -> Option<u16> {
+    const KEYLESS: &[&[u8]] = &[
+        b"PING",
+        b"INFO",
+        b"TIME",
+        b"DBSIZE",
+        b"RANDOMKEY",
+        b"SCAN",
+        b"CLUSTER",
+        b"CONFIG",
+        b"CLIENT",
+        b"SCRIPT",
+        b"FUNCTION",
+        b"QUIT",
+        b"ECHO",
+        b"COMMAND",
+        b"FLUSHALL",
+        b"FLUSHDB",
+        b"KEYS",
+        b"PUBLISH",
+        b"SPUBLISH",
+    ];
     let args = crate::resp::args(packed)?;
-    let name = args.first()?;
-    let upper = |a: &[u8]| a.to_ascii_uppercase();
-    let key: &[u8] = match upper(name).as_slice() {
-        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
-            let numkeys: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
-            if numkeys == 0 {
-                return None;
-            }
-            args.get(3)?
+    let name = *args.first()?;
+    let is = |words: &[&[u8]]| words.iter().any(|w| w.eq_ignore_ascii_case(name));
+    let key: &[u8] = if is(&[
+        b"EVAL",
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+    ]) {
+        let numkeys: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+        if numkeys == 0 {
+            return None;
         }
-        b"XREAD" | b"XREADGROUP" => {
-            let at = args.iter().position(|a| upper(a) == b"STREAMS")?;
-            args.get(at + 1)?
-        }
-        b"PING" | b"INFO" | b"TIME" | b"DBSIZE" | b"RANDOMKEY" | b"SCAN" | b"CLUSTER"
-        | b"CONFIG" | b"CLIENT" | b"SCRIPT" | b"FUNCTION" | b"QUIT" | b"ECHO" | b"COMMAND"
-        | b"FLUSHALL" | b"FLUSHDB" | b"KEYS" | b"PUBLISH" | b"SPUBLISH" => return None,
-        _ => args.get(1)?,
+        args.get(3)?
+    } else if is(&[b"XREAD", b"XREADGROUP"]) {
+        let at = args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+        args.get(at + 1)?
+    } else if is(&[b"OBJECT", b"MEMORY", b"XINFO", b"XGROUP", b"BITOP"]) {
+        // A subcommand (or operation) first, then the key.
+        args.get(2)?
+    } else if is(KEYLESS) {
+        return None;
+    } else {
+        args.get(1)?
     };
     Some(crate::codec::key_slot(key))
 }
@@ -394,6 +431,36 @@ mod tests {
         assert!(cross_slot(&cmd(&["mset", "a", "x", "b", "y"])).is_some());
         assert_eq!(cross_slot(&cmd(&["GET", "a"])), None);
         assert_eq!(cross_slot(&cmd(&["DEL", "a"])), None);
+    }
+
+    #[test]
+    fn the_slot_of_a_command_is_its_first_key() {
+        let packed = |words: &[&str]| {
+            let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+            crate::resp::encode(&words)
+        };
+        let slot = |k: &str| Some(crate::codec::key_slot(k.as_bytes()));
+        assert_eq!(command_slot(&packed(&["SET", "k", "v"])), slot("k"));
+        assert_eq!(command_slot(&packed(&["get", "{t}a"])), slot("t"));
+        assert_eq!(
+            command_slot(&packed(&["EVAL", "x", "2", "a", "b", "v"])),
+            slot("a")
+        );
+        assert_eq!(command_slot(&packed(&["evalsha", "x", "0", "v"])), None);
+        assert_eq!(
+            command_slot(&packed(&["XREAD", "COUNT", "1", "streams", "s", "0"])),
+            slot("s")
+        );
+        assert_eq!(command_slot(&packed(&["PING"])), None);
+        assert_eq!(
+            command_slot(&packed(&["OBJECT", "ENCODING", "k"])),
+            slot("k")
+        );
+        assert_eq!(
+            command_slot(&packed(&["BITOP", "AND", "{t}d", "{t}s"])),
+            slot("t")
+        );
+        assert_eq!(command_slot(&packed(&["ping", "hello"])), None);
     }
 
     #[test]

@@ -110,13 +110,8 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// The redis-rs command of a command packed by [`encode`] (for the links redis-rs drives).
 pub fn unpack(packed: &[u8]) -> redis::Cmd {
     let mut cmd = redis::Cmd::new();
-    let mut need = 0;
-    if let Ok(Some((Value::Array(args), _))) = parse(packed, &mut need) {
-        for arg in args {
-            if let Value::BulkString(bytes) = arg {
-                cmd.arg(bytes);
-            }
-        }
+    for arg in args(packed).unwrap_or_default() {
+        cmd.arg(arg);
     }
     cmd
 }

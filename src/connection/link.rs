@@ -5,16 +5,18 @@
 //! - [`Link::Fed`]: a redis-rs connection (TLS to one server, or a cluster), fed by one task per
 //!   link. The task starts each command's future in the order the commands were given and polls
 //!   it once right there, which puts it in redis-rs's own queue (tokio's bounded channels and
-//!   locks are first come, first served), so redis-rs writes them in that order; only the wait
-//!   for the reply goes on in a task of its own.
+//!   locks are first come, first served), so redis-rs writes them in that order; the same task
+//!   then waits for the replies of all of them at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, Value};
@@ -64,7 +66,7 @@ impl Link {
     pub(super) async fn send_now(&self, packed: Vec<u8>) -> redis::RedisResult<Value> {
         match self {
             Link::Pipe(pipe) => pipe.send(packed).await,
-            Link::Fed(fed) => fed.backend.send(&packed).await,
+            Link::Fed(fed) => fed.backend.send(&packed, None).await,
         }
     }
 
@@ -99,12 +101,19 @@ pub(super) enum Backend {
         retries: u32,
         /// The pause before each.
         delay: Duration,
+        /// Every keyed command goes to its slot's master (`scaleReads: 'master'`), so it can be
+        /// routed here by the slot the gate found, instead of by redis-rs again.
+        by_slot: bool,
     },
 }
 
 impl Backend {
-    /// The future of one command's reply.
-    fn send(&self, packed: &[u8]) -> impl Future<Output = redis::RedisResult<Value>> + Send {
+    /// The future of one command's reply; `slot` is the command's own ([`Backend::gate`]).
+    fn send(
+        &self,
+        packed: &[u8],
+        slot: Option<u16>,
+    ) -> impl Future<Output = redis::RedisResult<Value>> + Send {
         let cmd = crate::resp::unpack(packed);
         let backend = self.clone();
         async move {
@@ -114,10 +123,15 @@ impl Backend {
                     mut conn,
                     retries,
                     delay,
+                    by_slot,
                 } => {
                     let mut done = 0;
                     loop {
-                        let reply = match crate::cluster::cross_slot(&cmd) {
+                        // A multi-key command across slots goes whole to its first key's slot
+                        // (the server answers CROSSSLOT); a keyed command to its slot's master,
+                        // routed here; anything else as redis-rs routes it.
+                        let to = crate::cluster::cross_slot(&cmd).or(slot.filter(|_| by_slot));
+                        let reply = match to {
                             Some(slot) => crate::cluster::send_to_slot(&mut conn, slot, &cmd).await,
                             None => {
                                 redis::aio::ConnectionLike::req_packed_command(&mut conn, &cmd)
@@ -181,7 +195,7 @@ impl Fed {
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
         });
-        runtime.spawn(feed(rx, backend.clone(), state.clone(), runtime.clone()));
+        runtime.spawn(feed(rx, backend.clone(), state.clone()));
         Fed { tx, backend, state }
     }
 
@@ -227,75 +241,95 @@ impl FedState {
     }
 }
 
+/// A command's reply, tagged with the command's number in the feeding task.
+type InFlight = Pin<Box<dyn Future<Output = (u64, redis::RedisResult<Value>)> + Send>>;
+
 /// The feeding task of a [`Fed`] link: starts each command in order (see the module doc), one
-/// at a time per slot on a cluster ([`Backend::gate`]).
+/// at a time per slot on a cluster ([`Backend::gate`]), and finishes them as their replies come,
+/// all in this one task (no task per command).
 async fn feed(
     mut rx: mpsc::UnboundedReceiver<Box<dyn Queued>>,
     backend: Backend,
     state: Arc<FedState>,
-    runtime: Handle,
 ) {
     let mut closed = state.closed.subscribe();
-    let (freed_tx, mut freed) = mpsc::unbounded_channel::<u16>();
+    // Commands started and not answered, by number, with the slot they hold.
+    let mut started: HashMap<u64, (Box<dyn Queued>, Option<u16>)> = HashMap::new();
+    let mut replies: FuturesUnordered<InFlight> = FuturesUnordered::new();
     // Busy slots, each with the commands waiting for it.
     let mut busy: HashMap<u16, VecDeque<Box<dyn Queued>>> = HashMap::new();
-    let start = |cmd: Box<dyn Queued>, slot: Option<u16>| {
+    let mut next_id = 0u64;
+    let mut start = |cmd: Box<dyn Queued>,
+                     slot: Option<u16>,
+                     started: &mut HashMap<u64, (Box<dyn Queued>, Option<u16>)>,
+                     replies: &mut FuturesUnordered<InFlight>| {
         // Unconstrained: tokio's cooperative budget would otherwise make a first poll return
         // before the command is queued, once this task has fed a hundred commands in a row.
-        let mut reply = Box::pin(tokio::task::unconstrained(backend.send(cmd.packed())));
-        let mut closed = state.closed.subscribe();
-        let state = state.clone();
-        let freed_tx = freed_tx.clone();
-        let end = move |cmd, result| {
-            state.finish(cmd, result);
-            if let Some(slot) = slot {
-                let _ = freed_tx.send(slot);
-            }
-        };
-        // The first poll puts the command in redis-rs's queue, in this order.
-        // (Its task polls it again at once, with a waker of its own.)
+        let mut reply = Box::pin(tokio::task::unconstrained(backend.send(cmd.packed(), slot)));
+        // The first poll puts the command in redis-rs's queue, in this order (the set of
+        // replies polls it again, with a waker of its own).
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let id = next_id;
+        next_id += 1;
         match reply.as_mut().poll(&mut cx) {
-            Poll::Ready(result) => end(cmd, result),
+            Poll::Ready(result) => Some((cmd, slot, result)),
             Poll::Pending => {
-                runtime.spawn(async move {
-                    tokio::select! {
-                        result = reply => end(cmd, result),
-                        _ = closed.wait_for(|c| *c) => end(cmd, Err(closed_error())),
-                    }
-                });
+                started.insert(id, (cmd, slot));
+                replies.push(Box::pin(async move { (id, reply.await) }));
+                None
             }
         }
     };
+    // Finishes a command and starts the next one waiting for its slot (which may finish at
+    // once too).
+    macro_rules! done {
+        ($cmd:expr, $slot:expr, $result:expr) => {{
+            let (mut cmd, mut slot, mut result) = ($cmd, $slot, $result);
+            loop {
+                state.finish(cmd, result);
+                let Some(s) = slot else { break };
+                let Some(next) = busy.get_mut(&s).and_then(VecDeque::pop_front) else {
+                    busy.remove(&s);
+                    break;
+                };
+                match start(next, Some(s), &mut started, &mut replies) {
+                    Some((c, sl, r)) => (cmd, slot, result) = (c, sl, r),
+                    None => break,
+                }
+            }
+        }};
+    }
     loop {
         tokio::select! {
             biased;
             _ = closed.wait_for(|c| *c) => break,
-            Some(slot) = freed.recv() => {
-                match busy.get_mut(&slot).and_then(VecDeque::pop_front) {
-                    Some(next) => start(next, Some(slot)),
-                    None => {
-                        busy.remove(&slot);
-                    }
+            Some((id, result)) = replies.next(), if !replies.is_empty() => {
+                if let Some((cmd, slot)) = started.remove(&id) {
+                    done!(cmd, slot, result);
                 }
             }
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
-                match backend.gate(cmd.packed()) {
-                    Some(slot) => match busy.get_mut(&slot) {
-                        Some(waiting) => waiting.push_back(cmd),
-                        None => {
-                            busy.insert(slot, VecDeque::new());
-                            start(cmd, Some(slot));
-                        }
-                    },
-                    None => start(cmd, None),
+                let slot = backend.gate(cmd.packed());
+                if let Some(s) = slot {
+                    if let Some(waiting) = busy.get_mut(&s) {
+                        waiting.push_back(cmd);
+                        continue;
+                    }
+                    busy.insert(s, VecDeque::new());
+                }
+                if let Some((cmd, slot, result)) = start(cmd, slot, &mut started, &mut replies) {
+                    done!(cmd, slot, result);
                 }
             }
         }
     }
     state.closed.send_replace(true);
     rx.close();
+    drop(replies);
+    for (cmd, _) in started.into_values() {
+        state.finish(cmd, Err(closed_error()));
+    }
     for cmd in busy.into_values().flatten() {
         state.finish(cmd, Err(closed_error()));
     }

@@ -41,6 +41,7 @@ pub(super) async fn connect(
                     conn,
                     retries: target.max_redirections,
                     delay: target.retry_delay,
+                    by_slot: target.reads_from_masters(),
                 };
                 Link::Fed(Fed::new(backend, &inner.runtime))
             }
