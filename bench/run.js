@@ -484,6 +484,7 @@ async function main() {
 
     const data = { config: { ...config, only: config.only ? String(config.only) : null }, info, date: new Date().toISOString(), cases, measurements, rss, ceiling, json, noise, runtimeSeconds: (Date.now() - started) / 1000 };
     const outputs = outputPaths(config.out);
+    fs.mkdirSync(path.dirname(outputs.results), { recursive: true });
     fs.writeFileSync(outputs.results, `${JSON.stringify(data, null, 2)}\n`);
     const written = writeReport(data, { out: outputs.report, chart: outputs.chart, results: outputs.results });
     log(`wrote ${path.relative(ROOT, written.report)}, ${path.relative(ROOT, written.chart)}, ${path.relative(ROOT, outputs.results)} (${Math.round(data.runtimeSeconds)} s)`);
