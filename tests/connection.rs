@@ -242,3 +242,62 @@ async fn quit_lets_commands_issued_before_it_finish() {
     assert_eq!(conn.track().err().map(|e| e.code()), Some("ERR_CLOSED"));
     assert_eq!(conn.status(), Status::End);
 }
+
+/// The next event's name, within a generous bound.
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<alova_storage_redis::connection::Event>,
+) -> &'static str {
+    use alova_storage_redis::connection::Event;
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the event stream");
+    match event {
+        Event::Connect => "connect",
+        Event::Ready => "ready",
+        Event::Error(_) => "error",
+        Event::Close => "close",
+        Event::Reconnecting(_) => "reconnecting",
+        Event::End => "end",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_come_in_ioredis_order_and_connect_resolves_when_ready() {
+    let mut server = RedisServer::start(&[]);
+    let mut config = server.config();
+    config.lazy_connect = true;
+    let conn = connect(config);
+    let mut events = conn.events();
+    assert_eq!(conn.status(), Status::Wait);
+    conn.connect().await.unwrap();
+    assert_eq!(conn.status(), Status::Ready);
+    assert_eq!(next_event(&mut events).await, "connect");
+    assert_eq!(next_event(&mut events).await, "ready");
+    // connect() on a ready connection resolves at once.
+    conn.connect().await.unwrap();
+
+    server.kill();
+    assert_eq!(next_event(&mut events).await, "close");
+    assert_eq!(next_event(&mut events).await, "reconnecting");
+    // Attempts against the dead port: error, close, reconnecting, until it is back.
+    assert_eq!(next_event(&mut events).await, "error");
+    assert_eq!(next_event(&mut events).await, "close");
+    server.restart();
+    loop {
+        match next_event(&mut events).await {
+            "connect" => break,
+            "reconnecting" | "error" | "close" => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(next_event(&mut events).await, "ready");
+    conn.disconnect();
+    assert_eq!(next_event(&mut events).await, "close");
+    assert_eq!(next_event(&mut events).await, "end");
+    assert_eq!(
+        conn.connect().await.unwrap_err().code(),
+        "ERR_CLOSED",
+        "connect() after the end"
+    );
+}

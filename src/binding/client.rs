@@ -6,9 +6,40 @@ use napi_derive::napi;
 use super::bridge::{self, Outcome};
 use super::error::throw;
 use crate::config::BackendConfig;
-use crate::connection::{default_retry_strategy, Connection};
+use crate::connection::{default_retry_strategy, Connection, Event};
 use crate::resp;
 use crate::retry::default_cluster_retry_strategy;
+
+/// An event of the connection, for `RedisClient`'s EventEmitter.
+#[napi(object)]
+pub struct ClientEvent {
+    /// ioredis's event name.
+    pub name: String,
+    /// For `error`: the error's code and message.
+    pub code: Option<String>,
+    pub message: Option<String>,
+    /// For `reconnecting`: the delay before the next attempt, in ms.
+    pub delay: Option<f64>,
+}
+
+impl From<Event> for ClientEvent {
+    fn from(event: Event) -> Self {
+        let (name, error, delay) = match event {
+            Event::Connect => ("connect", None, None),
+            Event::Ready => ("ready", None, None),
+            Event::Error(e) => ("error", Some(e), None),
+            Event::Close => ("close", None, None),
+            Event::Reconnecting(d) => ("reconnecting", None, Some(d.as_secs_f64() * 1000.0)),
+            Event::End => ("end", None, None),
+        };
+        ClientEvent {
+            name: name.to_owned(),
+            code: error.as_ref().map(|e| e.code().to_owned()),
+            message: error.map(|e| e.message().to_owned()),
+            delay,
+        }
+    }
+}
 
 /// A node of a cluster, as `client.nodes()` gives it.
 #[napi(object)]
@@ -64,6 +95,46 @@ impl NativeClient {
         Ok(NativeClient {
             conn: open(&env, &config, retry_strategy)?,
         })
+    }
+
+    /// Calls `listener` with each event of the connection (`connect`, `ready`, `error`,
+    /// `close`, `reconnecting`, `end`), on the JavaScript thread, in order. The listener does
+    /// not keep Node alive.
+    #[napi(ts_args_type = "listener: (event: ClientEvent) => void")]
+    pub fn on_event(&self, listener: Function<'_, ClientEvent, ()>) -> napi::Result<()> {
+        let tsfn = listener
+            .build_threadsafe_function::<ClientEvent>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let mut events = self.conn.events();
+        runtime().spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let end = matches!(event, Event::End);
+                let status = tsfn.call(
+                    ClientEvent::from(event),
+                    napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
+                );
+                if end || status != napi::Status::Ok {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Connects a `lazyConnect` client (or waits for the connection under way); resolves once
+    /// it is ready, rejects with the first attempt's error.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn connect<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
+        let conn = self.conn.clone();
+        bridge::promise(env, async move { conn.connect().await.into() })
     }
 
     /// True for a cluster client.

@@ -40,6 +40,23 @@ use timer::{Expire, Timer};
 
 pub use crate::retry::{default_retry_strategy, BoxFuture, RetryStrategy};
 
+/// What happens to a connection, named as ioredis names its events (see [`Connection::events`]).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A link is up.
+    Connect,
+    /// Commands flow (right after `Connect`: the handshake includes the ready check).
+    Ready,
+    /// A connection attempt failed, or a link broke.
+    Error(Error),
+    /// A link was lost or closed, or an attempt ended without one.
+    Close,
+    /// The next attempt comes after this delay.
+    Reconnecting(Duration),
+    /// Closed for good: no more attempts.
+    End,
+}
+
 /// The connection's life, named as ioredis names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -136,6 +153,10 @@ struct Inner {
     core: Mutex<Core>,
     /// The status, for those who wait for a change.
     status: watch::Sender<Status>,
+    /// The events, for those who listen (see [`Connection::events`]).
+    events: tokio::sync::broadcast::Sender<Event>,
+    /// A listener made at the start, so that the first to ask misses nothing.
+    first_events: Mutex<Option<tokio::sync::broadcast::Receiver<Event>>>,
     /// Call order: the next command's number.
     seq: AtomicU64,
     /// `commandTimeout`, when set.
@@ -154,14 +175,38 @@ impl Inner {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes the status after a change of `core`.
+    /// Publishes the status after a change of `core`, and the events the change makes.
     fn publish(&self, core: &Core) {
+        let mut before = None;
         self.status.send_if_modified(|s| {
             let now = core.status();
             let changed = *s != now;
+            if changed {
+                before = Some(*s);
+            }
             *s = now;
             changed
         });
+        let Some(before) = before else { return };
+        match (before, core.status()) {
+            (_, Status::Ready) => {
+                self.emit(Event::Connect);
+                self.emit(Event::Ready);
+            }
+            (Status::Ready, Status::Reconnecting) => self.emit(Event::Close),
+            (before, Status::End) => {
+                if before == Status::Ready {
+                    self.emit(Event::Close);
+                }
+                self.emit(Event::End);
+            }
+            _ => {}
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        // No receiver is no error.
+        let _ = self.events.send(event);
     }
 
     fn is_cluster(&self) -> bool {
@@ -191,6 +236,9 @@ pub trait Host: Send + Sync {
 pub struct Plain;
 
 impl Host for Plain {}
+
+/// How many events a slow listener may fall behind by before it misses some.
+const EVENTS: usize = 256;
 
 /// How long `quit()` lets the commands issued before it finish, and waits for `QUIT`'s reply.
 const QUIT_WAIT: Duration = Duration::from_secs(1);
@@ -308,6 +356,7 @@ impl Connection {
             offline: VecDeque::new(),
         };
         let (status, _) = watch::channel(core.status());
+        let (events, first_events) = tokio::sync::broadcast::channel(EVENTS);
         let connection = Connection {
             inner: Arc::new(Inner {
                 config,
@@ -318,6 +367,8 @@ impl Connection {
                 host,
                 core: Mutex::new(core),
                 status,
+                events,
+                first_events: Mutex::new(Some(first_events)),
                 seq: AtomicU64::new(0),
                 timer,
                 in_flight: AtomicUsize::new(0),
@@ -456,6 +507,57 @@ impl Connection {
     /// The settings this connection was made with.
     pub fn config(&self) -> &ConnectionConfig {
         &self.inner.config
+    }
+
+    /// The events, as ioredis emits them (`connect`, `ready`, `error`, `close`,
+    /// `reconnecting`, `end`): the first caller gets every event since the connection was
+    /// made, later callers those from now on. A listener that falls far behind misses the
+    /// oldest.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        let first = self
+            .inner
+            .first_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        first.unwrap_or_else(|| self.inner.events.subscribe())
+    }
+
+    /// Starts connecting when `lazyConnect` left the connection waiting, and resolves once it
+    /// is ready.
+    ///
+    /// # Errors
+    /// The error of the first attempt that fails, or `ERR_CLOSED` when the connection ends.
+    pub async fn connect(&self) -> Result<()> {
+        let mut events = self.inner.events.subscribe();
+        let mut status = self.inner.status.subscribe();
+        {
+            let mut core = self.inner.core();
+            match &core.phase {
+                Phase::Ready { .. } => return Ok(()),
+                Phase::End(err) => return Err(err.clone()),
+                _ => self.start_lazy(&mut core),
+            }
+        }
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(Event::Ready) => return Ok(()),
+                    Ok(Event::Error(err)) => return Err(err),
+                    Ok(Event::End) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Err(Error::new(ErrorKind::Closed, "the connection is closed"));
+                    }
+                    _ => {}
+                },
+                // In case the events were missed.
+                changed = status.wait_for(|s| matches!(s, Status::Ready | Status::End)) => {
+                    return match changed.map(|s| *s) {
+                        Ok(Status::Ready) => Ok(()),
+                        _ => Err(Error::new(ErrorKind::Closed, "the connection is closed")),
+                    };
+                }
+            }
+        }
     }
 
     /// The current status.
@@ -1118,10 +1220,12 @@ fn attempt_failed(inner: &Arc<Inner>, failed: open::Failed) {
             core.offline.push_back(cmd);
         }
     }
-    core.last_error = Some(failed.error);
+    core.last_error = Some(failed.error.clone());
     drop(core);
     // Same status, news all the same (for `quit`).
     inner.status.send_modify(|_| {});
+    inner.emit(Event::Error(failed.error));
+    inner.emit(Event::Close);
     for (cmd, err) in doomed {
         cmd.fail(err);
     }
@@ -1139,6 +1243,9 @@ async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
     };
     match retry(*times).await {
         Some(delay) => {
+            if let Some(inner) = weak.upgrade() {
+                inner.emit(Event::Reconnecting(delay));
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = status.wait_for(|s| *s == Status::End) => return false,
