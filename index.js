@@ -76,7 +76,11 @@ function guardRetryStrategy(strategy) {
   };
 }
 
-/** Flattens command arguments as ioredis does: arrays spread, objects and Maps become pairs. */
+/**
+ * Flattens command arguments as ioredis does: arrays spread, objects and Maps become pairs.
+ * A function is refused (ioredis would send its source text): only the last argument of a
+ * command method may be one, and that one is the callback (see `send`).
+ */
 function commandArgs(args, out = []) {
   for (const arg of args) {
     if (typeof arg === 'string' || Buffer.isBuffer(arg)) out.push(arg);
@@ -84,11 +88,99 @@ function commandArgs(args, out = []) {
     else if (Array.isArray(arg)) commandArgs(arg, out);
     else if (arg instanceof Uint8Array) out.push(Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength));
     else if (arg instanceof Map) for (const [k, v] of arg) commandArgs([k, v], out);
+    else if (typeof arg === 'function') throw functionArgError(arg);
     else if (typeof arg === 'object') for (const k of Object.keys(arg)) commandArgs([k, arg[k]], out);
     else out.push(String(arg));
   }
   return out;
 }
+
+function functionArgError(fn) {
+  const name = fn.name ? ` (${fn.name})` : '';
+  return codeError(
+    TypeError,
+    'ERR_INVALID_ARG',
+    `a command argument cannot be a function${name}: only the last argument may be one, the callback`
+  );
+}
+
+function throwLater(err) {
+  setTimeout(() => {
+    throw err;
+  }, 0);
+}
+
+/**
+ * Calls the node-style `callback` with the outcome of `promise`, as ioredis does
+ * (standard-as-callback): `callback(null, result)` (`callback(null)` for undefined),
+ * `callback(err)`; what the callback throws is rethrown outside the promise, as an uncaught
+ * exception. Returns `promise` itself, whose rejection counts as handled.
+ */
+function asCallback(promise, callback) {
+  promise.then(
+    (value) => {
+      try {
+        if (value === undefined) callback(null);
+        else callback(null, value);
+      } catch (err) {
+        throwLater(err);
+      }
+    },
+    (cause) => {
+      let err = cause;
+      if (!err) {
+        err = new Error(`${cause}`);
+        err.cause = cause;
+      }
+      try {
+        callback(err);
+      } catch (thrown) {
+        throwLater(thrown);
+      }
+    }
+  );
+  return promise;
+}
+
+/**
+ * Sends command `name` with `args` (a rest array, which it may shorten): a function as the last
+ * argument is the callback; `transform` reshapes the reply. Never throws: rejects instead.
+ */
+function send(native, name, args, transform) {
+  const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
+  let promise;
+  try {
+    promise = native.call(name, commandArgs(args));
+    if (transform !== undefined) promise = promise.then(transform);
+  } catch (err) {
+    promise = Promise.reject(err);
+  }
+  return callback === undefined ? promise : asCallback(promise, callback);
+}
+
+/**
+ * HGETALL's reply as ioredis resolves it: an object with every field as an own, enumerable,
+ * writable property, also a field named `__proto__`, `constructor` or like any other property
+ * of Object.prototype (defined, not assigned: assigning would hit the inherited setter or a
+ * read-only inherited property). The object's prototype is Object.prototype, as in ioredis.
+ */
+function pairsToObject(reply) {
+  if (!Array.isArray(reply)) return reply;
+  const out = {};
+  for (let i = 0; i < reply.length; i += 2) {
+    const field = reply[i];
+    const value = reply[i + 1];
+    if (field in out) {
+      Object.defineProperty(out, field, { value, configurable: true, enumerable: true, writable: true });
+    } else {
+      out[field] = value;
+    }
+  }
+  return out;
+}
+
+/** Reply transforms by command name, as ioredis keys them (exact, lower-case name). */
+const REPLY_TRANSFORMS = { __proto__: null, hgetall: pairsToObject };
 
 /** A client for one Redis server: `call(command, ...args)` and a method per Redis command. */
 class RedisClient {
@@ -126,19 +218,31 @@ class RedisClient {
     return this[NATIVE].nodes(role).map((n) => ({ options: { host: n.host, port: n.port }, role: n.role }));
   }
 
-  /** Sends any command; resolves its reply as ioredis would. */
+  /**
+   * Sends any command; resolves its reply as ioredis would (`call('hgetall', k)` an object, as
+   * ioredis transforms it for that exact name). A function as the last argument is a node-style
+   * callback, called with `(err, result)`; the promise is returned all the same.
+   */
   call(command, ...args) {
     if (typeof command !== 'string') {
-      return Promise.reject(
+      const callback = typeof args[args.length - 1] === 'function' ? args[args.length - 1] : undefined;
+      const rejected = Promise.reject(
         codeError(TypeError, 'ERR_INVALID_ARG', `the command name must be a string, got ${describe(command)}`)
       );
+      return callback === undefined ? rejected : asCallback(rejected, callback);
     }
-    return this[NATIVE].call(command, commandArgs(args));
+    return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command]);
   }
 
-  /** Sends QUIT and closes the connection; resolves 'OK'. */
-  quit() {
-    return this[NATIVE].quit();
+  /** Sends QUIT and closes the connection; resolves 'OK'. Takes an optional callback. */
+  quit(callback) {
+    let promise;
+    try {
+      promise = this[NATIVE].quit();
+    } catch (err) {
+      promise = Promise.reject(err);
+    }
+    return typeof callback === 'function' ? asCallback(promise, callback) : promise;
   }
 
   /** Closes the connection at once. */
@@ -147,22 +251,13 @@ class RedisClient {
   }
 }
 
-/** Replies ioredis reshapes: HGETALL resolves an object. */
-function pairsToObject(reply) {
-  const out = {};
-  for (let i = 0; i + 1 < reply.length; i += 2) out[reply[i]] = reply[i + 1];
-  return out;
-}
-
-RedisClient.prototype.hgetall = function hgetall(...args) {
-  return this[NATIVE].call('hgetall', commandArgs(args)).then(pairsToObject);
-};
-
+// A method per command: `client.get(key)`, `client.get(key, (err, value) => ...)`.
 for (const name of COMMANDS) {
   if (name in RedisClient.prototype) continue;
+  const transform = REPLY_TRANSFORMS[name];
   Object.defineProperty(RedisClient.prototype, name, {
     value: function command(...args) {
-      return this[NATIVE].call(name, commandArgs(args));
+      return send(this[NATIVE], name, args, transform);
     },
     writable: true,
     configurable: true,
