@@ -762,6 +762,8 @@ declare namespace RedisStorageAdapter {
     | { readonly [field: string]: string | number | Uint8Array };
 
   /** ioredis's connection states. */
+  /** The events a {@link RedisClient} emits, named as in ioredis. */
+  type RedisClientEvent = 'wait' | 'connecting' | 'connect' | 'ready' | 'error' | 'close' | 'reconnecting' | 'end';
   type RedisClientStatus = 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end';
 
   /**
@@ -1211,6 +1213,28 @@ declare namespace RedisStorageAdapter {
     constructor(options?: RedisClientOptions | string | { nodes: ClusterNode[]; options?: RedisClusterOptions });
     /** The connection's state, named as in ioredis. */
     readonly status: RedisClientStatus;
+    /**
+     * Connects a `lazyConnect` client; resolves once it is ready, rejects with the connection's
+     * error. As in ioredis, a client that is connecting or connected already rejects.
+     */
+    connect(callback?: RedisCallback<void>): Promise<void>;
+    // An EventEmitter (Node's, at run time), with ioredis's events: `wait`, `connecting`,
+    // `connect`, `ready`, `error` (an Error with a `code`; with no listener it is logged, never
+    // thrown), `close`, `reconnecting` (the delay in ms), `end`.
+    on(event: 'error', listener: (err: RedisStorageError) => void): this;
+    on(event: 'reconnecting', listener: (delay: number) => void): this;
+    on(event: RedisClientEvent | string | symbol, listener: (...args: any[]) => void): this;
+    once(event: 'error', listener: (err: RedisStorageError) => void): this;
+    once(event: 'reconnecting', listener: (delay: number) => void): this;
+    once(event: RedisClientEvent | string | symbol, listener: (...args: any[]) => void): this;
+    addListener(event: RedisClientEvent | string | symbol, listener: (...args: any[]) => void): this;
+    prependListener(event: RedisClientEvent | string | symbol, listener: (...args: any[]) => void): this;
+    off(event: RedisClientEvent | string | symbol, listener: (...args: any[]) => void): this;
+    removeListener(event: RedisClientEvent | string | symbol, listener: (...args: any[]) => void): this;
+    removeAllListeners(event?: RedisClientEvent | string | symbol): this;
+    emit(event: RedisClientEvent | string | symbol, ...args: any[]): boolean;
+    listenerCount(event: RedisClientEvent | string | symbol): number;
+    listeners(event: RedisClientEvent | string | symbol): Function[];
     /** True for a cluster client. */
     readonly isCluster: boolean;
     /**

@@ -5,6 +5,7 @@
 
 const { NativeAdapter, NativeClient } = require('./binding.js');
 const COMMANDS = require('./commands.js');
+const { EventEmitter } = require('node:events');
 
 const NATIVE = Symbol('alova.storage-redis.native');
 const LOCKER = Symbol('alova.storage-redis.locker');
@@ -182,21 +183,46 @@ function pairsToObject(reply) {
 /** Reply transforms by command name, as ioredis keys them (exact, lower-case name). */
 const REPLY_TRANSFORMS = { __proto__: null, hgetall: pairsToObject };
 
-/** A client for one Redis server: `call(command, ...args)` and a method per Redis command. */
-class RedisClient {
+/**
+ * A client for one Redis server (or a cluster): `call(command, ...args)`, a method per Redis
+ * command, and ioredis's events (`wait`, `connecting`, `connect`, `ready`, `error`, `close`,
+ * `reconnecting`, `end`) as an EventEmitter.
+ */
+class RedisClient extends EventEmitter {
   /**
    * @param {object|string} [options] ioredis RedisOptions, or a redis:// URL.
    */
   constructor(options) {
+    super();
     if (options === NATIVE) return; // RedisClient.wrap
     const opts = normaliseOptions(options);
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
+    listen(this);
   }
 
   static wrap(native) {
     const client = new RedisClient(NATIVE);
     client[NATIVE] = native;
+    listen(client);
     return client;
+  }
+
+  /**
+   * Connects a `lazyConnect` client; resolves once it is ready, rejects with the connection's
+   * error. As in ioredis, a client that is connecting or connected already rejects.
+   */
+  connect(callback) {
+    let promise;
+    const status = this[NATIVE].status;
+    if (status === 'wait') {
+      this.emit('connecting');
+      promise = this[NATIVE].connect();
+    } else if (status === 'end') {
+      promise = Promise.reject(codeError(Error, 'ERR_CLOSED', 'the client is closed (quit() or disconnect() was called)'));
+    } else {
+      promise = Promise.reject(new Error('Redis is already connecting/connected'));
+    }
+    return typeof callback === 'function' ? asCallback(promise, callback) : promise;
   }
 
   /** ioredis's status: 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end'. */
@@ -249,6 +275,32 @@ class RedisClient {
   disconnect() {
     this[NATIVE].disconnect();
   }
+}
+
+/**
+ * Turns the native connection's events into the client's, as ioredis emits them. An `error`
+ * nobody listens to is logged (as ioredis logs it), never thrown.
+ */
+function listen(client) {
+  const native = client[NATIVE];
+  const status = native.status;
+  // What ioredis emits at construction, on the next tick.
+  process.nextTick(() => client.emit(status === 'wait' ? 'wait' : 'connecting'));
+  native.onEvent((event) => {
+    switch (event.name) {
+      case 'error': {
+        const err = codeError(Error, event.code, event.message);
+        if (client.listenerCount('error') > 0) client.emit('error', err);
+        else console.error('[@alova/storage-redis] Unhandled error event:', err.stack);
+        break;
+      }
+      case 'reconnecting':
+        client.emit('reconnecting', event.delay);
+        break;
+      default:
+        client.emit(event.name);
+    }
+  });
 }
 
 // A method per command: `client.get(key)`, `client.get(key, (err, value) => ...)`.

@@ -226,3 +226,13 @@ void clusterNodes;
 new RedisStorageAdapter({ nodes: [7000], options: { scaleReads: 'x' } });
 // @ts-expect-error a cluster node's db is 0
 new RedisStorageAdapter({ nodes: [7000], options: { redisOptions: { db: 3 } } });
+
+// RedisClient is an EventEmitter with ioredis's events, and connect() as in ioredis.
+const events = new RedisStorageAdapter({ lazyConnect: true });
+events.client.on('error', (err) => {
+  const code: string | undefined = err.code;
+  void code;
+});
+events.client.on('reconnecting', (delay: number) => void delay).once('ready', () => {});
+const connected: Promise<void> = events.client.connect();
+void connected;
