@@ -49,6 +49,17 @@ export declare class NativeClient {
    * `{ nodes, options }` for a cluster.
    */
   constructor(optionsJson: string, retryStrategy?: ((arg: number) => number | null) | undefined | null)
+  /**
+   * Calls `listener` with each event of the connection (`connect`, `ready`, `error`,
+   * `close`, `reconnecting`, `end`), on the JavaScript thread, in order. The listener does
+   * not keep Node alive.
+   */
+  onEvent(listener: (event: ClientEvent) => void): void
+  /**
+   * Connects a `lazyConnect` client (or waits for the connection under way); resolves once
+   * it is ready, rejects with the first attempt's error.
+   */
+  connect(): Promise<void>
   /** True for a cluster client. */
   get isCluster(): boolean
   /**
@@ -75,6 +86,17 @@ export declare class NativeLocker {
    * `{ lost, failures }` when something needs telling.
    */
   unlock(resources: Array<string>): unknown
+}
+
+/** An event of the connection, for `RedisClient`'s EventEmitter. */
+export interface ClientEvent {
+  /** ioredis's event name. */
+  name: string
+  /** For `error`: the error's code and message. */
+  code?: string
+  message?: string
+  /** For `reconnecting`: the delay before the next attempt, in ms. */
+  delay?: number
 }
 
 /** A voting node as `redlockFilter` sees it (the face wraps it as `{ options }`). */
