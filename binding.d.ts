@@ -69,6 +69,13 @@ export declare class NativeClient {
   nodes(role?: string | undefined | null): Array<NodeInfo>
   /** Sends `command` with `args` and resolves its reply. */
   call(command: string, args: Array<string | Buffer>): unknown
+  /**
+   * Sends `commands` (each `[name, ...args]`) together, with nothing of anybody else's
+   * between them, and resolves `[[error, null] | [null, reply], ...]` in order: what
+   * `pipeline().exec()` and, wrapped in `MULTI` .. `EXEC`, `multi().exec()` are made of. On a
+   * cluster a batch must stay on one node: every command names keys of one slot.
+   */
+  batch(commands: Array<Array<string | Buffer>>, transaction: boolean): Promise<Array<[Error | null, unknown]>>
   /** ioredis's status name. */
   get status(): string
   /** Sends QUIT and closes; resolves `'OK'`. */

@@ -762,6 +762,23 @@ declare namespace RedisStorageAdapter {
     | { readonly [field: string]: string | number | Uint8Array };
 
   /** ioredis's connection states. */
+  /** What `exec()` of a pipeline or transaction resolves: per command `[err]` or `[null, result]`. */
+  type RedisExecResult = Array<[RedisStorageError | null, unknown?]>;
+
+  /**
+   * `client.pipeline()` / `client.multi()`, as in ioredis: a method per command queues it and
+   * returns the pipeline (for chaining; a function as its last argument is called with that
+   * command's outcome); `exec()` sends them together, with nothing of anybody else's between.
+   * A transaction resolves `null` when a `WATCH`ed key changed and rejects with `EXECABORT`
+   * (and `err.previousErrors`) when the server refused a command.
+   */
+  type RedisPipeline = {
+    /** How many commands are queued. */
+    readonly length: number;
+    call(command: string, ...args: Array<RedisCommandArg | RedisCallback<unknown>>): RedisPipeline;
+    exec(callback?: RedisCallback<RedisExecResult | null>): Promise<RedisExecResult | null>;
+  } & { [K in Exclude<keyof RedisCommands, 'call'>]: (...args: any[]) => RedisPipeline };
+
   /** The events a {@link RedisClient} emits, named as in ioredis. */
   type RedisClientEvent = 'wait' | 'connecting' | 'connect' | 'ready' | 'error' | 'close' | 'reconnecting' | 'end';
   type RedisClientStatus = 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end';
@@ -1235,6 +1252,13 @@ declare namespace RedisStorageAdapter {
     emit(event: RedisClientEvent | string | symbol, ...args: any[]): boolean;
     listenerCount(event: RedisClientEvent | string | symbol): number;
     listeners(event: RedisClientEvent | string | symbol): Function[];
+    /**
+     * A pipeline: commands queued, sent together by `exec()`; `commands` may give them at once
+     * (`[['set', 'k', 'v'], ['get', 'k']]`).
+     */
+    pipeline(commands?: Array<[string, ...RedisCommandArg[]]>): RedisPipeline;
+    /** A transaction: as a pipeline, sent as `MULTI` .. `EXEC`, atomic. Not on a cluster yet. */
+    multi(commands?: Array<[string, ...RedisCommandArg[]]>): RedisPipeline;
     /** True for a cluster client. */
     readonly isCluster: boolean;
     /**

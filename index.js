@@ -260,6 +260,23 @@ class RedisClient extends EventEmitter {
     return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command]);
   }
 
+  /**
+   * A pipeline (ioredis's `client.pipeline()`): commands queued, sent together by `exec()`,
+   * which resolves `[[err, result], ...]`. `commands` may give them at once: `[['set', 'k',
+   * 'v'], ['get', 'k']]`.
+   */
+  pipeline(commands) {
+    return new Pipeline(this, false, commands);
+  }
+
+  /**
+   * A transaction (ioredis's `client.multi()`): as a pipeline, sent as `MULTI` .. `EXEC`,
+   * atomic. Not on a cluster yet.
+   */
+  multi(commands) {
+    return new Pipeline(this, true, Array.isArray(commands) ? commands : undefined);
+  }
+
   /** Sends QUIT and closes the connection; resolves 'OK'. Takes an optional callback. */
   quit(callback) {
     let promise;
@@ -275,6 +292,100 @@ class RedisClient extends EventEmitter {
   disconnect() {
     this[NATIVE].disconnect();
   }
+}
+
+const BATCH = Symbol('alova.storage-redis.batch');
+
+/**
+ * `client.pipeline()` and `client.multi()`, as in ioredis: a method per command queues it (and
+ * returns the pipeline, for chaining); `exec()` sends them all together, with nothing of anybody
+ * else's between them, and resolves `[[err, result], ...]`. A transaction (`multi()`) is sent
+ * as `MULTI` .. `EXEC` and is atomic; its `exec()` resolves `null` when a `WATCH`ed key changed
+ * and rejects with `EXECABORT` (and `err.previousErrors`) when the server refused a command.
+ */
+class Pipeline {
+  constructor(client, transaction, commands) {
+    this[BATCH] = { client, transaction, queue: [], failure: null };
+    for (const [name, ...args] of commands || []) this.call(name, ...args);
+  }
+
+  /** How many commands are queued. */
+  get length() {
+    return this[BATCH].queue.length;
+  }
+
+  /** Queues any command; a function as the last argument is called with its outcome. */
+  call(name, ...args) {
+    const batch = this[BATCH];
+    const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
+    try {
+      if (typeof name !== 'string') {
+        throw codeError(TypeError, 'ERR_INVALID_ARG', `the command name must be a string, got ${describe(name)}`);
+      }
+      batch.queue.push({ name, args: commandArgs(args), callback });
+    } catch (err) {
+      // As ioredis: the whole exec() fails with the first bad command.
+      if (batch.failure === null) batch.failure = err;
+    }
+    return this;
+  }
+
+  /** Sends the queued commands; resolves `[[err, result], ...]` (see the class). */
+  exec(callback) {
+    const { client, transaction, queue, failure } = this[BATCH];
+    let promise;
+    if (failure !== null) promise = Promise.reject(failure);
+    else if (queue.length === 0) promise = Promise.resolve([]);
+    else {
+      const commands = queue.map((c) => [c.name, ...c.args]);
+      promise = client[NATIVE].batch(commands, transaction).then((outcomes) => {
+        if (!transaction) return outcomes.map((o, i) => transformed(o, queue[i].name));
+        const execReply = outcomes[outcomes.length - 1];
+        const queued = outcomes.slice(1, -1);
+        const refused = queued.filter(([err]) => err !== null).map(([err]) => err);
+        if (execReply[0] !== null) {
+          if (refused.length > 0) execReply[0].previousErrors = refused;
+          throw execReply[0];
+        }
+        if (execReply[1] === null) return null; // a WATCHed key changed
+        return execReply[1].map((value, i) =>
+          value instanceof Error ? [value] : transformed([null, value], queue[i].name)
+        );
+      });
+      promise = promise.then((results) => {
+        if (results) {
+          results.forEach(([err, value], i) => {
+            const cb = queue[i] && queue[i].callback;
+            if (cb) asCallback(err ? Promise.reject(err) : Promise.resolve(value), cb);
+          });
+        }
+        return results;
+      });
+    }
+    return typeof callback === 'function' ? asCallback(promise, callback) : promise;
+  }
+}
+
+/**
+ * An outcome as ioredis's `exec()` gives it: `[err]`, or `[null, value]` with ioredis's reply
+ * transform of `name` applied.
+ */
+function transformed([err, value], name) {
+  if (err !== null) return [err];
+  const transform = REPLY_TRANSFORMS[name];
+  return [null, transform !== undefined ? transform(value) : value];
+}
+
+// A method per command on pipelines: `pipeline.set(k, v).get(k)`.
+for (const name of COMMANDS) {
+  if (name in Pipeline.prototype) continue;
+  Object.defineProperty(Pipeline.prototype, name, {
+    value: function queue(...args) {
+      return this.call(name, ...args);
+    },
+    writable: true,
+    configurable: true,
+  });
 }
 
 /**

@@ -236,3 +236,8 @@ events.client.on('error', (err) => {
 events.client.on('reconnecting', (delay: number) => void delay).once('ready', () => {});
 const connected: Promise<void> = events.client.connect();
 void connected;
+
+// pipeline() and multi() chain and exec() as in ioredis.
+const piped: Promise<Array<[Error | null, unknown?]> | null> = events.client.pipeline().set('k', 'v').get('k').exec();
+void piped;
+events.client.multi([['incr', 'n']]).incr('n').exec((err, results) => void [err, results]);

@@ -11,23 +11,23 @@ use crate::error::{Error, Result};
 const REFUSED: &[(&str, &str)] = &[
     (
         "MULTI",
-        "transactions need a connection of their own; use EVAL with a script",
+        "use client.multi() (MULTI .. EXEC sent together), or EVAL with a script",
     ),
     (
         "EXEC",
-        "transactions need a connection of their own; use EVAL with a script",
+        "use client.multi() (MULTI .. EXEC sent together), or EVAL with a script",
     ),
     (
         "DISCARD",
-        "transactions need a connection of their own; use EVAL with a script",
+        "use client.multi() (MULTI .. EXEC sent together), or EVAL with a script",
     ),
     (
         "WATCH",
-        "transactions need a connection of their own; use EVAL with a script",
+        "WATCH state needs a connection of its own (not supported yet); use EVAL with a script",
     ),
     (
         "UNWATCH",
-        "transactions need a connection of their own; use EVAL with a script",
+        "WATCH state needs a connection of its own (not supported yet); use EVAL with a script",
     ),
     (
         "SELECT",

@@ -44,6 +44,9 @@ pub enum Outcome {
     Json(Option<Vec<u8>>),
     /// A Redis reply, converted as ioredis converts it.
     Reply(Value),
+    /// The outcomes of a batch of commands, as ioredis's `exec()` gives them:
+    /// `[[error, null] | [null, reply], ...]`.
+    Batch(Vec<crate::error::Result<Value>>),
     /// A rejection.
     Error(Error),
 }
@@ -420,6 +423,68 @@ pub fn submit<'env>(
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
 }
 
+/// Puts the packed commands `cmds` on `conn` together (nothing of anybody else's between them)
+/// and returns a promise for all their outcomes ([`Outcome::Batch`]), in order.
+///
+/// # Errors
+/// Only when napi itself fails to make the promise.
+pub fn submit_all<'env>(
+    env: &'env Env,
+    conn: &Connection,
+    cmds: Vec<Vec<u8>>,
+) -> napi::Result<Unknown<'env>> {
+    let (bridge, deferred, promise) = Bridge::new_promise(env)?;
+    struct Gathered {
+        outcomes: Vec<Option<crate::error::Result<Value>>>,
+        left: usize,
+        deferred: Option<Deferred>,
+    }
+    let gathered = Arc::new(Mutex::new(Gathered {
+        outcomes: (0..cmds.len()).map(|_| None).collect(),
+        left: cmds.len(),
+        deferred: Some(deferred),
+    }));
+    if cmds.is_empty() {
+        let deferred = gathered.lock().ok().and_then(|mut g| g.deferred.take());
+        if let Some(deferred) = deferred {
+            bridge.complete(deferred, Outcome::Batch(Vec::new()));
+        }
+    }
+    let with_done: Vec<_> = cmds
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let gathered = gathered.clone();
+            let bridge = bridge.clone();
+            let done = move |reply: crate::error::Result<Value>| {
+                let Ok(mut g) = gathered.lock() else { return };
+                g.outcomes[i] = Some(reply);
+                g.left -= 1;
+                if g.left == 0 {
+                    let outcomes = std::mem::take(&mut g.outcomes)
+                        .into_iter()
+                        .map(|o| {
+                            o.unwrap_or_else(|| {
+                                Err(Error::new(ErrorKind::Internal, "a reply went missing"))
+                            })
+                        })
+                        .collect();
+                    if let Some(deferred) = g.deferred.take() {
+                        drop(g);
+                        bridge.complete(deferred, Outcome::Batch(outcomes));
+                    }
+                }
+            };
+            (bytes, done)
+        })
+        .collect();
+    if let Some(pipe) = conn.submit_all(with_done) {
+        bridge.flush_soon(pipe);
+    }
+    // SAFETY: `promise` is a live value of `env`.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+}
+
 impl Bridge {
     /// This thread's bridge and a new pending promise of it (counted, so that it holds the event
     /// loop until settled).
@@ -775,6 +840,24 @@ unsafe fn settle(
             Outcome::Json(None) => Ok(undefined(env)),
             Outcome::Json(Some(bytes)) => parse_json(env, bridge, &bytes),
             Outcome::Reply(value) => Ok(reply(env, value)),
+            Outcome::Batch(outcomes) => {
+                let mut array = ptr::null_mut();
+                sys::napi_create_array_with_length(env, outcomes.len(), &mut array);
+                for (i, outcome) in outcomes.into_iter().enumerate() {
+                    let mut pair = ptr::null_mut();
+                    sys::napi_create_array_with_length(env, 2, &mut pair);
+                    let mut null = ptr::null_mut();
+                    sys::napi_get_null(env, &mut null);
+                    let (err, value) = match outcome {
+                        Ok(value) => (null, reply(env, value)),
+                        Err(e) => (create_error(env, &e), null),
+                    };
+                    sys::napi_set_element(env, pair, 0, err);
+                    sys::napi_set_element(env, pair, 1, value);
+                    sys::napi_set_element(env, array, i as u32, pair);
+                }
+                Ok(array)
+            }
             Outcome::Error(err) => Err(create_error(env, &err)),
         };
         match result {

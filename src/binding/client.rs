@@ -188,6 +188,51 @@ impl NativeClient {
         bridge::submit(env, &self.conn, resp::encode(&parts), Outcome::Reply)
     }
 
+    /// Sends `commands` (each `[name, ...args]`) together, with nothing of anybody else's
+    /// between them, and resolves `[[error, null] | [null, reply], ...]` in order: what
+    /// `pipeline().exec()` and, wrapped in `MULTI` .. `EXEC`, `multi().exec()` are made of. On a
+    /// cluster a batch must stay on one node: every command names keys of one slot.
+    #[napi(ts_return_type = "Promise<Array<[Error | null, unknown]>>")]
+    pub fn batch<'env>(
+        &self,
+        env: &'env Env,
+        commands: Vec<Vec<Either<String, Buffer>>>,
+        transaction: bool,
+    ) -> napi::Result<Unknown<'env>> {
+        let mut packed = Vec::with_capacity(commands.len() + 2);
+        if transaction {
+            packed.push(resp::encode(&[b"MULTI"]));
+        }
+        for command in &commands {
+            let parts: Vec<&[u8]> = command
+                .iter()
+                .map(|a| match a {
+                    Either::A(s) => s.as_bytes(),
+                    Either::B(b) => &b[..],
+                })
+                .collect();
+            let Some((name, rest)) = parts.split_first() else {
+                let e = crate::error::Error::invalid_argument("a command of the batch is empty");
+                return bridge::promise(env, async move { Outcome::Error(e) });
+            };
+            let name = String::from_utf8_lossy(name);
+            if let Err(e) = crate::command::check(&name, rest.first().copied()) {
+                return bridge::promise(env, async move { Outcome::Error(e) });
+            }
+            packed.push(resp::encode(&parts));
+        }
+        if transaction {
+            packed.push(resp::encode(&[b"EXEC"]));
+            if self.conn.is_cluster() {
+                let e = crate::error::Error::invalid_argument(
+                    "multi() on a cluster is not supported yet (a transaction must run on one node); use a pipeline() or EVAL",
+                );
+                return bridge::promise(env, async move { Outcome::Error(e) });
+            }
+        }
+        bridge::submit_all(env, &self.conn, packed)
+    }
+
     /// ioredis's status name.
     #[napi(getter)]
     pub fn status(&self) -> &'static str {

@@ -679,9 +679,44 @@ impl Connection {
     /// The one way in for a command: on the live link, or at the end of the offline queue, in
     /// call order (the number is given under the lock that orders them); refused at once when
     /// the connection cannot queue it. Returns the pipe to flush, if any.
-    fn enqueue(&self, mut cmd: Box<dyn Queued>, offline_queue: bool) -> Option<Pipe> {
+    fn enqueue(&self, cmd: Box<dyn Queued>, offline_queue: bool) -> Option<Pipe> {
+        let placed = self.place(&mut self.inner.core(), cmd, offline_queue);
+        self.settle(placed)
+    }
+
+    /// Puts the packed commands `cmds` on the connection together, with nothing of anybody
+    /// else's between them (a transaction's `MULTI` .. `EXEC`), each with its `done`, as
+    /// [`Connection::submit`] does for one.
+    pub fn submit_all<F>(&self, cmds: Vec<(Vec<u8>, F)>) -> Option<Pipe>
+    where
+        F: FnOnce(Result<Value>) + Send + 'static,
+    {
+        let mut entries = Vec::with_capacity(cmds.len());
+        for (bytes, done) in cmds {
+            match self.track() {
+                Ok(in_flight) => entries.push(self.entry(bytes, done, Some(in_flight))),
+                Err(e) => done(Err(e)),
+            }
+        }
+        let placed: Vec<Placed> = {
+            let mut core = self.inner.core();
+            entries
+                .into_iter()
+                .map(|cmd| self.place(&mut core, cmd, true))
+                .collect()
+        };
+        let mut unflushed = None;
+        for p in placed {
+            if let Some(pipe) = self.settle(p) {
+                unflushed = Some(pipe);
+            }
+        }
+        unflushed
+    }
+
+    /// Places `cmd` under the connection's lock (see [`Connection::enqueue`]).
+    fn place(&self, core: &mut Core, mut cmd: Box<dyn Queued>, offline_queue: bool) -> Placed {
         let inner = &self.inner;
-        let mut core = inner.core();
         cmd.number(
             inner.seq.fetch_add(1, Ordering::Relaxed),
             core.failed_attempts,
@@ -689,34 +724,29 @@ impl Connection {
         let refused = match &core.phase {
             Phase::Ready { link, generation } => {
                 cmd.put_on(*generation);
-                match link.put(cmd) {
-                    Ok(must_flush) => {
-                        let pipe = link
+                return match link.put(cmd) {
+                    Ok(must_flush) => Placed::OnLink {
+                        must_flush,
+                        pipe: link
                             .pipe()
                             .filter(|p| must_flush || !p.is_external())
-                            .cloned();
-                        drop(core);
-                        let pipe = pipe?;
-                        if !pipe.is_external() {
-                            inner.host.submitted(&pipe);
-                        }
-                        return must_flush.then_some(pipe);
-                    }
+                            .cloned(),
+                    },
                     // The link died and its end is not seen yet: whoever killed it starts the
                     // reconnection, which takes the offline queue.
                     Err(cmd) => {
                         core.offline.push_back(cmd);
-                        return None;
+                        Placed::Waiting
                     }
-                }
+                };
             }
             Phase::End(err) => Some(err.clone()),
             Phase::Wait if !inner.config.enable_offline_queue => {
-                self.start_lazy(&mut core);
+                self.start_lazy(core);
                 Some(self.offline_disabled())
             }
             Phase::Wait => {
-                self.start_lazy(&mut core);
+                self.start_lazy(core);
                 None
             }
             Phase::Connecting { reconnecting } => {
@@ -739,13 +769,31 @@ impl Connection {
             }
         };
         match refused {
-            Some(err) => {
-                drop(core);
-                cmd.fail(err);
+            Some(err) => Placed::Refused(cmd, err),
+            None => {
+                core.offline.push_back(cmd);
+                Placed::Waiting
             }
-            None => core.offline.push_back(cmd),
         }
-        None
+    }
+
+    /// What follows a placing, outside the lock: the host hears of a pipe used from its thread,
+    /// a refused command fails. Returns the pipe to flush, if any.
+    fn settle(&self, placed: Placed) -> Option<Pipe> {
+        match placed {
+            Placed::OnLink { must_flush, pipe } => {
+                let pipe = pipe?;
+                if !pipe.is_external() {
+                    self.inner.host.submitted(&pipe);
+                }
+                must_flush.then_some(pipe)
+            }
+            Placed::Waiting => None,
+            Placed::Refused(cmd, err) => {
+                cmd.fail(err);
+                None
+            }
+        }
     }
 
     fn offline_disabled(&self) -> Error {
@@ -957,6 +1005,19 @@ impl Drop for Inner {
         }
         let _ = self.status.send_replace(Status::End);
     }
+}
+
+/// Where [`Connection::place`] put a command.
+enum Placed {
+    /// On the live link; its pipe, when the caller must flush it or its host may adopt it.
+    OnLink {
+        must_flush: bool,
+        pipe: Option<Pipe>,
+    },
+    /// In the offline queue.
+    Waiting,
+    /// Refused, and why (failed once the lock is let go).
+    Refused(Box<dyn Queued>, Error),
 }
 
 /// A command as the connection queues it (see [`Entry`]).
