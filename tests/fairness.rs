@@ -251,3 +251,35 @@ async fn with_several_voters_every_locker_gets_turns() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_that_may_not_publish_or_subscribe_still_takes_turns() {
+    let server = RedisServer::start(&[]);
+    // Redis 7 gives a new ACL user no channels: PUBLISH and SUBSCRIBE are refused.
+    common::redis_cli(
+        server.port,
+        &["ACL", "SETUSER", "locker", "on", ">secret", "~*", "+@all"],
+    );
+    let config = alova_storage_redis::config::ConnectionConfig {
+        username: Some("locker".into()),
+        password: Some(alova_storage_redis::config::Secret("secret".into())),
+        ..server.config()
+    };
+    let quick = LockConfig {
+        retry_delay: Duration::from_millis(20),
+        retry_jitter: Duration::from_millis(5),
+        ..LockConfig::default()
+    };
+    let lockers: Vec<Locker> = (0..2)
+        .map(|_| locker(common::connect(config.clone()), quick.clone()))
+        .collect();
+    let per = contend(
+        &lockers,
+        2,
+        "acl",
+        Duration::from_millis(1),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(per.iter().all(|n| *n > 0), "{per:?}");
+}

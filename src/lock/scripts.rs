@@ -65,7 +65,7 @@ local count = 0
 for _, key in ipairs(KEYS) do
   if redis.call("GET", key) == ARGV[2] then
     redis.pcall("DEL", key)
-    redis.call("PUBLISH", "alova-lock:" .. key, "")
+    redis.pcall("PUBLISH", "alova-lock:" .. key, "")
     count = count + 1
   end
 end
@@ -81,6 +81,8 @@ return count
 /// its place, and 0 is returned. Both keys expire on their own once nobody asks.
 const FAIR_ACQUIRE: &str = r#"
 redis.pcall("SELECT", tonumber(ARGV[1]))
+-- TIME before writes needs effect replication on Redis 3.2 to 4 (the default from 5 on).
+pcall(redis.replicate_commands)
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local value = ARGV[2]
@@ -112,7 +114,9 @@ return 0
 
 /// The release of a fairly taken lock: deletes the key when it holds the value, and then tells
 /// the first waiter in line, when there is one, on the channel `ARGV[4]` (the message is its
-/// value). Returns 1 when the key was deleted.
+/// value). Returns 1 when the key was deleted. The publish is a `pcall`: a user the server's
+/// ACL does not let publish (Redis 7 gives new users no channels) still releases, and its
+/// waiters poll.
 const FAIR_RELEASE: &str = r#"
 redis.pcall("SELECT", tonumber(ARGV[1]))
 if redis.call("GET", KEYS[1]) ~= ARGV[2] then
@@ -121,7 +125,7 @@ end
 redis.pcall("DEL", KEYS[1])
 local head = redis.call("LINDEX", KEYS[2], 0)
 if head then
-  redis.call("PUBLISH", ARGV[4], head)
+  redis.pcall("PUBLISH", ARGV[4], head)
 end
 return 1
 "#;

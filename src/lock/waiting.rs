@@ -39,6 +39,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -112,6 +113,10 @@ struct Channel {
 
 struct Shared {
     channels: Mutex<HashMap<String, Channel>>,
+    /// The subscriber could not connect or subscribe last time: waiters do not wait for a
+    /// confirmation that would not come (a server that refuses SUBSCRIBE to this user, say),
+    /// they poll.
+    down: AtomicBool,
     /// Changes when a subscription is confirmed (for [`Wakeups::register`] to wait on).
     confirmed: watch::Sender<u64>,
 }
@@ -166,6 +171,7 @@ impl Wakeups {
         Wakeups {
             shared: Arc::new(Shared {
                 channels: Mutex::new(HashMap::new()),
+                down: AtomicBool::new(false),
                 confirmed,
             }),
             control: Mutex::new(None),
@@ -193,6 +199,10 @@ impl Wakeups {
         };
         if !subscribed {
             let mut confirmed = self.shared.confirmed.subscribe();
+            if self.shared.down.load(Ordering::Relaxed) {
+                self.send(channel.to_owned());
+                return wakeup;
+            }
             self.send(channel.to_owned());
             let wait = confirmed.wait_for(|_| {
                 self.shared
@@ -271,6 +281,7 @@ async fn subscriber(
             }
         }
         let Some(shared) = weak.upgrade() else { return };
+        shared.down.store(true, Ordering::Relaxed);
         for ch in shared.channels.lock().expect("channels").values_mut() {
             ch.subscribed = false;
         }
@@ -366,6 +377,7 @@ async fn listen(
 /// Marks `name` subscribed and tells the waiters waiting for that.
 fn confirm(weak: &Weak<Shared>, name: &str) {
     if let Some(shared) = weak.upgrade() {
+        shared.down.store(false, Ordering::Relaxed);
         if let Some(ch) = shared.channels.lock().expect("channels").get_mut(name) {
             ch.subscribed = true;
         }
