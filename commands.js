@@ -1,10 +1,12 @@
 // Redis 7 command names that RedisClient offers as methods (`client.get(k)`),
 // generated from `COMMAND LIST`; `client.call(name, ...args)` reaches any command.
 // Commands that would change the state of the shared, pipelined connection are left out
-// (the core refuses them in `call` too).
+// (the core refuses them in `call` too). Blocking commands are in: they run on a connection of
+// their own.
 'use strict';
 module.exports = [
-  'acl', 'append', 'bgrewriteaof', 'bgsave', 'bitcount', 'bitfield', 'bitfield_ro', 'bitop',
+  'acl', 'append', 'blmove', 'blmpop', 'blpop', 'brpop', 'brpoplpush', 'bzmpop', 'bzpopmax',
+  'bzpopmin', 'wait', 'waitaof', 'bgrewriteaof', 'bgsave', 'bitcount', 'bitfield', 'bitfield_ro', 'bitop',
   'bitpos', 'client', 'cluster', 'command', 'config', 'copy', 'dbsize', 'debug', 'decr', 'decrby',
   'del', 'dump', 'echo', 'eval', 'eval_ro', 'evalsha', 'evalsha_ro', 'exists', 'expire',
   'expireat', 'expiretime', 'failover', 'fcall', 'fcall_ro', 'flushall', 'flushdb', 'function',

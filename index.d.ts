@@ -227,8 +227,8 @@ declare namespace RedisStorageAdapter {
    * `disconnectTimeout`, `maxLoadingRetryTime`, `offlineQueue`.
    *
    * Refused with `ERR_INVALID_OPTION` (typed `never`): `sentinels`, `name`, `role`,
-   * `sentinelPassword`, `Connector`, `reconnectOnError`, `scripts`, `monitor`, `readOnly`,
-   * `socketTimeout`; and any key not listed here.
+   * `sentinelPassword`, `Connector`, `reconnectOnError`, `scripts` (taken by `new RedisClient`
+   * only), `monitor`, `readOnly`, `socketTimeout`; and any key not listed here.
    */
   interface RedisClientOptions {
     /**
@@ -418,8 +418,8 @@ declare namespace RedisStorageAdapter {
      */
     reconnectOnError?: never;
     /**
-     * Not supported (ioredis `defineCommand`); use `client.call('EVAL', ...)`. Throws
-     * `ERR_INVALID_OPTION`.
+     * Refused by the adapter (`ERR_INVALID_OPTION`); `new RedisClient({ scripts })` takes it
+     * (see {@link RedisClientConstructorOptions}).
      * @default undefined
      */
     scripts?: never;
@@ -779,6 +779,56 @@ declare namespace RedisStorageAdapter {
     exec(callback?: RedisCallback<RedisExecResult | null>): Promise<RedisExecResult | null>;
   } & { [K in Exclude<keyof RedisCommands, 'call'>]: (...args: any[]) => RedisPipeline };
 
+  /**
+   * A script for `defineCommand` and the `scripts` option, as in ioredis: `numberOfKeys`
+   * undefined means the caller passes the number of keys first.
+   */
+  interface RedisScriptDefinition {
+    lua: string;
+    numberOfKeys?: number;
+  }
+
+  /** What `new RedisClient` takes: {@link RedisClientOptions} and ioredis's `scripts`. */
+  type RedisClientConstructorOptions = Omit<RedisClientOptions, 'scripts'> & {
+    /** Commands defined at construction, as by `defineCommand(name, definition)` for each. */
+    scripts?: Record<string, RedisScriptDefinition>;
+  };
+
+  /** The options of `scanStream()` and its keyed forms, as in ioredis. */
+  interface RedisScanStreamOptions {
+    /** `MATCH` pattern. */
+    match?: string;
+    /** `TYPE` (scanStream only: the type of the keys). */
+    type?: string;
+    /** `COUNT` hint per step. */
+    count?: number;
+    /** `NOVALUES` (hscanStream only, Redis 7.4+): fields without values. */
+    noValues?: boolean;
+  }
+
+  /**
+   * A Node `Readable` in object mode (typed by its shape, so that `@types/node` is not needed):
+   * one array per SCAN step, then `end`. Also an async iterable of those arrays.
+   */
+  interface RedisScanStream extends AsyncIterable<string[]> {
+    on(event: 'data', listener: (chunk: string[]) => void): this;
+    on(event: 'end' | 'close', listener: () => void): this;
+    on(event: 'error', listener: (err: RedisStorageError) => void): this;
+    on(event: string | symbol, listener: (...args: any[]) => void): this;
+    once(event: 'data', listener: (chunk: string[]) => void): this;
+    once(event: 'end' | 'close', listener: () => void): this;
+    once(event: 'error', listener: (err: RedisStorageError) => void): this;
+    once(event: string | symbol, listener: (...args: any[]) => void): this;
+    off(event: string | symbol, listener: (...args: any[]) => void): this;
+    removeListener(event: string | symbol, listener: (...args: any[]) => void): this;
+    pause(): this;
+    resume(): this;
+    destroy(error?: Error): this;
+    /** Ends the stream after the step under way (ioredis's `close()`). */
+    close(): void;
+    readonly readableObjectMode: boolean;
+  }
+
   /** The events a {@link RedisClient} emits, named as in ioredis. */
   type RedisClientEvent = 'wait' | 'connecting' | 'connect' | 'ready' | 'error' | 'close' | 'reconnecting' | 'end';
   type RedisClientStatus = 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end';
@@ -968,6 +1018,36 @@ declare namespace RedisStorageAdapter {
     linsert(...args: RedisCommandArg[]): Promise<any>;
     llen(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
     llen(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    blmove(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    blmove(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    blmpop(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    blmpop(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    blpop(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    blpop(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    brpop(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    brpop(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    brpoplpush(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    brpoplpush(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    bzmpop(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    bzmpop(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    bzpopmax(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    bzpopmax(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    bzpopmin(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    bzpopmin(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    wait(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    wait(...args: RedisCommandArg[]): Promise<any>;
+    /** Blocks on a connection of its own: the client's other commands go on meanwhile. */
+    waitaof(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
+    waitaof(...args: RedisCommandArg[]): Promise<any>;
     lmove(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
     lmove(...args: RedisCommandArg[]): Promise<any>;
     lmpop(...args: [...args: RedisCommandArg[], callback: RedisCallback<any>]): Promise<any>;
@@ -1227,7 +1307,12 @@ declare namespace RedisStorageAdapter {
      * cluster (`{ nodes, options }`).
      * @throws {RedisStorageError} `ERR_INVALID_OPTION`
      */
-    constructor(options?: RedisClientOptions | string | { nodes: ClusterNode[]; options?: RedisClusterOptions });
+    constructor(
+      options?:
+        | RedisClientConstructorOptions
+        | string
+        | { nodes: ClusterNode[]; options?: RedisClusterOptions & { scripts?: Record<string, RedisScriptDefinition> } }
+    );
     /** The connection's state, named as in ioredis. */
     readonly status: RedisClientStatus;
     /**
@@ -1282,6 +1367,23 @@ declare namespace RedisStorageAdapter {
     quit(callback?: RedisCallback<'OK'>): Promise<'OK'>;
     /** Closes the connection at once; every pending command rejects with `ERR_CLOSED`. */
     disconnect(): void;
+    /**
+     * ioredis's `defineCommand`: adds `client[name](...keys, ...args, callback?)`, sent as
+     * `EVALSHA` (and `EVAL` on `NOSCRIPT`); pipelines and transactions made afterwards have it
+     * too. Type the method by augmenting `RedisClient` (`interface RedisClient { name(...): ... }`).
+     */
+    defineCommand(name: string, definition: RedisScriptDefinition): void;
+    /**
+     * ioredis's `scanStream`: the keys, an array per `SCAN` step. Throws `ERR_UNSUPPORTED` on a
+     * cluster (ioredis's `Cluster` has none): scan each master with a client of its own.
+     */
+    scanStream(options?: RedisScanStreamOptions): RedisScanStream;
+    /** ioredis's `sscanStream`: the set's members, an array per `SSCAN` step. */
+    sscanStream(key: string, options?: RedisScanStreamOptions): RedisScanStream;
+    /** ioredis's `hscanStream`: `[field, value, ...]` per `HSCAN` step. */
+    hscanStream(key: string, options?: RedisScanStreamOptions): RedisScanStream;
+    /** ioredis's `zscanStream`: `[member, score, ...]` per `ZSCAN` step. */
+    zscanStream(key: string, options?: RedisScanStreamOptions): RedisScanStream;
   }
 
   /** The adapter class itself, as a named export: `import { RedisStorageAdapter } from '@alova/storage-redis'`. */

@@ -6,11 +6,14 @@
 const { NativeAdapter, NativeClient } = require('./binding.js');
 const COMMANDS = require('./commands.js');
 const { EventEmitter } = require('node:events');
+const { Readable } = require('node:stream');
+const { createHash } = require('node:crypto');
 
 const NATIVE = Symbol('alova.storage-redis.native');
 const LOCKER = Symbol('alova.storage-redis.locker');
 const OPS = Symbol('alova.storage-redis.operations');
 const LOCK_SETUP = Symbol('alova.storage-redis.lock-setup');
+const SCRIPTS = Symbol('alova.storage-redis.scripts');
 
 /** An Error (or TypeError) with a `code`, as the native side makes them. */
 function codeError(Ctor, code, message) {
@@ -180,6 +183,126 @@ function pairsToObject(reply) {
   return out;
 }
 
+/**
+ * The options without ioredis's `scripts` (top level, or a cluster's `options.scripts`), which
+ * the client defines itself and the core would refuse; and those scripts.
+ */
+function withoutScripts(options) {
+  let opts = options;
+  let scripts = {};
+  if ('scripts' in opts) {
+    ({ scripts, ...opts } = opts);
+  } else if ('nodes' in opts && opts.options && typeof opts.options === 'object' && 'scripts' in opts.options) {
+    const { scripts: clusterScripts, ...rest } = opts.options;
+    scripts = clusterScripts;
+    opts = { ...opts, options: rest };
+  }
+  if (scripts === undefined || scripts === null) scripts = {};
+  if (typeof scripts !== 'object' || Array.isArray(scripts)) {
+    throw codeError(
+      TypeError,
+      'ERR_INVALID_OPTION',
+      `option \`scripts\` must be an object of { lua, numberOfKeys } by name, got ${describe(scripts)}`
+    );
+  }
+  return { opts, scripts };
+}
+
+/** A script of `defineCommand`: its Lua, SHA1 and number of keys (null: the caller gives it). */
+function makeScript(name, definition) {
+  if (typeof name !== 'string' || name === '') {
+    throw codeError(TypeError, 'ERR_INVALID_ARG', `defineCommand: the name must be a non-empty string, got ${describe(name)}`);
+  }
+  if (!definition || typeof definition !== 'object' || typeof definition.lua !== 'string') {
+    throw codeError(TypeError, 'ERR_INVALID_ARG', `defineCommand(${JSON.stringify(name)}): \`lua\` must be a string`);
+  }
+  const { lua, numberOfKeys } = definition;
+  if (numberOfKeys !== undefined && numberOfKeys !== null && !(Number.isInteger(numberOfKeys) && numberOfKeys >= 0)) {
+    throw codeError(
+      TypeError,
+      'ERR_INVALID_ARG',
+      `defineCommand(${JSON.stringify(name)}): \`numberOfKeys\` must be a non-negative integer or undefined, got ${numberOfKeys}`
+    );
+  }
+  return {
+    name,
+    lua,
+    sha: createHash('sha1').update(lua).digest('hex'),
+    numberOfKeys: typeof numberOfKeys === 'number' ? numberOfKeys : null,
+  };
+}
+
+/** A script's arguments after the SHA or the Lua: numkeys (unless the caller gives it), keys, args. */
+function scriptArgs(script, args) {
+  const flat = commandArgs(args);
+  if (script.numberOfKeys !== null) flat.unshift(String(script.numberOfKeys));
+  return flat;
+}
+
+function isNoScript(err) {
+  return Boolean(err) && typeof err.message === 'string' && err.message.includes('NOSCRIPT');
+}
+
+/** Runs a defined script: EVALSHA, then EVAL if the server does not have it. */
+function runScript(client, script, args) {
+  const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
+  let promise;
+  try {
+    const native = client[NATIVE];
+    const rest = scriptArgs(script, args);
+    promise = native.call('evalsha', [script.sha, ...rest]).catch((err) => {
+      if (!isNoScript(err)) throw err;
+      return native.call('eval', [script.lua, ...rest]);
+    });
+  } catch (err) {
+    promise = Promise.reject(err);
+  }
+  return callback === undefined ? promise : asCallback(promise, callback);
+}
+
+/**
+ * ioredis's ScanStream: object mode, one array per SCAN/SSCAN/HSCAN/ZSCAN step, ending once the
+ * cursor is back to '0'; `close()` ends it after the step under way.
+ */
+class ScanStream extends Readable {
+  constructor(client, command, key, options) {
+    const opt = options && typeof options === 'object' ? options : {};
+    super({ ...opt, objectMode: true });
+    this._client = client;
+    this._command = command;
+    this._key = key;
+    this._opt = opt;
+    this._redisCursor = '0';
+    this._redisDrained = false;
+  }
+
+  _read() {
+    if (this._redisDrained) {
+      this.push(null);
+      return;
+    }
+    const opt = this._opt;
+    const args = [this._redisCursor];
+    if (this._key !== undefined && this._key !== null) args.unshift(this._key);
+    if (opt.match) args.push('MATCH', opt.match);
+    if (opt.type) args.push('TYPE', opt.type);
+    if (opt.count) args.push('COUNT', String(opt.count));
+    if (opt.noValues) args.push('NOVALUES');
+    send(this._client[NATIVE], this._command, args).then(
+      (res) => {
+        this._redisCursor = Buffer.isBuffer(res[0]) ? res[0].toString() : String(res[0]);
+        if (this._redisCursor === '0') this._redisDrained = true;
+        this.push(res[1]);
+      },
+      (err) => this.destroy(err)
+    );
+  }
+
+  close() {
+    this._redisDrained = true;
+  }
+}
+
 /** Reply transforms by command name, as ioredis keys them (exact, lower-case name). */
 const REPLY_TRANSFORMS = { __proto__: null, hgetall: pairsToObject };
 
@@ -194,10 +317,12 @@ class RedisClient extends EventEmitter {
    */
   constructor(options) {
     super();
+    this[SCRIPTS] = Object.create(null);
     if (options === NATIVE) return; // RedisClient.wrap
-    const opts = normaliseOptions(options);
+    const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
     listen(this);
+    for (const name of Object.keys(scripts)) this.defineCommand(name, scripts[name]);
   }
 
   static wrap(native) {
@@ -205,6 +330,55 @@ class RedisClient extends EventEmitter {
     client[NATIVE] = native;
     listen(client);
     return client;
+  }
+
+  /**
+   * ioredis's `defineCommand`: `client[name](...keys, ...args)` runs `lua` by `EVALSHA`, and by
+   * `EVAL` when the server answers `NOSCRIPT`. With `numberOfKeys` undefined the caller passes
+   * the number of keys first. Pipelines and transactions made afterwards have the method too.
+   */
+  defineCommand(name, definition) {
+    const script = makeScript(name, definition);
+    this[SCRIPTS][name] = script;
+    Object.defineProperty(this, name, {
+      value: function scriptCommand(...args) {
+        return runScript(this, script, args);
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
+
+  /**
+   * ioredis's `scanStream`: an object-mode Readable emitting each `SCAN` step's keys (an array),
+   * ending when the cursor is back to '0'. Options `match`, `type`, `count`, `noValues`. Not on
+   * a cluster, as ioredis's `Cluster` has none: scan each master with a client of its own.
+   */
+  scanStream(options) {
+    if (this.isCluster) {
+      throw codeError(
+        Error,
+        'ERR_UNSUPPORTED',
+        "scanStream() is not supported on a cluster client (ioredis's Cluster has no scanStream either): " +
+          "scan each master with a client of its own, e.g. new RedisClient({ host, port }) for each of client.nodes('master')"
+      );
+    }
+    return new ScanStream(this, 'scan', undefined, options);
+  }
+
+  /** ioredis's `sscanStream`: the set's members, an array per `SSCAN` step. */
+  sscanStream(key, options) {
+    return new ScanStream(this, 'sscan', key, options);
+  }
+
+  /** ioredis's `hscanStream`: `[field, value, field, value, ...]` per `HSCAN` step. */
+  hscanStream(key, options) {
+    return new ScanStream(this, 'hscan', key, options);
+  }
+
+  /** ioredis's `zscanStream`: `[member, score, ...]` per `ZSCAN` step. */
+  zscanStream(key, options) {
+    return new ScanStream(this, 'zscan', key, options);
   }
 
   /**
@@ -295,6 +469,7 @@ class RedisClient extends EventEmitter {
 }
 
 const BATCH = Symbol('alova.storage-redis.batch');
+const QUEUE_SCRIPT = Symbol('alova.storage-redis.queue-script');
 
 /**
  * `client.pipeline()` and `client.multi()`, as in ioredis: a method per command queues it (and
@@ -306,7 +481,31 @@ const BATCH = Symbol('alova.storage-redis.batch');
 class Pipeline {
   constructor(client, transaction, commands) {
     this[BATCH] = { client, transaction, queue: [], failure: null };
-    for (const [name, ...args] of commands || []) this.call(name, ...args);
+    // The client's defineCommand scripts, as methods that queue them (as ioredis copies them).
+    const scripts = client[SCRIPTS] || {};
+    for (const name of Object.keys(scripts)) {
+      const script = scripts[name];
+      Object.defineProperty(this, name, {
+        value: (...args) => this[QUEUE_SCRIPT](script, args),
+        writable: true,
+        configurable: true,
+      });
+    }
+    for (const [name, ...args] of commands || []) {
+      if (typeof name === 'string' && name in scripts) this[QUEUE_SCRIPT](scripts[name], args);
+      else this.call(name, ...args);
+    }
+  }
+
+  [QUEUE_SCRIPT](script, args) {
+    const batch = this[BATCH];
+    const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
+    try {
+      batch.queue.push({ name: 'evalsha', args: [script.sha, ...scriptArgs(script, args)], callback, script });
+    } catch (err) {
+      if (batch.failure === null) batch.failure = err;
+    }
+    return this;
   }
 
   /** How many commands are queued. */
@@ -337,9 +536,28 @@ class Pipeline {
     if (failure !== null) promise = Promise.reject(failure);
     else if (queue.length === 0) promise = Promise.resolve([]);
     else {
-      const commands = queue.map((c) => [c.name, ...c.args]);
-      promise = client[NATIVE].batch(commands, transaction).then((outcomes) => {
-        if (!transaction) return outcomes.map((o, i) => transformed(o, queue[i].name));
+      const { loads, commands } = withScriptLoads(client, queue);
+      const skip = loads.length;
+      promise = client[NATIVE].batch(commands, transaction).then((all) => {
+        // The SCRIPT LOADs sent first: a failed one (a Lua error) is what its EVALSHAs report.
+        const loadErrors = new Map();
+        const loadOutcomes = transaction ? all.slice(1, 1 + skip) : all.slice(0, skip);
+        const outcomes = transaction ? [all[0], ...all.slice(1 + skip)] : all.slice(skip);
+        const execOutcome = transaction ? outcomes[outcomes.length - 1] : null;
+        if (transaction && execOutcome[0] === null && Array.isArray(execOutcome[1])) {
+          const replies = execOutcome[1];
+          replies.slice(0, skip).forEach((r, i) => {
+            if (r instanceof Error) loadErrors.set(loads[i], r);
+          });
+          outcomes[outcomes.length - 1] = [null, replies.slice(skip)];
+        } else if (!transaction) {
+          loadOutcomes.forEach(([err], i) => {
+            if (err !== null) loadErrors.set(loads[i], err);
+          });
+        }
+        const loadError = (value, i) =>
+          queue[i].script && isNoScript(value) && loadErrors.get(queue[i].script.sha) ? loadErrors.get(queue[i].script.sha) : value;
+        if (!transaction) return outcomes.map((o, i) => transformed(o[0] !== null ? [loadError(o[0], i)] : o, queue[i].name));
         const execReply = outcomes[outcomes.length - 1];
         const queued = outcomes.slice(1, -1);
         const refused = queued.filter(([err]) => err !== null).map(([err]) => err);
@@ -349,7 +567,7 @@ class Pipeline {
         }
         if (execReply[1] === null) return null; // a WATCHed key changed
         return execReply[1].map((value, i) =>
-          value instanceof Error ? [value] : transformed([null, value], queue[i].name)
+          value instanceof Error ? [loadError(value, i)] : transformed([null, value], queue[i].name)
         );
       });
       promise = promise.then((results) => {
@@ -364,6 +582,30 @@ class Pipeline {
     }
     return typeof callback === 'function' ? asCallback(promise, callback) : promise;
   }
+}
+
+/**
+ * The batch to send for `queue`, with what its defineCommand scripts need: on one server a
+ * `SCRIPT LOAD` of each (sent first, in the same batch, so that the EVALSHAs after it find it
+ * even after a `SCRIPT FLUSH`, and nothing reorders); on a cluster, whose batch goes to the node
+ * of its keys' slot, `EVAL` in place of `EVALSHA`. `loads` are the SHA1s loaded, in order.
+ */
+function withScriptLoads(client, queue) {
+  const loads = [];
+  const commands = [];
+  const cluster = client.isCluster;
+  for (const c of queue) {
+    if (c.script && cluster) {
+      commands.push(['eval', c.script.lua, ...c.args.slice(1)]);
+      continue;
+    }
+    if (c.script && !loads.includes(c.script.sha)) {
+      loads.push(c.script.sha);
+      commands.splice(loads.length - 1, 0, ['script', 'load', c.script.lua]);
+    }
+    commands.push([c.name, ...c.args]);
+  }
+  return { loads, commands };
 }
 
 /**

@@ -2,8 +2,9 @@
 //!
 //! Every command of a client travels on one multiplexed socket, shared by every adapter and
 //! caller that uses the client. A command that changes the state of that socket (its database,
-//! its user, transactions, subscriptions) or holds it (blocking pops) would silently change or
-//! stall every other caller's commands, so it is refused with a clear error instead.
+//! its user, transactions, subscriptions) would silently change every other caller's commands,
+//! so it is refused with a clear error instead. Blocking commands (`BLPOP`, `XREAD BLOCK`, ...)
+//! go on a connection of their own.
 
 use crate::error::{Error, Result};
 
@@ -62,47 +63,30 @@ const REFUSED: &[(&str, &str)] = &[
     ("READONLY", "it changes the state of the shared connection"),
     ("READWRITE", "it changes the state of the shared connection"),
     ("ASKING", "it changes the state of the shared connection"),
-    (
-        "BLPOP",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "BRPOP",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "BRPOPLPUSH",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "BLMOVE",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "BLMPOP",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "BZPOPMIN",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "BZPOPMAX",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "BZMPOP",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "WAIT",
-        "blocking commands would stall every caller of the shared connection",
-    ),
-    (
-        "WAITAOF",
-        "blocking commands would stall every caller of the shared connection",
-    ),
 ];
+
+/// Commands that block their connection until something happens: a client sends them on a
+/// connection of their own ([`crate::connection::Connection::side`]), so that they never stall
+/// the shared one.
+const BLOCKING: &[&str] = &[
+    "BLPOP",
+    "BRPOP",
+    "BRPOPLPUSH",
+    "BLMOVE",
+    "BLMPOP",
+    "BZPOPMIN",
+    "BZPOPMAX",
+    "BZMPOP",
+    "WAIT",
+    "WAITAOF",
+];
+
+/// True for a command that blocks its connection (`XREAD`/`XREADGROUP` with `BLOCK` too).
+pub fn is_blocking(name: &str, args: &[&[u8]]) -> bool {
+    BLOCKING.iter().any(|c| c.eq_ignore_ascii_case(name))
+        || ((name.eq_ignore_ascii_case("XREAD") || name.eq_ignore_ascii_case("XREADGROUP"))
+            && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK")))
+}
 
 /// Checks that `name` (with its first argument, for subcommands) may be sent on the shared
 /// connection.
@@ -140,7 +124,7 @@ mod tests {
     fn refuses_state_changing_commands() {
         assert!(check("get", None).is_ok());
         assert!(check("CLIENT", Some(b"LIST")).is_ok());
-        for name in ["multi", "Select", "BLPOP", "subscribe", ""] {
+        for name in ["multi", "Select", "subscribe", ""] {
             assert_eq!(
                 check(name, None).unwrap_err().code(),
                 "ERR_INVALID_ARG",
@@ -148,5 +132,16 @@ mod tests {
             );
         }
         assert!(check("client", Some(b"reply")).is_err());
+    }
+
+    #[test]
+    fn knows_blocking_commands() {
+        assert!(is_blocking("blpop", &[b"l", b"0"]));
+        assert!(is_blocking(
+            "XREAD",
+            &[b"BLOCK", b"0", b"STREAMS", b"s", b"$"]
+        ));
+        assert!(!is_blocking("XREAD", &[b"STREAMS", b"s", b"0"]));
+        assert!(!is_blocking("LPOP", &[b"l"]));
     }
 }

@@ -185,6 +185,13 @@ impl NativeClient {
             Either::A(s) => s.as_bytes(),
             Either::B(b) => &b[..],
         }));
+        if crate::command::is_blocking(&command, &parts[1..]) {
+            // On a connection of its own, so that it never stalls the shared one.
+            return match self.conn.side() {
+                Ok(side) => bridge::submit(env, &side, resp::encode(&parts), Outcome::Reply),
+                Err(e) => bridge::promise(env, async move { Outcome::Error(e) }),
+            };
+        }
         bridge::submit(env, &self.conn, resp::encode(&parts), Outcome::Reply)
     }
 
@@ -217,6 +224,13 @@ impl NativeClient {
             };
             let name = String::from_utf8_lossy(name);
             if let Err(e) = crate::command::check(&name, rest.first().copied()) {
+                return bridge::promise(env, async move { Outcome::Error(e) });
+            }
+            if crate::command::is_blocking(&name, rest) {
+                let e = crate::error::Error::invalid_argument(format!(
+                    "{} in a pipeline would stall the shared connection; send it on its own (it then runs on a connection of its own)",
+                    name.to_ascii_uppercase()
+                ));
                 return bridge::promise(env, async move { Outcome::Error(e) });
             }
             packed.push(resp::encode(&parts));

@@ -155,6 +155,10 @@ struct Inner {
     status: watch::Sender<Status>,
     /// The events, for those who listen (see [`Connection::events`]).
     events: tokio::sync::broadcast::Sender<Event>,
+    /// Makes another connection with the same settings (see [`Connection::side`]).
+    twin: Twin,
+    /// The connection of its own for blocking commands, once one was sent.
+    side: std::sync::OnceLock<Connection>,
     /// A listener made at the start, so that the first to ask misses nothing.
     first_events: Mutex<Option<tokio::sync::broadcast::Receiver<Event>>>,
     /// Call order: the next command's number.
@@ -213,6 +217,9 @@ impl Inner {
         matches!(self.target, Target::Cluster(_))
     }
 }
+
+/// Makes a connection like this one (for [`Connection::side`]).
+type Twin = Arc<dyn Fn() -> Result<Connection> + Send + Sync>;
 
 /// What the host of a connection does for it, given at construction: the binding reads replies
 /// on the JavaScript thread and writes the commands of one turn of its event loop together.
@@ -288,7 +295,24 @@ impl Connection {
             client: crate::settings::build_client(&config)?,
             async_config: open::async_config(&config),
         };
-        Ok(Self::start(config, target, addr, retry, runtime, host))
+        let twin: Twin = {
+            let (config, retry, runtime, host) =
+                (config.clone(), retry.clone(), runtime.clone(), host.clone());
+            Arc::new(move || {
+                Self::hosted(
+                    ConnectionConfig {
+                        lazy_connect: false,
+                        ..config.clone()
+                    },
+                    retry.clone(),
+                    runtime.clone(),
+                    host.clone(),
+                )
+            })
+        };
+        Ok(Self::start(
+            config, target, addr, retry, runtime, host, twin,
+        ))
     }
 
     /// A connection to the cluster of `cluster`; unless `lazy_connect`, it starts connecting
@@ -314,7 +338,24 @@ impl Connection {
             enable_offline_queue: cluster.enable_offline_queue,
             ..cluster.redis.clone()
         };
-        Ok(Self::start(config, target, addr, retry, runtime, host))
+        let twin: Twin = {
+            let (cluster, retry, runtime, host) = (
+                cluster.clone(),
+                retry.clone(),
+                runtime.clone(),
+                host.clone(),
+            );
+            Arc::new(move || {
+                let cluster = ClusterConfig {
+                    lazy_connect: false,
+                    ..cluster.clone()
+                };
+                Self::new_cluster(&cluster, retry.clone(), runtime.clone(), host.clone())
+            })
+        };
+        Ok(Self::start(
+            config, target, addr, retry, runtime, host, twin,
+        ))
     }
 
     fn start(
@@ -324,6 +365,7 @@ impl Connection {
         retry: RetryStrategy,
         runtime: Handle,
         host: Arc<dyn Host>,
+        twin: Twin,
     ) -> Self {
         let lazy = config.lazy_connect;
         let phase = if lazy {
@@ -368,6 +410,8 @@ impl Connection {
                 core: Mutex::new(core),
                 status,
                 events,
+                twin,
+                side: std::sync::OnceLock::new(),
                 first_events: Mutex::new(Some(first_events)),
                 seq: AtomicU64::new(0),
                 timer,
@@ -558,6 +602,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// A connection of its own, with the same settings, for commands that block their
+    /// connection (`BLPOP`, `XREAD BLOCK`, ...), so that they never stall this one: made on
+    /// first use, closed with this one.
+    ///
+    /// # Errors
+    /// `ERR_CLOSED` once this connection is closed; the settings' errors.
+    pub fn side(&self) -> Result<Connection> {
+        if self.inner.closing.load(Ordering::Acquire) || self.status() == Status::End {
+            return Err(Error::new(ErrorKind::Closed, "the connection is closed"));
+        }
+        if let Some(side) = self.inner.side.get() {
+            return Ok(side.clone());
+        }
+        let made = (self.inner.twin)()?;
+        // Two callers at once: one connection wins, the other is closed.
+        let side = self.inner.side.get_or_init(|| made.clone());
+        if !Arc::ptr_eq(&side.inner, &made.inner) {
+            made.disconnect();
+        }
+        Ok(side.clone())
     }
 
     /// The current status.
@@ -966,13 +1032,32 @@ impl Connection {
                     .await;
             }
         };
-        let _ = tokio::time::timeout(QUIT_WAIT, finish).await;
+        let side = self.inner.side.get().cloned();
+        let quit_side = async {
+            if let Some(side) = &side {
+                side.quit_own().await;
+            }
+        };
+        let _ = tokio::join!(tokio::time::timeout(QUIT_WAIT, finish), quit_side);
+        self.disconnect();
+    }
+
+    /// [`Connection::quit`] for a side connection (which has no side of its own).
+    async fn quit_own(&self) {
+        self.begin_quit();
+        if self.status() == Status::Ready {
+            let quit = self.send_bytes(crate::resp::encode(&[b"QUIT"]), false);
+            let _ = tokio::time::timeout(QUIT_WAIT, quit).await;
+        }
         self.disconnect();
     }
 
     /// Closes at once: commands waiting for a connection fail with `ERR_CLOSED`, those on the
     /// socket get `ERR_CLOSED` unless their reply is being handed out, and reconnection stops.
     pub fn disconnect(&self) {
+        if let Some(side) = self.inner.side.get() {
+            side.disconnect();
+        }
         let closed = Error::new(ErrorKind::Closed, "the connection was closed by the client");
         let (link, waiting) = {
             let mut core = self.inner.core();
@@ -1121,7 +1206,14 @@ where
             Err(err) if is_socket_failure(&err) && !conn.is_cluster() => {
                 conn.link_failed(self, &err);
             }
-            Err(err) => self.deliver(Err(Error::from_redis(&err, addr))),
+            Err(err) => {
+                // A cluster's link closed by `disconnect()`: closed, not a connection failure.
+                let ended = match &conn.inner.core().phase {
+                    Phase::End(e) if is_socket_failure(&err) => Some(e.clone()),
+                    _ => None,
+                };
+                self.deliver(Err(ended.unwrap_or_else(|| Error::from_redis(&err, addr))));
+            }
         }
     }
 }
