@@ -1374,7 +1374,7 @@ declare namespace RedisStorageAdapter {
      */
     defineCommand(name: string, definition: RedisScriptDefinition): void;
     /**
-     * ioredis's `scanStream`: the keys, an array per `SCAN` step. Throws `ERR_UNSUPPORTED` on a
+     * ioredis's `scanStream`: the keys, an array per `SCAN` step. Throws `ERR_INVALID_ARG` on a
      * cluster (ioredis's `Cluster` has none): scan each master with a client of its own.
      */
     scanStream(options?: RedisScanStreamOptions): RedisScanStream;

@@ -357,8 +357,8 @@ class RedisClient extends EventEmitter {
   scanStream(options) {
     if (this.isCluster) {
       throw codeError(
-        Error,
-        'ERR_UNSUPPORTED',
+        TypeError,
+        'ERR_INVALID_ARG',
         "scanStream() is not supported on a cluster client (ioredis's Cluster has no scanStream either): " +
           "scan each master with a client of its own, e.g. new RedisClient({ host, port }) for each of client.nodes('master')"
       );
