@@ -1,37 +1,60 @@
 'use strict';
 
 // RedisClient: `call()`, the ioredis-style command methods, reply types as ioredis gives them,
-// error replies, status and shutdown.
+// error replies, concurrency, status and shutdown, a RedisClient of its own.
+//
+// The suite runs against one redis-server and against a Redis Cluster (3 masters + 3 replicas,
+// shared by the file; observed through an ioredis Cluster). Keys used together in one command
+// share a hash tag (`{types}...`), so that the command stays in one slot of the cluster. What only
+// a cluster has (routing by slot, nodes(), CROSSSLOT, natMap, scaleReads, its options) is in
+// cluster-client.test.js; what only one server has is in the standalone-only block at the end.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const RedisStorageAdapter = require('..');
 const { RedisClient } = require('..');
 const { startRedis } = require('./servers');
-const { rejectsWithCode, within, waitFor, ioredisFor, closeAll } = require('./helpers');
+const { rejectsWithCode, within, waitFor, ioredisFor, closeAll, topologies, writeMany } = require('./helpers');
 
-describe('RedisClient', () => {
-  let server;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Keys `${base}<i>` (spread over the slots of a cluster). */
+const keysFor = (base, n) => Array.from({ length: n }, (_, i) => `${base}${i}`);
+
+for (const topo of topologies()) describe(`RedisClient (${topo.name})`, () => {
+  let target;
   let observer;
   let adapter;
   let client;
   const open = [];
 
+  /** An adapter on the target; closed in `after`. `connection`: ioredis connection options. */
+  function adapterWith(extra = {}, connection = {}) {
+    const a = new RedisStorageAdapter(topo.adapterOptions(target, extra, connection));
+    open.push(a);
+    return a;
+  }
+  /** A RedisClient of its own on the target; disconnected in `after`. */
+  function clientWith(connection = {}) {
+    const c = new RedisClient(topo.clientOptions(target, connection));
+    open.push(c);
+    return c;
+  }
+
   before(async () => {
-    server = await startRedis();
-    observer = ioredisFor(server, {}, open);
-    adapter = new RedisStorageAdapter({ host: server.host, port: server.port });
-    open.push(adapter);
+    target = await topo.start();
+    observer = topo.observer(target, open);
+    adapter = adapterWith();
     client = adapter.client;
   });
   after(async () => {
     await closeAll(open);
-    await server?.stop();
+    await target?.stop();
   });
 
   it('is the RedisClient class the package exports', () => {
     assert.ok(client instanceof RedisClient);
     assert.equal(typeof client.call, 'function');
+    assert.equal(client.isCluster, topo.cluster);
     for (const name of ['get', 'set', 'del', 'exists', 'incr', 'hset', 'hget', 'pttl', 'dbsize', 'ping', 'lrange', 'rpush', 'scan', 'mget', 'expire']) {
       assert.equal(typeof client[name], 'function', name);
     }
@@ -64,8 +87,9 @@ describe('RedisClient', () => {
       await rejectsWithCode(() => client.call(), 'ERR_INVALID_ARG');
     });
 
-    it('refuses commands that would change the shared connection, which stays usable', async () => {
-      for (const args of [['SELECT', 1], ['MULTI'], ['BLPOP', 'call:q', 0], ['SUBSCRIBE', 'ch'], ['QUIT']]) {
+    it('refuses commands that would change the shared connection, which stays usable', { timeout: 20000 }, async () => {
+      // (Blocking commands run on a connection of their own: client-blocking.test.js.)
+      for (const args of [['SELECT', 1], ['MULTI'], ['SUBSCRIBE', 'ch'], ['QUIT']]) {
         await rejectsWithCode(() => client.call(...args), 'ERR_INVALID_ARG', { mentions: args[0] });
       }
       await client.call('SET', 'call:after-refusal', 'db0');
@@ -77,16 +101,16 @@ describe('RedisClient', () => {
     it('bulk string -> string, nil -> null', async () => {
       await client.set('types:s', 'text');
       assert.equal(await client.get('types:s'), 'text');
-      assert.equal(await client.get('types:missing'), null);
+      assert.equal(await client.get('{types}:missing'), null);
     });
 
     it('integer -> number', async () => {
-      await client.del('types:counter');
-      assert.equal(await client.incr('types:counter'), 1);
-      assert.equal(await client.incrby('types:counter', 41), 42);
+      await client.del('{types}:counter');
+      assert.equal(await client.incr('{types}:counter'), 1);
+      assert.equal(await client.incrby('{types}:counter', 41), 42);
       assert.equal(await client.dbsize() > 0, true);
       assert.equal(typeof (await client.dbsize()), 'number');
-      assert.equal(await client.exists('types:counter', 'types:missing', 'types:counter'), 2);
+      assert.equal(await client.exists('{types}:counter', '{types}:missing', '{types}:counter'), 2);
     });
 
     it('status -> its text', async () => {
@@ -104,8 +128,8 @@ describe('RedisClient', () => {
       await client.del('types:list');
       assert.equal(await client.rpush('types:list', 'a', 'b', 'c'), 3);
       assert.deepEqual(await client.lrange('types:list', 0, -1), ['a', 'b', 'c']);
-      await client.set('types:m1', '1');
-      assert.deepEqual(await client.mget('types:m1', 'types:none'), ['1', null]);
+      await client.set('{types}:m1', '1');
+      assert.deepEqual(await client.mget('{types}:m1', '{types}:none'), ['1', null]);
       const [cursor, keys] = await client.scan('0', 'MATCH', 'types:list', 'COUNT', 1000);
       assert.equal(typeof cursor, 'string');
       assert.ok(Array.isArray(keys));
@@ -131,7 +155,7 @@ describe('RedisClient', () => {
       assert.equal(await client.set('types:px', 'v', 'PX', 100000), 'OK');
       const pttl = await client.pttl('types:px');
       assert.ok(pttl > 0 && pttl <= 100000, String(pttl));
-      assert.equal(await client.pttl('types:missing'), -2);
+      assert.equal(await client.pttl('{types}:missing'), -2);
     });
 
     it('unicode and large strings round-trip', async () => {
@@ -163,6 +187,15 @@ describe('RedisClient', () => {
       await rejectsWithCode(() => client.call('GET'), 'ERR_REPLY', { mentions: 'wrong number of arguments' });
     });
 
+    it('other error replies are ERR_REPLY with the server message; the client goes on', { timeout: 20000 }, async () => {
+      const own = clientWith();
+      await own.set('err:str', 'x');
+      const err = await rejectsWithCode(own.hget('err:str', 'f'), 'ERR_REPLY');
+      assert.match(err.message, /^WRONGTYPE/);
+      await rejectsWithCode(own.call('NOSUCHCOMMAND', 'err:str'), 'ERR_REPLY');
+      assert.equal(await own.get('err:str'), 'x');
+    });
+
     it('errors and replies of concurrent commands stay matched to their commands', async () => {
       await client.set('err:mix-text', 'abc');
       await client.set('err:mix-num', '0');
@@ -191,56 +224,34 @@ describe('RedisClient', () => {
     });
 
     it('concurrent GETs of different keys never mix replies', async () => {
-      const pipeline = observer.pipeline();
-      for (let i = 0; i < 500; i += 1) pipeline.set(`conc:k${i}`, `value-${i}-${'y'.repeat(i)}`);
-      await pipeline.exec();
+      // (writeMany: on a cluster, one pipeline per master.)
+      await writeMany(observer, Array.from({ length: 500 }, (_, i) => [`conc:k${i}`, `value-${i}-${'y'.repeat(i)}`]));
       const values = await Promise.all(Array.from({ length: 500 }, (_, i) => client.get(`conc:k${i}`)));
       values.forEach((value, i) => assert.equal(value, `value-${i}-${'y'.repeat(i)}`));
     });
   });
 
   describe('status and shutdown', () => {
-    it("lazyConnect: 'wait' until the first command, then 'ready'", async () => {
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port, lazyConnect: true });
-      open.push(a);
+    it("lazyConnect: 'wait' until the first command, then 'ready'", { timeout: 30000 }, async () => {
+      const a = adapterWith({}, { lazyConnect: true });
       assert.equal(a.client.status, 'wait');
-      await a.client.ping();
+      await sleep(200);
+      assert.equal(a.client.status, 'wait', 'a lazy client connected by itself');
+      assert.equal(await within(20000, a.client.ping(), 'first command'), 'PONG');
       assert.equal(a.client.status, 'ready');
       await a.close();
     });
 
     it("'connecting' or 'ready' at first, 'ready' once a command went through", async () => {
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port });
-      open.push(a);
+      const a = adapterWith();
       assert.ok(['connecting', 'ready'].includes(a.client.status), a.client.status);
       await a.set('k', 1);
       assert.equal(a.client.status, 'ready');
       await a.close();
     });
 
-    it("'reconnecting' while the server is down, 'ready' again after it is back", async () => {
-      const own = await startRedis();
-      try {
-        const a = new RedisStorageAdapter({ host: own.host, port: own.port });
-        open.push(a);
-        await a.client.ping();
-        assert.equal(a.client.status, 'ready');
-        await own.kill('SIGKILL');
-        await waitFor(() => ['reconnecting', 'connecting'].includes(a.client.status), {
-          what: "status 'reconnecting' after the server died",
-        });
-        await own.restart();
-        await waitFor(() => a.client.status === 'ready', { timeout: 15000, what: "status 'ready' again" });
-        assert.equal(await a.client.ping(), 'PONG');
-        await a.close();
-      } finally {
-        await own.stop();
-      }
-    });
-
     it("quit() resolves 'OK', status becomes 'end', commands reject ERR_CLOSED", async () => {
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port });
-      open.push(a);
+      const a = adapterWith();
       await a.client.ping();
       assert.equal(await within(5000, a.client.quit(), 'quit()'), 'OK');
       assert.equal(a.client.status, 'end');
@@ -248,9 +259,47 @@ describe('RedisClient', () => {
       await rejectsWithCode(() => a.client.call('PING'), 'ERR_CLOSED');
     });
 
+    it("quit() resolves 'OK' after pending commands; status 'end'; later commands reject ERR_CLOSED", { timeout: 30000 }, async () => {
+      // Several rounds: commands dropped by quit() show up only now and then.
+      for (let round = 0; round < 8; round += 1) {
+        const own = clientWith();
+        await own.set('quit:ready', '1');
+        const pending = Promise.allSettled(keysFor(`quit:${round}:`, 20).map((k) => own.set(k, 'x')));
+        const quit = own.quit();
+        const outcomes = (await pending).map((r) => (r.status === 'fulfilled' ? r.value : r.reason.code));
+        assert.deepEqual(outcomes, Array(20).fill('OK'), `round ${round}: commands sent before quit() were dropped`);
+        assert.equal(await quit, 'OK');
+        assert.equal(own.status, 'end');
+        await rejectsWithCode(own.get('quit:0'), 'ERR_CLOSED');
+        assert.equal(await observer.get(`quit:${round}:19`), 'x');
+      }
+
+      const other = clientWith();
+      await other.set('disc', '1');
+      other.disconnect();
+      assert.equal(other.status, 'end');
+      await rejectsWithCode(other.get('disc'), 'ERR_CLOSED');
+    });
+
+    it('quit() while still connecting sends the queued commands first', { timeout: 30000 }, async () => {
+      // Servers on loopback may answer before the next line runs: a client that is 'ready'
+      // already is not what this test is about, so it gets a few tries at a client that is still
+      // connecting.
+      let own = clientWith();
+      for (let attempt = 1; own.status !== 'connecting' && attempt < 20; attempt += 1) {
+        own.disconnect();
+        own = clientWith();
+      }
+      assert.equal(own.status, 'connecting');
+      const queued = Promise.allSettled(keysFor('quit-early:', 20).map((k) => own.set(k, 'x')));
+      assert.equal(await within(20000, own.quit(), 'quit()'), 'OK');
+      const outcomes = (await queued).map((r) => (r.status === 'fulfilled' ? r.value : r.reason.code));
+      assert.deepEqual(outcomes, Array(20).fill('OK'), 'commands queued before quit() were dropped');
+      assert.equal(await observer.get('quit-early:19'), 'x');
+    });
+
     it("disconnect() closes at once: status 'end', commands reject ERR_CLOSED", async () => {
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port });
-      open.push(a);
+      const a = adapterWith();
       await a.client.ping();
       a.client.disconnect();
       assert.equal(a.client.status, 'end');
@@ -259,46 +308,17 @@ describe('RedisClient', () => {
     });
 
     it("adapter.close() ends the adapter's own client", async () => {
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port });
-      open.push(a);
+      const a = adapterWith();
       await a.client.ping();
       await a.close();
       assert.equal(a.client.status, 'end');
       await rejectsWithCode(() => a.client.ping(), 'ERR_CLOSED');
     });
-
-    it('quit() releases the server connection', async () => {
-      const name = `quit-check-${process.pid}`;
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port, connectionName: name });
-      open.push(a);
-      await a.client.ping();
-      assert.match(await observer.call('CLIENT', 'LIST'), new RegExp(`name=${name}`));
-      await a.client.quit();
-      await waitFor(async () => !(await observer.call('CLIENT', 'LIST')).includes(`name=${name}`), {
-        what: 'the connection to close on the server',
-      });
-    });
   });
 
   describe('a RedisClient of its own', () => {
-    it('connects with ioredis options and a URL', async () => {
-      const byOptions = new RedisClient({ host: server.host, port: server.port });
-      const byUrl = new RedisClient(`${server.url}/3`);
-      try {
-        assert.equal(await byOptions.set('own:k', 'v'), 'OK');
-        assert.equal(await byOptions.get('own:k'), 'v');
-        assert.equal(await byUrl.set('own:db3', 'v3'), 'OK');
-        const db3 = ioredisFor(server, { db: 3 }, open);
-        assert.equal(await db3.get('own:db3'), 'v3');
-        assert.equal(await observer.get('own:db3'), null);
-      } finally {
-        await byOptions.quit();
-        await byUrl.quit();
-      }
-    });
-
     it('can back an adapter, which leaves it open on close()', async () => {
-      const own = new RedisClient({ host: server.host, port: server.port });
+      const own = new RedisClient(topo.clientOptions(target));
       try {
         const a = new RedisStorageAdapter({ client: own, keyPrefix: 'own-client:' });
         assert.equal(a.client, own);
@@ -311,10 +331,63 @@ describe('RedisClient', () => {
         await own.quit();
       }
     });
+  });
 
-    it('rejects invalid options with ERR_INVALID_OPTION', () => {
-      assert.throws(() => new RedisClient({ port: 'abc' }), (err) => err.code === 'ERR_INVALID_OPTION');
-      assert.throws(() => new RedisClient({ nope: true }), (err) => err.code === 'ERR_INVALID_OPTION');
+  if (!topo.cluster) {
+    describe('one server only (a restart by pid, connectionName and a URL with a db: a cluster has neither a db but 0 nor connectionName; its own cases are in cluster-client.test.js)', () => {
+      it("'reconnecting' while the server is down, 'ready' again after it is back", async () => {
+        const own = await startRedis();
+        try {
+          const a = new RedisStorageAdapter({ host: own.host, port: own.port });
+          open.push(a);
+          await a.client.ping();
+          assert.equal(a.client.status, 'ready');
+          await own.kill('SIGKILL');
+          await waitFor(() => ['reconnecting', 'connecting'].includes(a.client.status), {
+            what: "status 'reconnecting' after the server died",
+          });
+          await own.restart();
+          await waitFor(() => a.client.status === 'ready', { timeout: 15000, what: "status 'ready' again" });
+          assert.equal(await a.client.ping(), 'PONG');
+          await a.close();
+        } finally {
+          await own.stop();
+        }
+      });
+
+      it('quit() releases the server connection', async () => {
+        const name = `quit-check-${process.pid}`;
+        const a = adapterWith({}, { connectionName: name });
+        await a.client.ping();
+        assert.match(await observer.call('CLIENT', 'LIST'), new RegExp(`name=${name}`));
+        await a.client.quit();
+        await waitFor(async () => !(await observer.call('CLIENT', 'LIST')).includes(`name=${name}`), {
+          what: 'the connection to close on the server',
+        });
+      });
+
+      it('a RedisClient of its own connects with ioredis options and a URL', async () => {
+        const byOptions = new RedisClient({ host: target.host, port: target.port });
+        const byUrl = new RedisClient(`${target.url}/3`);
+        try {
+          assert.equal(await byOptions.set('own:k', 'v'), 'OK');
+          assert.equal(await byOptions.get('own:k'), 'v');
+          assert.equal(await byUrl.set('own:db3', 'v3'), 'OK');
+          const db3 = ioredisFor(target, { db: 3 }, open);
+          assert.equal(await db3.get('own:db3'), 'v3');
+          assert.equal(await observer.get('own:db3'), null);
+        } finally {
+          await byOptions.quit();
+          await byUrl.quit();
+        }
+      });
     });
+  }
+});
+
+describe('RedisClient options (no server needed)', () => {
+  it('rejects invalid options with ERR_INVALID_OPTION', () => {
+    assert.throws(() => new RedisClient({ port: 'abc' }), (err) => err.code === 'ERR_INVALID_OPTION');
+    assert.throws(() => new RedisClient({ nope: true }), (err) => err.code === 'ERR_INVALID_OPTION');
   });
 });

@@ -1,9 +1,12 @@
 'use strict';
 
 // RedisClient on a Redis Cluster (3 masters + 3 replicas, with a password, one cluster for the
-// file): routing by key, error replies, nodes(), status, quit/disconnect, lazyConnect, natMap,
-// scaleReads; an ioredis `Cluster` as `{ client }` (adopted: its startup nodes and password), a
-// shared native cluster client; the cluster options, accepted and refused.
+// file), what only a cluster has: routing by slot, nodes(), startup node forms, natMap,
+// scaleReads, CROSSSLOT, no startup node answering, AUTH on every node; an ioredis `Cluster` as
+// `{ client }` (adopted: its startup nodes and password); the cluster options, accepted and
+// refused. What a cluster shares with one server (call(), reply types, error replies, status,
+// quit/disconnect, lazyConnect, sharing a native client) runs over both in client.test.js and
+// lifecycle.test.js.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -146,47 +149,13 @@ describe('RedisClient on a Redis Cluster', () => {
       }
     });
 
-    it("lazyConnect: status 'wait' and no nodes until the first command", { timeout: 30000 }, async () => {
+    it('lazyConnect: no nodes() until the first command, then all 6', { timeout: 30000 }, async () => {
+      // (The status, 'wait' then 'ready', is checked on both topologies in client.test.js.)
       const client = clientWith({ lazyConnect: true });
       assert.equal(client.status, 'wait');
       assert.deepEqual(client.nodes(), []);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      assert.equal(client.status, 'wait', 'a lazy client connected by itself');
       assert.equal(await within(20000, client.get('lazy:none'), 'first command'), null);
-      assert.equal(client.status, 'ready');
       assert.equal(client.nodes().length, 6);
-    });
-
-    it("quit() resolves 'OK' after pending commands; status 'end'; later commands reject ERR_CLOSED", { timeout: 30000 }, async () => {
-      // Several rounds: commands dropped by quit() show up only now and then.
-      for (let round = 0; round < 8; round += 1) {
-        const client = clientWith();
-        await client.set('quit:ready', '1');
-        const pending = Promise.allSettled(keysFor(`quit:${round}:`, 20).map((k) => client.set(k, 'x')));
-        const quit = client.quit();
-        const outcomes = (await pending).map((r) => (r.status === 'fulfilled' ? r.value : r.reason.code));
-        assert.deepEqual(outcomes, Array(20).fill('OK'), `round ${round}: commands sent before quit() were dropped`);
-        assert.equal(await quit, 'OK');
-        assert.equal(client.status, 'end');
-        await rejectsWithCode(client.get('quit:0'), 'ERR_CLOSED');
-        assert.equal(await observer.get(`quit:${round}:19`), 'x');
-      }
-
-      const other = clientWith();
-      await other.set('disc', '1');
-      other.disconnect();
-      assert.equal(other.status, 'end');
-      await rejectsWithCode(other.get('disc'), 'ERR_CLOSED');
-    });
-
-    it('quit() while still connecting sends the queued commands first (as on one server)', { timeout: 30000 }, async () => {
-      const client = clientWith();
-      assert.equal(client.status, 'connecting');
-      const queued = Promise.allSettled(keysFor('quit-early:', 20).map((k) => client.set(k, 'x')));
-      assert.equal(await within(20000, client.quit(), 'quit()'), 'OK');
-      const outcomes = (await queued).map((r) => (r.status === 'fulfilled' ? r.value : r.reason.code));
-      assert.deepEqual(outcomes, Array(20).fill('OK'), 'commands queued before quit() were dropped');
-      assert.equal(await observer.get('quit-early:19'), 'x');
     });
 
     it('no promise is lost when replies settle while tasks are woken from other threads', { timeout: 60000 }, async () => {
@@ -283,15 +252,6 @@ describe('RedisClient on a Redis Cluster', () => {
       assert.match(err.message, /CROSSSLOT/);
     });
 
-    it('other error replies are ERR_REPLY with the server message; the client goes on', { timeout: 20000 }, async () => {
-      const client = clientWith();
-      await client.set('err:str', 'x');
-      const err = await rejectsWithCode(client.hget('err:str', 'f'), 'ERR_REPLY');
-      assert.match(err.message, /^WRONGTYPE/);
-      await rejectsWithCode(client.call('NOSUCHCOMMAND', 'err:str'), 'ERR_REPLY');
-      assert.equal(await client.get('err:str'), 'x');
-    });
-
     it('ERR_CONNECTION when no startup node answers', { timeout: 30000 }, async () => {
       const port = await freePort();
       const gaveUp = clientWith({ clusterRetryStrategy: () => null }, [{ host: '127.0.0.1', port }]);
@@ -354,25 +314,6 @@ describe('RedisClient on a Redis Cluster', () => {
     });
   });
 
-  describe('{ client: otherAdapter.client }', () => {
-    it('shares the native cluster client; close() of the sharer leaves it open', { timeout: 30000 }, async () => {
-      const owner = adapterWith({ keyPrefix: 'own:' });
-      const sharer = new RedisStorageAdapter({ client: owner.client, keyPrefix: 'share:' });
-      assert.equal(sharer.client, owner.client);
-      assert.equal(sharer.client.isCluster, true);
-      await sharer.set('k', 1);
-      await owner.set('k', 2);
-      assert.equal(await owner.client.get('share:k'), '1');
-      assert.equal(await sharer.client.get('own:k'), '2');
-      await sharer.locker.lock('share:lock');
-      await sharer.locker.unlock('share:lock');
-      await sharer.close();
-      assert.equal(owner.client.status, 'ready');
-      assert.equal(await owner.get('k'), 2);
-      assert.equal(await owner.client.get('share:k'), '1');
-    });
-  });
-
   describe('cluster options', () => {
     const nodes = () => cluster.nodes;
     const refused = [
@@ -401,7 +342,10 @@ describe('RedisClient on a Redis Cluster', () => {
         const opts = make();
         throwsWithCode(() => new RedisStorageAdapter(opts), 'ERR_INVALID_OPTION', { mentions });
         // RedisClient takes the same connection options (the adapter's own ones aside).
-        if (!opts.redlockOptions) throwsWithCode(() => new RedisClient(opts), 'ERR_INVALID_OPTION', { mentions });
+        // (`scripts` is a RedisClient option, as in ioredis: only the adapter refuses it.)
+        if (!opts.redlockOptions && what !== 'options.scripts') {
+          throwsWithCode(() => new RedisClient(opts), 'ERR_INVALID_OPTION', { mentions });
+        }
       });
     }
 

@@ -1,6 +1,11 @@
 'use strict';
 
-// The locker on a Redis Cluster (3 masters + 3 replicas, one cluster for the whole file).
+// The locker on a Redis Cluster (3 masters + 3 replicas, one cluster for the whole file), what
+// only a cluster has: lock keys on their slot's master, locks over several slots (taken in slot
+// order, extended on every slot, excluding Redlock on each), redlockFilter per startup node, the
+// locker read before the topology is known. What a cluster shares with one server (exclusion
+// across processes, the hand-off, extension, lost locks, close(), atomize, Redlock interop) runs
+// over both in lock.test.js, lock-atomize.test.js and lock-interop.test.js.
 //
 // What the product promises there: the whole cluster is ONE voter (quorum 1 of 1), as
 // @sesamecare-oss/redlock documents for cluster use: a lock key lives on the master of its slot.
@@ -10,13 +15,12 @@
 // The locker can be read before the cluster is connected.
 //
 // Child processes: fixtures/lock-counter.js (critical sections on a shared counter, `nodes` for
-// the cluster), fixtures/lock-atomize.js (alova + atomize with the adapter as l2Cache),
-// fixtures/lock-holder.js (holds a lock until killed).
+// the cluster).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { Redlock } = require('@sesamecare-oss/redlock');
-const { forkFixture, killChildren, startOverlapServer, runCounters, runAtomize } = require('./children');
+const { forkFixture, killChildren, runCounters } = require('./children');
 const RedisStorageAdapter = require('..');
 const { startCluster } = require('./servers');
 const {
@@ -113,29 +117,6 @@ describe('locker on a Redis Cluster', () => {
     }
     await adapter.locker.unlock(resource);
     assert.equal(await observer.exists(resource), 0);
-  });
-
-  it('excludes 3 processes x 4 callers: 300 GET/+1/SET sections count to 300', { timeout: 120000 }, async () => {
-    const resource = 'clock:counter';
-    const counterKey = 'ccounter:3x100';
-    const insideKey = 'ccounter:3x100:inside';
-    for (const k of [resource, counterKey, insideKey]) await observer.del(k);
-    const procs = Array.from({ length: 3 }, () =>
-      forkFixture('lock-counter.js', {
-        nodes: cluster.nodes,
-        mode: 'ours',
-        resource,
-        counterKey,
-        insideKey,
-        sections: 100,
-        concurrency: 4,
-        deadlineMs: 100000,
-      }),
-    );
-    const results = await runCounters(procs, 100, 110000);
-    assert.equal(await observer.get(counterKey), '300');
-    assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');
-    console.log(`# cluster 3x100 counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
   });
 
   it('excludes 3 processes on one lock over 3 slots of 3 masters: 150 sections count to 150', { timeout: 120000 }, async () => {
@@ -244,31 +225,6 @@ describe('locker on a Redis Cluster', () => {
     assert.equal(await existsCount(observer, resources), 0);
   });
 
-  it('frees a lock whose holder process was SIGKILLed after redlockTTL', { timeout: 30000 }, async () => {
-    const resource = 'clock:killed';
-    const ttl = 1000;
-    await observer.del(resource);
-    const holder = forkFixture('lock-holder.js', { nodes: cluster.nodes, resource, redlockTTL: ttl });
-    await holder.next('locked');
-    const other = oneShot({ redlockTTL: ttl }).locker;
-    await sleep(ttl + 300);
-    await rejectsWithCode(other.lock(resource), 'ERR_LOCK_NOT_ACQUIRED');
-    await holder.kill();
-    const waiter = adapterWith({ redlockTTL: ttl, redlockOptions: { retryCount: 100, retryDelay: 50, retryJitter: 10 } }).locker;
-    await within(ttl + 5000, waiter.lock(resource), 'lock after the holder died');
-    await waiter.unlock(resource);
-    assert.equal(await observer.exists(resource), 0);
-  });
-
-  it('releases held locks on close()', { timeout: 20000 }, async () => {
-    const adapter = adapterWith();
-    const resources = resourcesInSlots('clock:closed:', 2);
-    await adapter.locker.lock(resources);
-    assert.equal(await existsCount(observer, resources), 2);
-    await adapter.close();
-    assert.equal(await existsCount(observer, resources), 0);
-  });
-
   it('redlockFilter sees one node per startup node; keeping one locks, keeping none throws ERR_NO_LOCK_NODE', { timeout: 30000 }, async () => {
     const seen = [];
     const kept = adapterWith({
@@ -328,49 +284,6 @@ describe('locker on a Redis Cluster', () => {
     assert.equal(await existsCount(observer, 'clock:early', 'clock:lazy'), 0);
   });
 
-  describe('atomize with a cluster l2Cache', () => {
-    let overlap;
-    let seen;
-
-    before(async () => {
-      overlap = await startOverlapServer();
-      ({ seen } = overlap);
-    });
-
-    after(async () => {
-      await overlap?.close();
-    });
-
-    const runProcesses = (perProcess, extra = {}, ms = 100000) =>
-      runAtomize(overlap, { nodes: cluster.nodes }, perProcess, extra, ms);
-
-    it('serialises 3 processes x 15 concurrent atomized requests on the default channel', { timeout: 120000 }, async () => {
-      const perProcess = [0, 1, 2].map((p) => Array.from({ length: 15 }, (_, i) => ({ id: `p${p}-${i}`, ms: 20 })));
-      const results = await runProcesses(perProcess);
-      assert.deepEqual(results.map((r) => r.ok), [15, 15, 15]);
-      assert.equal(seen.total, 45);
-      assert.deepEqual(seen.conflicts, []);
-      assert.equal(seen.maxOverlap, 1);
-      assert.equal(await observer.exists('default'), 0, 'the lock key was left behind');
-    });
-
-    it('excludes requests that share any channel of a multi-channel atomize (channels in different slots)', { timeout: 120000 }, async () => {
-      const slots = await slotsOf(['a', 'b', 'c', 'd']);
-      assert.equal(new Set(slots).size, 4, `the channels should hash to 4 slots: ${slots}`);
-      const perProcess = [0, 1, 2].map((p) => [
-        ...Array.from({ length: 3 }, (_, i) => ({ id: `ab-p${p}-${i}`, channel: ['a', 'b'], ms: 50 })),
-        ...Array.from({ length: 3 }, (_, i) => ({ id: `bc-p${p}-${i}`, channel: ['b', 'c'], ms: 50 })),
-        ...Array.from({ length: 3 }, (_, i) => ({ id: `d-p${p}-${i}`, channel: ['d'], ms: 50 })),
-      ]);
-      const results = await runProcesses(perProcess);
-      assert.deepEqual(results.map((r) => r.ok), [9, 9, 9]);
-      assert.equal(seen.total, 27);
-      assert.deepEqual(seen.conflicts, [], 'requests sharing a channel overlapped');
-      assert.ok(seen.disjointOverlaps > 0, 'a channel-d request never ran alongside an a/b/c request');
-      assert.equal(await existsCount(observer, 'a', 'b', 'c', 'd'), 0, 'a lock key was left behind');
-    });
-  });
-
   describe('interop with @sesamecare-oss/redlock over an ioredis Cluster', () => {
     /** A Redlock over its own ioredis Cluster (closed in `after`). */
     function redlockWith(settings = {}) {
@@ -379,58 +292,6 @@ describe('locker on a Redis Cluster', () => {
       redlock.on('error', () => {});
       return redlock;
     }
-
-    it("Redlock holds 'r' -> ours cannot lock it; after release ours can", { timeout: 20000 }, async () => {
-      const resource = 'cinterop:r';
-      const redlock = redlockWith();
-      const ours = oneShot().locker;
-      const theirs = await redlock.acquire([resource], 5000);
-      assert.equal(await masterOf(resource).command('GET', resource), theirs.value);
-      await rejectsWithCode(ours.lock(resource), 'ERR_LOCK_NOT_ACQUIRED', { mentions: [resource] });
-      assert.equal(await observer.get(resource), theirs.value, "our refused attempt touched Redlock's key");
-      await ours.unlock(resource);
-      assert.equal(await observer.get(resource), theirs.value, "our unlock of a lock we do not hold touched Redlock's key");
-      await theirs.release();
-      await ours.lock(resource);
-      assert.match(await observer.get(resource), HEX32);
-      await ours.unlock(resource);
-      assert.equal(await observer.exists(resource), 0);
-    });
-
-    it("ours holds 'r' -> Redlock cannot acquire it; after our unlock it can", { timeout: 20000 }, async () => {
-      const resource = 'cinterop:o';
-      const redlock = redlockWith();
-      const ours = adapterWith().locker;
-      await ours.lock(resource);
-      const value = await observer.get(resource);
-      assert.match(value, HEX32);
-      await assert.rejects(redlock.acquire([resource], 1000, { retryCount: 0 }), 'Redlock acquired a lock we hold');
-      assert.equal(await observer.get(resource), value, "Redlock's refused attempt touched our key");
-      await ours.unlock(resource);
-      const theirs = await redlock.acquire([resource], 1000, { retryCount: 0 });
-      assert.equal(await observer.get(resource), theirs.value);
-      await theirs.release();
-      assert.equal(await observer.exists(resource), 0);
-    });
-
-    it('a multi-resource lock within one slot ({tag}) excludes Redlock on any of its resources, and back', { timeout: 20000 }, async () => {
-      const [m1, m2, m3] = ['{cinterop}m1', '{cinterop}m2', '{cinterop}m3'];
-      assert.equal(new Set(await slotsOf([m1, m2, m3])).size, 1, 'a hash tag puts them in one slot');
-      const redlock = redlockWith();
-      const ours = oneShot().locker;
-      await ours.lock([m1, m2]);
-      await assert.rejects(redlock.acquire([m2, m3], 1000));
-      assert.equal(await observer.exists(m3), 0);
-      await ours.unlock([m1, m2]);
-      const theirs = await redlock.acquire([m2, m3], 5000);
-      await rejectsWithCode(ours.lock([m1, m2]), 'ERR_LOCK_NOT_ACQUIRED');
-      assert.equal(await observer.exists(m1), 0);
-      await theirs.release();
-      await ours.lock([m1, m2]);
-      assert.equal(await observer.get(m1), await observer.get(m2));
-      await ours.unlock([m1, m2]);
-      assert.equal(await existsCount(observer, m1, m2, m3), 0);
-    });
 
     it('our cross-slot lock excludes Redlock on each of its resources', { timeout: 20000 }, async () => {
       const resources = resourcesInSlots('cinterop:x', 3);
@@ -445,22 +306,6 @@ describe('locker on a Redis Cluster', () => {
         const theirs = await redlock.acquire([r], 1000);
         await theirs.release();
       }
-    });
-
-    it('a process on Redlock and a process on ours count a shared counter to 200', { timeout: 120000 }, async () => {
-      const resource = 'cinterop:counter-lock';
-      const counterKey = 'cinterop:counter';
-      const insideKey = 'cinterop:counter:inside';
-      for (const k of [resource, counterKey, insideKey]) await observer.del(k);
-      const common = { nodes: cluster.nodes, resource, counterKey, insideKey, sections: 100, concurrency: 4, deadlineMs: 100000 };
-      const procs = [
-        forkFixture('lock-counter.js', { ...common, mode: 'redlock' }),
-        forkFixture('lock-counter.js', { ...common, mode: 'ours' }),
-      ];
-      const results = await runCounters(procs, 100, 110000);
-      console.log(`# cluster mixed counter: lock attempts that ran out and were retried (redlock, ours): ${results.map((r) => r.lockFailures).join(', ')}`);
-      assert.equal(await observer.get(counterKey), '200');
-      assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');
     });
   });
 });

@@ -2,6 +2,11 @@
 
 // Connection options as ioredis reads them (url, path, port strings, db, ACL users, TLS), and
 // reconnection: restarts, dropped connections, the offline queue, retryStrategy.
+//
+// A connection the server drops is met on one server and on a Redis Cluster (3 masters + 3
+// replicas, every node dropping its clients). The rest is about how one server is addressed and
+// what happens when that one process dies: the cluster's addressing (startup nodes, natMap, AUTH)
+// is in cluster-client.test.js, a cluster node dying in cluster-failover.test.js.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -9,11 +14,38 @@ const fs = require('node:fs');
 const path = require('node:path');
 const RedisStorageAdapter = require('..');
 const { startRedis, startPlainAndSecured, freePort, makeCertificates, HOST } = require('./servers');
-const { rejectsWithCode, within, ioredisFor, closeAll } = require('./helpers');
+const { rejectsWithCode, within, ioredisFor, closeAll, topologies } = require('./helpers');
 
 const PASSWORD = 'connection-secret-pw';
 
-describe('connections', () => {
+for (const topo of topologies()) describe(`connections dropped by the server (${topo.name})`, () => {
+  let target;
+  const open = [];
+  before(async () => {
+    target = await topo.start();
+  });
+  after(async () => {
+    await closeAll(open);
+    await target?.stop();
+  });
+
+  it('the first operation after the server dropped the connection succeeds', async () => {
+    // (A cluster takes no connectionName.)
+    const name = topo.cluster ? {} : { connectionName: 'to-be-killed' };
+    const a = new RedisStorageAdapter(topo.adapterOptions(target, { keyPrefix: 'drop:' }, name));
+    open.push(a);
+    await a.set('k', 1);
+    // Every node of a cluster drops its clients (not its replication links).
+    let killed = 0;
+    for (const node of topo.cluster ? target.servers : [target]) killed += await node.command('CLIENT', 'KILL', 'TYPE', 'normal');
+    assert.ok(killed >= 1);
+    assert.equal(await a.get('k'), 1); // must not reject
+    await a.set('k', 2);
+    assert.equal(await a.get('k'), 2);
+  });
+});
+
+describe('connections to one server (URLs, unix sockets, dbs, ACL users, TLS, restarts of its process: see cluster-client.test.js and cluster-failover.test.js for the cluster)', () => {
   let server; // plain, with a unix socket
   let secured; // password + ACL user
   let observer;
@@ -226,16 +258,6 @@ describe('connections', () => {
       await own.restart(); // resolves once the new server answers
       await a.set('k', 'after'); // must not reject
       assert.equal(await a.get('k'), 'after');
-    });
-
-    it('the first operation after the server dropped the connection succeeds', async () => {
-      const a = ownAdapter({ keyPrefix: 'drop:', connectionName: 'to-be-killed' });
-      await a.set('k', 1);
-      const killed = await own.command('CLIENT', 'KILL', 'TYPE', 'normal');
-      assert.ok(killed >= 1);
-      assert.equal(await a.get('k'), 1); // must not reject
-      await a.set('k', 2);
-      assert.equal(await a.get('k'), 2);
     });
 
     it('commands issued while the server is down wait in the offline queue and succeed once it is back', async () => {

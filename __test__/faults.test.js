@@ -8,6 +8,11 @@
 //
 // The time bounds here are generous hang guards derived from the options (a few times what the
 // options allow), not measurements.
+//
+// One server only: the scripted servers speak no cluster, and the faults are of one process
+// (SIGSTOP, SIGKILL, a restart by pid). A cluster's faults are a failover: call order through one
+// is in order.test.js (the connection matrix), an adapter serving through one in
+// cluster-failover.test.js.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -49,7 +54,7 @@ function tenCalls(adapter) {
   ].map(outcome);
 }
 
-describe('faults', () => {
+describe('faults of one server (scripted servers, SIGSTOP, SIGKILL and restarts by pid: a cluster\'s failover is in order.test.js and cluster-failover.test.js)', () => {
   const open = [];
   const track = (thing) => {
     open.push(thing);

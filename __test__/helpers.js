@@ -117,10 +117,23 @@ function ioredisFor(server, options = {}, registry) {
   return client;
 }
 
-/** Counts the connections the server has open (`CLIENT LIST`, the observer's own included). */
-async function connectionCount(observer) {
-  const list = await observer.call('CLIENT', 'LIST');
-  return list.split('\n').filter((line) => line.trim()).length;
+/**
+ * The connections the server has open, as `"port#id"` strings (`CLIENT LIST`, the observer's own
+ * included); on a cluster (an ioredis `Cluster` observer), those of every node, masters and
+ * replicas. A connection opened later has an id not in an earlier set, even if another one
+ * closed in between.
+ */
+async function connectionIds(observer) {
+  const nodes = observer instanceof Redis.Cluster ? await allNodes(observer) : [observer];
+  const ids = new Set();
+  for (const node of nodes) {
+    const list = await node.call('CLIENT', 'LIST');
+    for (const line of list.split('\n')) {
+      const m = /(?:^|\s)id=(\d+)/.exec(line);
+      if (m) ids.add(`${node.options.port}#${m[1]}`);
+    }
+  }
+  return ids;
 }
 
 /**
@@ -187,6 +200,12 @@ async function masterNodes(cluster) {
     await within(20000, new Promise((resolve) => cluster.once('ready', resolve)), 'ioredis Cluster ready');
   }
   return cluster.nodes('master');
+}
+
+/** Every node (ioredis `Redis` instances, masters and replicas) of an ioredis `Cluster`, once it is ready. */
+async function allNodes(cluster) {
+  await masterNodes(cluster);
+  return cluster.nodes('all');
 }
 
 /** The nodes an observer's keys live on: each master of a cluster, or the one server. */
@@ -295,13 +314,22 @@ function ioredisClusterFor(cluster, options = {}, registry) {
  *
  *   for (const topo of topologies()) describe(`suite (${topo.name})`, () => { ... });
  *
- * Each is `{ name, cluster, spreadKeys, start(), adapterOptions(target, extra), observer(target,
- * registry), redisKey(prefix, key) }`: `start()` resolves a target with `stop()` (a startRedis
- * handle, or a startCluster handle); `adapterOptions` is what `new RedisStorageAdapter` takes for
- * it; `observer` an ioredis `Redis` or `Cluster` that looks at it from the outside (closed by
- * `closeAll(registry)`); `redisKey` the Redis key of an adapter key. The cluster variants of one
- * call share one cluster (started on first use, stopped at the end of the file; their `stop()`
- * leaves it running), so a file starts at most one.
+ * Each is `{ name, cluster, spreadKeys, start(), adapterOptions(target, extra, connection),
+ * clientOptions(target, connection), fixtureOptions(target), observer(target, registry),
+ * redisKey(prefix, key) }`:
+ * - `start()` resolves a target with `stop()` (a startRedis handle, or a startCluster handle).
+ * - `adapterOptions` is what `new RedisStorageAdapter` takes for it: `extra` are adapter options
+ *   (keyPrefix, redlockTTL, ...), `connection` ioredis connection options, which a single server
+ *   takes beside host and port and a cluster in `options` (`lazyConnect`, `enableOfflineQueue`)
+ *   or `options.redisOptions` (the others: `commandTimeout`, `maxRetriesPerRequest`, ...).
+ * - `clientOptions` is what `new RedisClient` takes for it (connection options only).
+ * - `fixtureOptions` is the `{ host, port }` or `{ nodes }` a forked fixture (fixtures/*.js)
+ *   connects with.
+ * - `observer` is an ioredis `Redis` or `Cluster` that looks at it from the outside (closed by
+ *   `closeAll(registry)`); `redisKey` the Redis key of an adapter key.
+ *
+ * The cluster variants of one call share one cluster (started on first use, stopped at the end
+ * of the file; their `stop()` leaves it running), so a file starts at most one.
  *
  * @param {{ spreadKeys?: boolean }} [opts] `spreadKeys`: also a cluster variant whose adapters
  *   have `spreadKeys: true`.
@@ -321,27 +349,43 @@ function topologies({ spreadKeys = false } = {}) {
     if (!shared) shared = startCluster();
     return shared.then((cluster) => ({ ...cluster, stop: async () => {} }));
   }
+  /** `{ nodes, options? }`: ioredis connection options placed as ClusterOptions take them. */
+  function clusterConnection(target, connection = {}) {
+    const { lazyConnect, enableOfflineQueue, ...perNode } = connection;
+    const password = target.servers[0].password;
+    const redisOptions = { ...(password ? { password } : {}), ...perNode };
+    const options = {
+      ...(lazyConnect !== undefined ? { lazyConnect } : {}),
+      ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
+      ...(Object.keys(redisOptions).length > 0 ? { redisOptions } : {}),
+    };
+    return { nodes: target.nodes, ...(Object.keys(options).length > 0 ? { options } : {}) };
+  }
   const clusterVariant = (spread) => ({
     name: spread ? 'cluster, spreadKeys' : 'cluster',
     cluster: true,
     spreadKeys: spread,
     start: startShared,
-    adapterOptions: (target, extra = {}) => ({
-      nodes: target.nodes,
-      ...(target.servers[0].password ? { options: { redisOptions: { password: target.servers[0].password } } } : {}),
+    adapterOptions: (target, extra = {}, connection = {}) => ({
+      ...clusterConnection(target, connection),
       ...(spread ? { spreadKeys: true } : {}),
       ...extra,
     }),
+    clientOptions: (target, connection = {}) => clusterConnection(target, connection),
+    fixtureOptions: (target) => ({ nodes: target.nodes }),
     observer: (target, registry) => ioredisClusterFor(target, {}, registry),
     redisKey: (prefix, key) => (spread ? spreadKey(prefix, key) : prefix + key),
   });
+  const where = (target) => ({ host: target.host, port: target.port });
   return [
     {
       name: 'standalone',
       cluster: false,
       spreadKeys: false,
       start: () => startRedis(),
-      adapterOptions: (target, extra = {}) => ({ host: target.host, port: target.port, ...extra }),
+      adapterOptions: (target, extra = {}, connection = {}) => ({ ...where(target), ...connection, ...extra }),
+      clientOptions: (target, connection = {}) => ({ ...where(target), ...connection }),
+      fixtureOptions: where,
       observer: (target, registry) => ioredisFor(target, {}, registry),
       redisKey: (prefix, key) => prefix + key,
     },
@@ -536,11 +580,13 @@ module.exports = {
   within,
   waitFor,
   ioredisFor,
-  connectionCount,
+  connectionIds,
   closeAll,
   keySlot,
   spreadKey,
   masterNodes,
+  allNodes,
+  keyNodes,
   scanAll,
   dbsizeAll,
   existsCount,

@@ -2,6 +2,10 @@
 
 // Lifecycles: processes exit by themselves, worker threads each run their own adapter, clients
 // are shared (a native RedisClient shares its socket; an ioredis instance lends its settings).
+//
+// The suite runs against one redis-server and against a Redis Cluster (3 masters + 3 replicas,
+// shared by the file). An ioredis instance lending a db, a unix socket or ACL credentials is a
+// one-server matter (the cluster's ioredis `Cluster` as client is in cluster-client.test.js).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -11,20 +15,22 @@ const { Worker } = require('node:worker_threads');
 const Redis = require('ioredis');
 const RedisStorageAdapter = require('..');
 const { startPlainAndSecured } = require('./servers');
-const { within, waitFor, ioredisFor, connectionCount, closeAll } = require('./helpers');
+const { within, waitFor, ioredisFor, connectionIds, closeAll, topologies, scanAll } = require('./helpers');
 
 const ROOT = path.resolve(__dirname, '..');
 const PASSWORD = 'lifecycle-secret-pw';
 
 /**
- * Runs `body` in a fresh `node -e` process with `A` (the package) and `port` in scope. Resolves
- * with its exit code and output once it exits by itself; kills it and fails after `bound` ms.
+ * Runs `body` in a fresh `node -e` process with `A` (the package) and `where` in scope. `where`
+ * holds the options for the server or cluster: `where.adapter` (for `new A`), `where.lazy` (the
+ * same with lazyConnect) and `where.client` (for `new A.RedisClient`). Resolves with its exit code
+ * and output once it exits by itself; kills it and fails after `bound` ms.
  */
-function runChild(body, port, bound = 15000) {
+function runChild(body, where, bound = 15000) {
   const script = `
     'use strict';
     const A = require(${JSON.stringify(ROOT)});
-    const port = ${Number(port)};
+    const where = ${JSON.stringify(where)};
     (async () => { ${body} })().catch((err) => {
       console.error('child failed:', err && err.code, err && err.stack);
       process.exitCode = 1;
@@ -50,25 +56,36 @@ function runChild(body, port, bound = 15000) {
   });
 }
 
-describe('lifecycle', () => {
-  let server; // with a unix socket too
-  let secured; // with a password and an ACL user
+for (const topo of topologies()) describe(`lifecycle (${topo.name})`, () => {
+  let target;
   let observer;
   const open = [];
+  /** An adapter on the target; closed in `after`. */
+  const adapterWith = (extra = {}) => {
+    const a = new RedisStorageAdapter(topo.adapterOptions(target, extra));
+    open.push(a);
+    return a;
+  };
+  /** What child processes and workers connect with (plain JSON). */
+  const where = () => ({
+    adapter: topo.adapterOptions(target),
+    lazy: topo.adapterOptions(target, {}, { lazyConnect: true }),
+    client: topo.clientOptions(target),
+  });
 
   before(async () => {
-    ({ server, secured } = await startPlainAndSecured(PASSWORD));
-    observer = ioredisFor(server, {}, open);
+    target = await topo.start();
+    observer = topo.observer(target, open);
   });
   after(async () => {
     await closeAll(open);
-    await Promise.all([server?.stop(), secured?.stop()]);
+    await target?.stop();
   });
 
   describe('a process exits by itself', () => {
     const cases = {
       'after close()': `
-        const a = new A({ port, keyPrefix: 'child-a:' });
+        const a = new A({ ...where.adapter, keyPrefix: 'child-a:' });
         await a.set('k', { v: 1 });
         const v = await a.get('k');
         if (!v || v.v !== 1) throw new Error('bad value ' + JSON.stringify(v));
@@ -76,34 +93,34 @@ describe('lifecycle', () => {
         console.log('done');
       `,
       'when close() is never called': `
-        const a = new A({ port, keyPrefix: 'child-b:' });
+        const a = new A({ ...where.adapter, keyPrefix: 'child-b:' });
         await a.set('k', { v: 2 });
         const v = await a.get('k');
         if (!v || v.v !== 2) throw new Error('bad value ' + JSON.stringify(v));
         console.log('done');
       `,
       'with an adapter that was never used': `
-        const a = new A({ port });
+        const a = new A(where.adapter);
         console.log('done');
       `,
       'with a lazyConnect adapter that was never used': `
-        const a = new A({ port, lazyConnect: true });
+        const a = new A(where.lazy);
         console.log('done');
       `,
       'after 2000 concurrent operations without close()': `
-        const a = new A({ port, keyPrefix: 'child-c:' });
+        const a = new A({ ...where.adapter, keyPrefix: 'child-c:' });
         await Promise.all(Array.from({ length: 1000 }, (_, i) => a.set('k' + i, { i })));
         const values = await Promise.all(Array.from({ length: 1000 }, (_, i) => a.get('k' + i)));
         values.forEach((v, i) => { if (v.i !== i) throw new Error('mismatch at ' + i); });
         console.log('done');
       `,
       'with a RedisClient that was never quit': `
-        const c = new A.RedisClient({ port });
+        const c = new A.RedisClient(where.client);
         if (await c.ping() !== 'PONG') throw new Error('no PONG');
         console.log('done');
       `,
       'with shared clients, one adapter closed and one not': `
-        const a = new A({ port });
+        const a = new A(where.adapter);
         const b = new A({ client: a.client, keyPrefix: 'child-d:' });
         await b.set('k', 1);
         await b.close();
@@ -113,7 +130,7 @@ describe('lifecycle', () => {
     };
     for (const [name, body] of Object.entries(cases)) {
       it(name, async () => {
-        const { code, signal, output } = await runChild(body, server.port);
+        const { code, signal, output } = await runChild(body, where());
         assert.equal(signal, null, output);
         assert.equal(code, 0, output);
         assert.match(output, /done/);
@@ -132,7 +149,7 @@ describe('lifecycle', () => {
       const { parentPort, workerData } = require('node:worker_threads');
       const A = require(workerData.root);
       (async () => {
-        const a = new A({ port: workerData.port, keyPrefix: 'worker' + workerData.index + ':' });
+        const a = new A({ ...workerData.where, keyPrefix: 'worker' + workerData.index + ':' });
         const n = 500;
         await Promise.all(Array.from({ length: n }, (_, i) =>
           a.set('k' + i, { worker: workerData.index, i, text: '线程 ' + i })));
@@ -147,7 +164,7 @@ describe('lifecycle', () => {
       new Promise((resolve, reject) => {
         const worker = new Worker(workerCode, {
           eval: true,
-          workerData: { root: ROOT, port: server.port, index, close },
+          workerData: { root: ROOT, where: topo.adapterOptions(target), index, close },
         });
         let message;
         worker.on('message', (m) => { message = m; });
@@ -166,7 +183,7 @@ describe('lifecycle', () => {
         assert.deepEqual(message, { ok: true, bad: 0 });
       }
       for (const i of [0, 1, 2, 3]) {
-        assert.equal((await observer.keys(`worker${i}:*`)).length, 500);
+        assert.equal((await scanAll(observer, `worker${i}:*`)).length, 500);
       }
     });
 
@@ -175,23 +192,22 @@ describe('lifecycle', () => {
         `
           const { parentPort, workerData } = require('node:worker_threads');
           const A = require(workerData.root);
-          const a = new A({ port: workerData.port, keyPrefix: 'doomed:' });
+          const a = new A({ ...workerData.where, keyPrefix: 'doomed:' });
           let i = 0;
           const lane = async () => { for (;;) { await a.set('k' + (i++ % 100), { i }); await a.get('k' + (i % 100)); } };
           a.set('first', 1).then(() => parentPort.postMessage('running'));
           for (let n = 0; n < 50; n += 1) lane();
         `,
-        { eval: true, workerData: { root: ROOT, port: server.port } },
+        { eval: true, workerData: { root: ROOT, where: topo.adapterOptions(target) } },
       );
       const exited = new Promise((resolve) => worker.on('exit', resolve));
       worker.on('error', () => {});
       await within(15000, new Promise((resolve) => worker.once('message', resolve)), 'the worker to run');
-      await waitFor(async () => (await observer.keys('doomed:k*')).length >= 50, { what: 'worker traffic' });
+      await waitFor(async () => (await scanAll(observer, 'doomed:k*')).length >= 50, { what: 'worker traffic' });
       await within(15000, worker.terminate(), 'worker.terminate()');
       await within(15000, exited, 'the worker to exit');
 
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port, keyPrefix: 'main:' });
-      open.push(a);
+      const a = adapterWith({ keyPrefix: 'main:' });
       await a.set('after-terminate', { fine: true });
       assert.deepEqual(await a.get('after-terminate'), { fine: true });
     });
@@ -199,10 +215,12 @@ describe('lifecycle', () => {
 
   describe('client sharing', () => {
     it('{ client: a.client } shares the connection: no new one on the server', async () => {
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port, keyPrefix: 'owner:' });
-      open.push(a);
+      // (On a cluster: no new one on any node.) Connection ids, not a count: a connection of an
+      // earlier test that closes meanwhile must not hide a new one, nor fail the test.
+      const a = adapterWith({ keyPrefix: 'owner:' });
       await a.set('k', 'a');
-      const before = await connectionCount(observer);
+      const before = await connectionIds(observer);
+      const opened = async () => [...(await connectionIds(observer))].filter((id) => !before.has(id));
 
       const shared = Array.from({ length: 10 }, (_, i) =>
         new RedisStorageAdapter({ client: a.client, keyPrefix: `shared${i}:` }));
@@ -213,70 +231,92 @@ describe('lifecycle', () => {
         await b.set('k', i);
       }
       await Promise.all(shared.map((b) => b.get('k')));
-      assert.equal(await connectionCount(observer), before);
+      assert.deepEqual(await opened(), [], 'the sharing adapters opened connections of their own');
       assert.equal(await observer.get('shared3:k'), '3');
       assert.equal(await observer.get('owner:k'), '"a"');
 
       // For comparison, an adapter of its own adds a connection.
-      const own = new RedisStorageAdapter({ host: server.host, port: server.port });
-      open.push(own);
+      const own = adapterWith();
       await own.set('k', 1);
-      assert.ok((await connectionCount(observer)) > before);
+      assert.ok((await opened()).length > 0, 'an adapter of its own opened no connection');
     });
 
-    it('closing a sharing adapter leaves the shared connection open', async () => {
-      const a = new RedisStorageAdapter({ host: server.host, port: server.port, keyPrefix: 'owner2:' });
-      open.push(a);
+    it('closing a sharing adapter leaves the shared connection open', { timeout: 30000 }, async () => {
+      const a = adapterWith({ keyPrefix: 'owner2:' });
       const b = new RedisStorageAdapter({ client: a.client, keyPrefix: 'sharer2:' });
+      assert.equal(b.client, a.client);
+      assert.equal(b.client.isCluster, topo.cluster);
       await b.set('k', 1);
+      await a.set('k', 2);
+      assert.equal(await a.client.get('sharer2:k'), '1');
+      assert.equal(await b.client.get('owner2:k'), '2');
+      // Locks through the sharer.
+      await b.locker.lock('sharer2:lock');
+      await b.locker.unlock('sharer2:lock');
       await b.close();
       assert.equal(a.client.status, 'ready');
-      await a.set('k', 2);
       assert.equal(await a.get('k'), 2);
       assert.equal(await a.client.get('sharer2:k'), '1');
-    });
-
-    it('an ioredis instance as client: adapter.client is that instance, and its db is honoured', async () => {
-      const io = new Redis({ host: server.host, port: server.port, db: 4 });
-      open.push(io);
-      const a = new RedisStorageAdapter({ client: io, keyPrefix: 'io:' });
-      open.push(a);
-      assert.equal(a.client, io);
-      await a.set('k', { v: 'db4' });
-      assert.deepEqual(await a.get('k'), { v: 'db4' });
-      assert.equal(await io.get('io:k'), '{"v":"db4"}'); // db 4
-      assert.equal(await observer.exists('io:k'), 0); // not db 0
-      await a.close();
-      // The ioredis instance is the caller's: still open.
-      assert.equal(await io.ping(), 'PONG');
-      assert.equal(io.status, 'ready');
-    });
-
-    it('an ioredis instance on a unix socket lends its path', async () => {
-      const io = new Redis({ path: server.path, db: 2 });
-      open.push(io);
-      const a = new RedisStorageAdapter({ client: io, keyPrefix: 'unix:', connectionName: 'adapter-over-unix' });
-      open.push(a);
-      await a.set('k', 1);
-      assert.equal(await io.get('unix:k'), '1');
-      const line = (await observer.call('CLIENT', 'LIST'))
-        .split('\n')
-        .find((l) => l.includes('name=adapter-over-unix'));
-      assert.ok(line, 'the adapter connection is not on the server');
-      assert.match(line, /flags=U\b|addr=\/|laddr=\//, `not a unix socket connection: ${line}`);
-    });
-
-    it('an ioredis instance with a password and a username lends them', async () => {
-      const io = new Redis({ host: secured.host, port: secured.port, username: 'app', password: 'app-user-pw' });
-      open.push(io);
-      const a = new RedisStorageAdapter({ client: io, keyPrefix: 'acl:', connectionName: 'adapter-as-app' });
-      open.push(a);
-      await a.set('k', { user: 'app' });
-      assert.deepEqual(await a.get('k'), { user: 'app' });
-      const list = await secured.command('CLIENT', 'LIST');
-      const line = list.split('\n').find((l) => l.includes('name=adapter-as-app'));
-      assert.ok(line, 'the adapter connection is not on the server');
-      assert.match(line, /\buser=app\b/);
+      await a.set('k', 3);
+      assert.equal(await a.get('k'), 3);
     });
   });
+
+  if (!topo.cluster) {
+    describe('an ioredis instance as client, on one server (a db, a unix socket, ACL credentials: a cluster has db 0 only and takes its nodes\' settings from an ioredis Cluster, see cluster-client.test.js)', () => {
+      let server; // with a unix socket too
+      let secured; // with a password and an ACL user
+      let plain; // an observer of `server`
+      before(async () => {
+        ({ server, secured } = await startPlainAndSecured(PASSWORD));
+        plain = ioredisFor(server, {}, open);
+      });
+      after(async () => {
+        await Promise.all([server?.stop(), secured?.stop()]);
+      });
+
+      it('an ioredis instance as client: adapter.client is that instance, and its db is honoured', async () => {
+        const io = new Redis({ host: server.host, port: server.port, db: 4 });
+        open.push(io);
+        const a = new RedisStorageAdapter({ client: io, keyPrefix: 'io:' });
+        open.push(a);
+        assert.equal(a.client, io);
+        await a.set('k', { v: 'db4' });
+        assert.deepEqual(await a.get('k'), { v: 'db4' });
+        assert.equal(await io.get('io:k'), '{"v":"db4"}'); // db 4
+        assert.equal(await plain.exists('io:k'), 0); // not db 0
+        await a.close();
+        // The ioredis instance is the caller's: still open.
+        assert.equal(await io.ping(), 'PONG');
+        assert.equal(io.status, 'ready');
+      });
+
+      it('an ioredis instance on a unix socket lends its path', async () => {
+        const io = new Redis({ path: server.path, db: 2 });
+        open.push(io);
+        const a = new RedisStorageAdapter({ client: io, keyPrefix: 'unix:', connectionName: 'adapter-over-unix' });
+        open.push(a);
+        await a.set('k', 1);
+        assert.equal(await io.get('unix:k'), '1');
+        const line = (await plain.call('CLIENT', 'LIST'))
+          .split('\n')
+          .find((l) => l.includes('name=adapter-over-unix'));
+        assert.ok(line, 'the adapter connection is not on the server');
+        assert.match(line, /flags=U\b|addr=\/|laddr=\//, `not a unix socket connection: ${line}`);
+      });
+
+      it('an ioredis instance with a password and a username lends them', async () => {
+        const io = new Redis({ host: secured.host, port: secured.port, username: 'app', password: 'app-user-pw' });
+        open.push(io);
+        const a = new RedisStorageAdapter({ client: io, keyPrefix: 'acl:', connectionName: 'adapter-as-app' });
+        open.push(a);
+        await a.set('k', { user: 'app' });
+        assert.deepEqual(await a.get('k'), { user: 'app' });
+        const list = await secured.command('CLIENT', 'LIST');
+        const line = list.split('\n').find((l) => l.includes('name=adapter-as-app'));
+        assert.ok(line, 'the adapter connection is not on the server');
+        assert.match(line, /\buser=app\b/);
+      });
+    });
+  }
 });

@@ -1,8 +1,9 @@
 'use strict';
 
 // alova's `atomize` (alova/server) end to end: child processes (fixtures/lock-atomize.js), each
-// with its own alova instance whose l2Cache is an adapter on one real redis-server, send requests
-// through atomize to a local HTTP server that records which requests overlap.
+// with its own alova instance whose l2Cache is an adapter on one real redis-server or on a Redis
+// Cluster (3 masters + 3 replicas, shared by the file), send requests through atomize to a local
+// HTTP server that records which requests overlap.
 //
 // atomize (alova 3.5, @alova/server): `atomize(method, { channel = 'default', timeout = 5000,
 // interval = 100 })` returns a hooked method whose `send()` loops `await l2Cache.locker.lock(channel)`
@@ -11,20 +12,10 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { killChildren, startOverlapServer, runAtomize } = require('./children');
-const { startRedis } = require('./servers');
-const { ioredisFor, closeAll } = require('./helpers');
+const { closeAll, topologies, existsCount } = require('./helpers');
 
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-
-
-// ---------------------------------------------------------------------------------------------
-
-describe('atomize with the locker', () => {
-  let redis;
+for (const topo of topologies()) describe(`atomize with the locker (${topo.name})`, () => {
+  let target;
   let observer;
   let overlap;
   const open = [];
@@ -33,8 +24,8 @@ describe('atomize with the locker', () => {
   let seen;
 
   before(async () => {
-    redis = await startRedis();
-    observer = ioredisFor(redis, {}, open);
+    target = await topo.start();
+    observer = topo.observer(target, open);
     overlap = await startOverlapServer();
     ({ seen } = overlap);
   });
@@ -43,20 +34,22 @@ describe('atomize with the locker', () => {
     killChildren();
     await closeAll(open);
     await overlap?.close();
-    await redis?.stop();
+    await target?.stop();
   });
 
   /** Runs one fixture per entry of `perProcess` (its requests) at once; resolves with their results. */
-  const runProcesses = (perProcess, extra = {}, ms = 90000) =>
-    runAtomize(overlap, { port: redis.port }, perProcess, extra, ms);
+  const runProcesses = (perProcess, extra = {}, ms = topo.cluster ? 100000 : 90000) =>
+    runAtomize(overlap, topo.fixtureOptions(target), perProcess, extra, ms);
 
-  it('serialises 3 processes x 20 concurrent atomized requests on the default channel', { timeout: 120000 }, async () => {
+  // Fewer requests on the cluster, whose lock round trips take longer.
+  const perChannel = topo.cluster ? 15 : 20;
+  it(`serialises 3 processes x ${perChannel} concurrent atomized requests on the default channel`, { timeout: 120000 }, async () => {
     const perProcess = [0, 1, 2].map((p) =>
-      Array.from({ length: 20 }, (_, i) => ({ id: `p${p}-${i}`, ms: 20 })),
+      Array.from({ length: perChannel }, (_, i) => ({ id: `p${p}-${i}`, ms: 20 })),
     );
     const results = await runProcesses(perProcess);
-    assert.deepEqual(results.map((r) => r.ok), [20, 20, 20]);
-    assert.equal(seen.total, 60);
+    assert.deepEqual(results.map((r) => r.ok), [perChannel, perChannel, perChannel]);
+    assert.equal(seen.total, 3 * perChannel);
     assert.deepEqual(seen.conflicts, []);
     assert.equal(seen.maxOverlap, 1);
     assert.equal(await observer.exists('default'), 0, 'the lock key was left behind');
@@ -74,18 +67,24 @@ describe('atomize with the locker', () => {
     assert.equal(await observer.exists('long'), 0, 'the lock key was left behind');
   });
 
-  it('excludes requests that share any channel of a multi-channel atomize', { timeout: 120000 }, async () => {
+  const perGroup = topo.cluster ? 3 : 4;
+  it(`excludes requests that share any channel of a multi-channel atomize${topo.cluster ? ' (channels in different slots)' : ''}`, { timeout: 120000 }, async () => {
+    if (topo.cluster) {
+      const slots = await Promise.all(['a', 'b', 'c', 'd'].map((k) => observer.cluster('KEYSLOT', k)));
+      assert.equal(new Set(slots).size, 4, `the channels should hash to 4 slots: ${slots}`);
+    }
     const perProcess = [0, 1, 2].map((p) => [
-      ...Array.from({ length: 4 }, (_, i) => ({ id: `ab-p${p}-${i}`, channel: ['a', 'b'], ms: 50 })),
-      ...Array.from({ length: 4 }, (_, i) => ({ id: `bc-p${p}-${i}`, channel: ['b', 'c'], ms: 50 })),
-      ...Array.from({ length: 4 }, (_, i) => ({ id: `d-p${p}-${i}`, channel: ['d'], ms: 50 })),
+      ...Array.from({ length: perGroup }, (_, i) => ({ id: `ab-p${p}-${i}`, channel: ['a', 'b'], ms: 50 })),
+      ...Array.from({ length: perGroup }, (_, i) => ({ id: `bc-p${p}-${i}`, channel: ['b', 'c'], ms: 50 })),
+      ...Array.from({ length: perGroup }, (_, i) => ({ id: `d-p${p}-${i}`, channel: ['d'], ms: 50 })),
     ]);
     const results = await runProcesses(perProcess);
-    assert.deepEqual(results.map((r) => r.ok), [12, 12, 12]);
-    assert.equal(seen.total, 36);
+    assert.deepEqual(results.map((r) => r.ok), [3 * perGroup, 3 * perGroup, 3 * perGroup]);
+    assert.equal(seen.total, 9 * perGroup);
     assert.deepEqual(seen.conflicts, [], 'requests sharing a channel overlapped');
     // 'd' shares nothing with ['a','b'] / ['b','c']: the lock is per resource, not global.
     assert.ok(seen.disjointOverlaps > 0, 'a channel-d request never ran alongside an a/b/c request');
-    assert.equal(await observer.exists('a', 'b', 'c', 'd'), 0, 'a lock key was left behind');
+    // (One EXISTS per key: a multi-key EXISTS is CROSSSLOT on a cluster.)
+    assert.equal(await existsCount(observer, 'a', 'b', 'c', 'd'), 0, 'a lock key was left behind');
   });
 });

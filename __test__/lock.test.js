@@ -7,20 +7,28 @@
 //
 // Child processes are fixtures/lock-counter.js (critical sections on a shared counter) and
 // fixtures/lock-holder.js (takes a lock and keeps it until killed).
+//
+// The suite runs against one redis-server and against a Redis Cluster (3 masters + 3 replicas,
+// shared by the file), where the whole cluster is one voter and a multi-resource lock may span
+// slots. What only a cluster has (slot order, keys on the slot's master, redlockFilter per startup
+// node) is in cluster-lock.test.js; what only one server has is in the standalone-only block.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { forkFixture, killChildren, runCounters } = require('./children');
 const RedisStorageAdapter = require('..');
-const { startRedis, startNodes, rawCommands } = require('./servers');
+const { startNodes, rawCommands } = require('./servers');
 const {
   rejectsWithCode,
   throwsWithCode,
   within,
   waitFor,
-  ioredisFor,
   closeAll,
   collectWarnings,
+  topologies,
+  existsCount,
+  keySlot,
+  slotOwners,
 } = require('./helpers');
 
 const HEX32 = /^[0-9a-f]{32}$/;
@@ -29,16 +37,41 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------
 
-describe('locker', () => {
-  let redis;
-  let observer;
+for (const topo of topologies()) describe(`locker (${topo.name})`, () => {
+  let target;
+  let observer; // ioredis (a Cluster for the cluster)
+  let owners; // on a cluster: slot -> "host:port" of its master
   const open = [];
 
-  /** An adapter on the main server; closed in `after`. */
+  /** An adapter on the target; closed in `after`. */
   function adapterWith(opts = {}) {
-    const adapter = new RedisStorageAdapter({ host: redis.host, port: redis.port, ...opts });
+    const adapter = new RedisStorageAdapter(topo.adapterOptions(target, opts));
     open.push(adapter);
     return adapter;
+  }
+  /** Deletes `keys` one by one (a multi-key DEL is CROSSSLOT on a cluster). */
+  const del = async (...keys) => {
+    for (const key of keys) await observer.del(key);
+  };
+  /**
+   * `n` resource names `${base}<i>` whose slots differ and, on a cluster and as far as 3 masters
+   * allow, whose masters differ.
+   */
+  function spreadResources(base, n) {
+    const picked = [];
+    const usedSlots = new Set();
+    const usedMasters = new Set();
+    for (let i = 0; picked.length < n && i < 10000; i += 1) {
+      const name = `${base}${i}`;
+      const slot = keySlot(name);
+      const master = owners ? owners[slot] : 'the server';
+      if (usedSlots.has(slot)) continue;
+      if (owners && usedMasters.has(master) && usedMasters.size < 3) continue;
+      usedSlots.add(slot);
+      usedMasters.add(master);
+      picked.push(name);
+    }
+    return picked;
   }
 
   /** An adapter whose lock() tries once. */
@@ -47,14 +80,15 @@ describe('locker', () => {
   }
 
   before(async () => {
-    redis = await startRedis();
-    observer = ioredisFor(redis, {}, open);
+    target = await topo.start();
+    observer = topo.observer(target, open);
+    if (topo.cluster) owners = await slotOwners(observer);
   });
 
   after(async () => {
     killChildren();
     await closeAll(open);
-    await redis?.stop();
+    await target?.stop();
   });
 
   it('is one object on every read, with the effective settings', () => {
@@ -69,26 +103,32 @@ describe('locker', () => {
     );
   });
 
-  it('excludes 4 processes x 8 callers: 800 GET/+1/SET sections count to 800', { timeout: 90000 }, async () => {
+  // Smaller on the cluster, whose lock round trips take longer (one voter all the same).
+  const counter = topo.cluster
+    ? { procs: 3, sections: 100, concurrency: 4, deadlineMs: 100000, waitMs: 110000, timeout: 120000 }
+    : { procs: 4, sections: 200, concurrency: 8, deadlineMs: undefined, waitMs: 80000, timeout: 90000 };
+  const total = counter.procs * counter.sections;
+  it(`excludes ${counter.procs} processes x ${counter.concurrency} callers: ${total} GET/+1/SET sections count to ${total}`, { timeout: counter.timeout }, async () => {
     const resource = 'lock:counter';
-    const counterKey = 'counter:4x200';
-    const insideKey = 'counter:4x200:inside';
-    await observer.del(resource, counterKey, insideKey);
-    const procs = Array.from({ length: 4 }, () =>
+    const counterKey = `counter:${counter.procs}x${counter.sections}`;
+    const insideKey = `${counterKey}:inside`;
+    await del(resource, counterKey, insideKey);
+    const procs = Array.from({ length: counter.procs }, () =>
       forkFixture('lock-counter.js', {
-        port: redis.port,
+        ...topo.fixtureOptions(target),
         mode: 'ours',
         resource,
         counterKey,
         insideKey,
-        sections: 200,
-        concurrency: 8,
+        sections: counter.sections,
+        concurrency: counter.concurrency,
+        deadlineMs: counter.deadlineMs,
       }),
     );
-    const results = await runCounters(procs, 200, 80000);
-    assert.equal(await observer.get(counterKey), '800');
+    const results = await runCounters(procs, counter.sections, counter.waitMs);
+    assert.equal(await observer.get(counterKey), String(total));
     assert.equal(await observer.exists(resource), 0, 'a lock key was left behind');
-    console.log(`# 4x200 counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
+    console.log(`# ${topo.name} ${counter.procs}x${counter.sections} counter: lock attempts that ran out and were retried: ${results.map((r) => r.lockFailures).join(', ')}`);
   });
 
   it('hands the lock from one in-process caller to the next without sleeping out retryDelay', { timeout: 30000 }, async () => {
@@ -159,7 +199,7 @@ describe('locker', () => {
   it('locks several resources at once, all or nothing, and unlocks them together', { timeout: 20000 }, async () => {
     const a = adapterWith().locker;
     const b = oneShot().locker;
-    await observer.del('a', 'b', 'c');
+    await del('a', 'b', 'c');
 
     await a.lock(['a', 'b']);
     const value = await observer.get('a');
@@ -171,12 +211,13 @@ describe('locker', () => {
     await b.unlock('c');
 
     await a.unlock(['a', 'b']);
-    assert.equal(await observer.exists('a', 'b'), 0, 'one unlock releases both keys');
+    // (One EXISTS per key: a multi-key EXISTS is CROSSSLOT on a cluster.)
+    assert.equal(await existsCount(observer, 'a', 'b'), 0, 'one unlock releases both keys');
     await a.unlock(['a', 'b']); // not held any more: no effect, no error
 
     await a.lock(['a', 'b']);
     await a.unlock('a');
-    assert.equal(await observer.exists('a', 'b'), 0, "unlock('a') frees the whole ['a','b'] lock");
+    assert.equal(await existsCount(observer, 'a', 'b'), 0, "unlock('a') frees the whole ['a','b'] lock");
     await b.lock(['b', 'c']);
     const bValue = await observer.get('b');
     // A stale unlock by the former holder never deletes another holder's key.
@@ -184,7 +225,7 @@ describe('locker', () => {
     assert.equal(await observer.get('b'), bValue);
     assert.equal(await observer.get('c'), bValue);
     await b.unlock(['b', 'c']);
-    assert.equal(await observer.exists('a', 'b', 'c'), 0);
+    assert.equal(await existsCount(observer, 'a', 'b', 'c'), 0);
   });
 
   it('unlock of a resource not held resolves without touching the key', async () => {
@@ -200,7 +241,7 @@ describe('locker', () => {
     const resource = 'lock:killed';
     const ttl = 1000;
     await observer.del(resource);
-    const holder = forkFixture('lock-holder.js', { port: redis.port, resource, redlockTTL: ttl });
+    const holder = forkFixture('lock-holder.js', { ...topo.fixtureOptions(target), resource, redlockTTL: ttl });
     await holder.next('locked');
     const other = oneShot({ redlockTTL: ttl }).locker;
     // Past one TTL the holder, alive, still holds it (it extends).
@@ -287,13 +328,17 @@ describe('locker', () => {
     await observer.del(resource);
   });
 
-  it('releases held locks on close()', { timeout: 20000 }, async () => {
+  it('releases held locks on close(), a multi-resource one (over 2 slots on a cluster) too', { timeout: 20000 }, async () => {
     const adapter = adapterWith();
-    await observer.del('lock:closed');
+    const resources = spreadResources('lock:closed:', 2);
+    await del('lock:closed', ...resources);
     await adapter.locker.lock('lock:closed');
     assert.equal(await observer.exists('lock:closed'), 1);
+    await adapter.locker.lock(resources);
+    assert.equal(await existsCount(observer, resources), 2);
     await adapter.close();
     assert.equal(await observer.exists('lock:closed'), 0);
+    assert.equal(await existsCount(observer, resources), 0);
   });
 
   for (const n of [3, 5]) {
@@ -343,46 +388,6 @@ describe('locker', () => {
     });
   }
 
-  it('redlockFilter picks the voting nodes; none left throws ERR_NO_LOCK_NODE', { timeout: 60000 }, async () => {
-    const seen = [];
-    const alone = adapterWith({
-      redlockFilter: (node) => {
-        seen.push({ host: node.options.host, port: node.options.port });
-        return node.options.port !== redis.port;
-      },
-    });
-    throwsWithCode(() => alone.locker, 'ERR_NO_LOCK_NODE', { mentions: ['No redis client available'] });
-    assert.deepEqual(seen[0], { host: redis.host, port: redis.port });
-    const kept = adapterWith({ redlockFilter: (node) => node.options.port === redis.port });
-    await kept.locker.lock('lock:filtered');
-    await kept.locker.unlock('lock:filtered');
-
-    const nodes = await startNodes(3);
-    try {
-      const excluded = nodes[2];
-      const adapter = adapterWith({
-        redlockNodes: nodes.map((s) => s.url),
-        redlockFilter: (node) => node.options.port !== excluded.port,
-        redlockOptions: { retryCount: 1, retryDelay: 50, retryJitter: 10 },
-      });
-      const locker = adapter.locker;
-      await locker.lock('lock:f3');
-      assert.match(await nodes[0].command('GET', 'lock:f3'), HEX32);
-      assert.match(await nodes[1].command('GET', 'lock:f3'), HEX32);
-      assert.equal(await excluded.command('EXISTS', 'lock:f3'), 0, 'the filtered-out node voted');
-      await locker.unlock('lock:f3');
-      await excluded.stop();
-      await within(10000, locker.lock('lock:f3'), 'lock with the excluded node down');
-      await locker.unlock('lock:f3');
-      // Two voters: one of them down loses the quorum of 2.
-      await nodes[1].stop();
-      const err = await within(20000, rejectsWithCode(locker.lock('lock:f3'), 'ERR_LOCK_NOT_ACQUIRED'), 'lock with 1 of 2 voters');
-      assert.ok(!err.message.includes(String(excluded.port)), `the excluded node is named as a voter: ${err.message}`);
-    } finally {
-      await Promise.all(nodes.map((s) => s.stop()));
-    }
-  });
-
   it('rejects bad resources with ERR_INVALID_ARG and bad settings with ERR_INVALID_OPTION', async () => {
     const locker = adapterWith().locker;
     await rejectsWithCode(locker.lock([]), 'ERR_INVALID_ARG');
@@ -391,10 +396,10 @@ describe('locker', () => {
     await rejectsWithCode(locker.unlock([]), 'ERR_INVALID_ARG');
     assert.equal(await observer.exists('a'), 0, 'a rejected lock wrote a key');
 
-    const where = { host: redis.host, port: redis.port };
-    throwsWithCode(() => new RedisStorageAdapter({ ...where, redlockTTL: 0 }), 'ERR_INVALID_OPTION', { mentions: ['redlockTTL'] });
-    throwsWithCode(() => new RedisStorageAdapter({ ...where, redlockTTL: -1 }), 'ERR_INVALID_OPTION', { mentions: ['redlockTTL'] });
-    throwsWithCode(() => new RedisStorageAdapter({ ...where, redlockOptions: { retryCount: -2 } }), 'ERR_INVALID_OPTION', {
+    const where = (opts) => topo.adapterOptions(target, opts);
+    throwsWithCode(() => new RedisStorageAdapter(where({ redlockTTL: 0 })), 'ERR_INVALID_OPTION', { mentions: ['redlockTTL'] });
+    throwsWithCode(() => new RedisStorageAdapter(where({ redlockTTL: -1 })), 'ERR_INVALID_OPTION', { mentions: ['redlockTTL'] });
+    throwsWithCode(() => new RedisStorageAdapter(where({ redlockOptions: { retryCount: -2 } })), 'ERR_INVALID_OPTION', {
       mentions: ['retryCount'],
     });
     const unlimited = adapterWith({ redlockOptions: { retryCount: -1 } });
@@ -403,19 +408,63 @@ describe('locker', () => {
     await unlimited.locker.unlock('lock:unlimited');
   });
 
-  it('keeps lock keys as the bare resource name, 32 hex chars, PX redlockTTL, in redlockOptions.db', async () => {
-    const ttl = 4000;
-    const adapter = adapterWith({ keyPrefix: 'pfx:', redlockTTL: ttl, redlockOptions: { db: 3 } });
-    await adapter.locker.lock('k');
-    const inDb = async (db, ...cmd) => (await rawCommands(redis, [['SELECT', db], cmd]))[1];
-    const [value, pttl] = (await rawCommands(redis, [['SELECT', 3], ['GET', 'k'], ['PTTL', 'k']])).slice(1);
-    assert.match(value, HEX32);
-    assert.ok(pttl > 0 && pttl <= ttl, `PTTL ${pttl} for redlockTTL ${ttl}`);
-    for (let db = 0; db < 16; db += 1) {
-      if (db !== 3) assert.equal(await inDb(db, 'EXISTS', 'k'), 0, `the lock key is also in db ${db}`);
-      assert.equal(await inDb(db, 'EXISTS', 'pfx:k'), 0, 'keyPrefix was applied to a lock key');
-    }
-    await adapter.locker.unlock('k');
-    assert.equal(await inDb(3, 'EXISTS', 'k'), 0);
-  });
+  if (!topo.cluster) {
+    describe('one server only (redlockFilter sees that server; lock keys in redlockOptions.db: a cluster has db 0 only; the cluster\'s own cases are in cluster-lock.test.js)', () => {
+      it('redlockFilter picks the voting nodes; none left throws ERR_NO_LOCK_NODE', { timeout: 60000 }, async () => {
+        const seen = [];
+        const alone = adapterWith({
+          redlockFilter: (node) => {
+            seen.push({ host: node.options.host, port: node.options.port });
+            return node.options.port !== target.port;
+          },
+        });
+        throwsWithCode(() => alone.locker, 'ERR_NO_LOCK_NODE', { mentions: ['No redis client available'] });
+        assert.deepEqual(seen[0], { host: target.host, port: target.port });
+        const kept = adapterWith({ redlockFilter: (node) => node.options.port === target.port });
+        await kept.locker.lock('lock:filtered');
+        await kept.locker.unlock('lock:filtered');
+
+        const nodes = await startNodes(3);
+        try {
+          const excluded = nodes[2];
+          const adapter = adapterWith({
+            redlockNodes: nodes.map((s) => s.url),
+            redlockFilter: (node) => node.options.port !== excluded.port,
+            redlockOptions: { retryCount: 1, retryDelay: 50, retryJitter: 10 },
+          });
+          const locker = adapter.locker;
+          await locker.lock('lock:f3');
+          assert.match(await nodes[0].command('GET', 'lock:f3'), HEX32);
+          assert.match(await nodes[1].command('GET', 'lock:f3'), HEX32);
+          assert.equal(await excluded.command('EXISTS', 'lock:f3'), 0, 'the filtered-out node voted');
+          await locker.unlock('lock:f3');
+          await excluded.stop();
+          await within(10000, locker.lock('lock:f3'), 'lock with the excluded node down');
+          await locker.unlock('lock:f3');
+          // Two voters: one of them down loses the quorum of 2.
+          await nodes[1].stop();
+          const err = await within(20000, rejectsWithCode(locker.lock('lock:f3'), 'ERR_LOCK_NOT_ACQUIRED'), 'lock with 1 of 2 voters');
+          assert.ok(!err.message.includes(String(excluded.port)), `the excluded node is named as a voter: ${err.message}`);
+        } finally {
+          await Promise.all(nodes.map((s) => s.stop()));
+        }
+      });
+
+      it('keeps lock keys as the bare resource name, 32 hex chars, PX redlockTTL, in redlockOptions.db', async () => {
+        const ttl = 4000;
+        const adapter = adapterWith({ keyPrefix: 'pfx:', redlockTTL: ttl, redlockOptions: { db: 3 } });
+        await adapter.locker.lock('k');
+        const inDb = async (db, ...cmd) => (await rawCommands(target, [['SELECT', db], cmd]))[1];
+        const [value, pttl] = (await rawCommands(target, [['SELECT', 3], ['GET', 'k'], ['PTTL', 'k']])).slice(1);
+        assert.match(value, HEX32);
+        assert.ok(pttl > 0 && pttl <= ttl, `PTTL ${pttl} for redlockTTL ${ttl}`);
+        for (let db = 0; db < 16; db += 1) {
+          if (db !== 3) assert.equal(await inDb(db, 'EXISTS', 'k'), 0, `the lock key is also in db ${db}`);
+          assert.equal(await inDb(db, 'EXISTS', 'pfx:k'), 0, 'keyPrefix was applied to a lock key');
+        }
+        await adapter.locker.unlock('k');
+        assert.equal(await inDb(3, 'EXISTS', 'k'), 0);
+      });
+    });
+  }
 });
