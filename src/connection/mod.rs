@@ -493,7 +493,13 @@ impl Connection {
 
     /// The cluster's redis-rs connection, once connected (within the offline-queue rules).
     async fn cluster_link(&self) -> Result<redis::cluster_async::ClusterConnection> {
-        // A PING through the queue waits for the connection as any command does.
+        if let Phase::Ready { link, .. } = &self.inner.core().phase {
+            if let Some(conn) = link.cluster() {
+                return Ok(conn);
+            }
+        }
+        // Not connected: a PING through the queue waits for the connection as any command
+        // does (within the offline-queue rules).
         self.send(&redis::cmd("PING")).await?;
         let core = self.inner.core();
         match &core.phase {
