@@ -230,6 +230,9 @@ async fn quit_lets_commands_issued_before_it_finish() {
         let in_flight = conn.track().unwrap();
         let conn = conn.clone();
         tasks.push(tokio::spawn(async move {
+            // Issued (counted) before quit(), sent only after it: quit() must wait for them
+            // even though no connection is being made yet.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let reply = conn.send(&cmd(&["SET", &format!("k{i}"), "v"])).await;
             drop(in_flight);
             reply

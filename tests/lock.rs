@@ -482,6 +482,35 @@ async fn a_lock_released_normally_is_not_reported_lost() {
     );
 }
 
+/// An unlock that comes as the lock's extension starts: the extension may reach the server
+/// after the release and find the key gone; that is the release, not a loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_released_as_its_extension_starts_is_not_reported_lost() {
+    let server = RedisServer::start(&[]);
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&[])).collect();
+    let config = LockConfig {
+        ttl: Duration::from_millis(200),
+        ..LockConfig::default()
+    };
+    // The extension starts 100 ms (half the TTL) after the acquire: unlock around then.
+    for voters in [
+        vec![server.connect()],
+        servers.iter().map(RedisServer::connect).collect(),
+    ] {
+        let l = locker(voters, config.clone());
+        for step in 0..40u64 {
+            l.lock(&res(&["edge"])).await.unwrap();
+            tokio::time::sleep(Duration::from_micros(97_000 + step * 100)).await;
+            let report = l.unlock(&res(&["edge"])).await.unwrap();
+            assert!(
+                report.lost.is_empty() && report.failures.is_empty(),
+                "released {} ms after the acquire: {report:?}",
+                97.0 + step as f64 / 10.0
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_several_voters_a_lock_is_lost_when_a_majority_did_not_hold_it() {
     let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(&[])).collect();

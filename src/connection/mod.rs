@@ -1016,13 +1016,13 @@ impl Connection {
                 let idle = self.inner.idle.notified();
                 let now = *status.borrow_and_update();
                 // Waiting for a connection is worth it only while no attempt has failed yet
-                // (a lazy connection being made); a server that cannot be reached is not
-                // waited for.
+                // (a lazy connection being made, or about to be made by a command issued but
+                // not yet sent); a server that cannot be reached is not waited for.
                 let unreachable = matches!(now, Status::Connecting | Status::Reconnecting)
                     && self.inner.core().last_error.is_some();
                 if self.inner.in_flight.load(Ordering::Acquire) == 0
                     || unreachable
-                    || matches!(now, Status::Wait | Status::End)
+                    || now == Status::End
                 {
                     break;
                 }

@@ -98,6 +98,13 @@ async fn keep_extended(
             let votes = inner
                 .vote(&EXTEND_SCRIPT, &held.resources, &held.value)
                 .await;
+            // Unlocked meanwhile: the release stops the extension before it sends its own
+            // command, so an extension that reached the server after the release (and found
+            // the key gone) is seen here and says nothing. One sent before the release that
+            // found the key gone is judged by the release itself, which finds it gone too.
+            if *stop.borrow() {
+                return;
+            }
             if inner.won(&votes, attempt) {
                 *held.may_hold.lock().expect("holders") = may_hold(&votes);
                 start = attempt;
