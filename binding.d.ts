@@ -50,6 +50,20 @@ export declare class NativeClient {
    */
   constructor(optionsJson: string, retryStrategy?: ((arg: number) => number | null) | undefined | null)
   /**
+   * Calls `listener` with each message of the client's subscriptions, on the JavaScript
+   * thread, in order (replacing an earlier listener).
+   */
+  onMessage(listener: (message: PubSubMessage) => void): void
+  /**
+   * Subscribes (`kind`: 'channel', 'pattern' or 'shard') on the client's subscriber
+   * connection; resolves how many subscriptions the client has, as Redis counts them.
+   */
+  subscribe(kind: string, names: Array<string | Buffer>): Promise<number>
+  /** Unsubscribes (all of the kind when `names` is empty); resolves how many are left. */
+  unsubscribe(kind: string, names: Array<string | Buffer>): Promise<number>
+  /** Ends the subscriptions and their connection (quit, disconnect, the adapter's close). */
+  closeSubscriber(): void
+  /**
    * Calls `listener` with each event of the connection (`connect`, `ready`, `error`,
    * `close`, `reconnecting`, `end`), on the JavaScript thread, in order. The listener does
    * not keep Node alive.
@@ -133,4 +147,14 @@ export interface NodeInfo {
   port: number
   /** `'master'` or `'slave'`, as ioredis names them. */
   role: string
+}
+
+/** A message of a subscription, for `RedisClient`'s `message`/`pmessage`/`smessage` events. */
+export interface PubSubMessage {
+  /** `'message'`, `'pmessage'` or `'smessage'`: the event it is. */
+  event: string
+  /** The pattern that matched (`pmessage`). */
+  pattern?: Buffer
+  channel: Buffer
+  message: Buffer
 }

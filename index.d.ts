@@ -350,7 +350,8 @@ declare namespace RedisStorageAdapter {
      */
     enableReadyCheck?: boolean;
     /**
-     * No effect: there are no subscriptions on the shared connection.
+     * No effect: a client's subscriptions (on their own connection) are always made again
+     * after a reconnection.
      * @default true
      */
     autoResubscribe?: boolean;
@@ -1325,6 +1326,10 @@ declare namespace RedisStorageAdapter {
     // thrown), `close`, `reconnecting` (the delay in ms), `end`.
     on(event: 'error', listener: (err: RedisStorageError) => void): this;
     on(event: 'reconnecting', listener: (delay: number) => void): this;
+    on(event: 'message' | 'smessage', listener: (channel: string, message: string) => void): this;
+    on(event: 'messageBuffer' | 'smessageBuffer', listener: (channel: Buffer, message: Buffer) => void): this;
+    on(event: 'pmessage', listener: (pattern: string, channel: string, message: string) => void): this;
+    on(event: 'pmessageBuffer', listener: (pattern: string, channel: Buffer, message: Buffer) => void): this;
     on(event: RedisClientEvent | string | symbol, listener: (...args: any[]) => void): this;
     once(event: 'error', listener: (err: RedisStorageError) => void): this;
     once(event: 'reconnecting', listener: (delay: number) => void): this;
@@ -1367,6 +1372,37 @@ declare namespace RedisStorageAdapter {
     quit(callback?: RedisCallback<'OK'>): Promise<'OK'>;
     /** Closes the connection at once; every pending command rejects with `ERR_CLOSED`. */
     disconnect(): void;
+    /**
+     * Subscribes to channels; resolves how many channels and patterns the client is subscribed
+     * to, as ioredis does. Messages come as `message` (`channel`, `message` strings) and
+     * `messageBuffer` (Buffers) events. Subscriptions run on a connection of their own (made on
+     * the first one, made again and subscribed again after a reconnection), so the client's
+     * other commands go on as before: in ioredis a subscribed client refuses them. Needs Redis 6
+     * or later (the subscriber connection speaks RESP3).
+     * @throws {RedisStorageError} (rejects) `ERR_INVALID_ARG` for no channel, a connection error
+     *   code when the subscriber connection cannot be made, `ERR_CLOSED` after `quit()`.
+     */
+    subscribe(...channels: [...channels: Array<string | Uint8Array | Array<string | Uint8Array>>, callback: RedisCallback<number>]): Promise<number>;
+    subscribe(...channels: Array<string | Uint8Array | Array<string | Uint8Array>>): Promise<number>;
+    /** Unsubscribes from channels (from every channel when none is named); resolves how many subscriptions are left. */
+    unsubscribe(...channels: [...channels: Array<string | Uint8Array | Array<string | Uint8Array>>, callback: RedisCallback<number>]): Promise<number>;
+    unsubscribe(...channels: Array<string | Uint8Array | Array<string | Uint8Array>>): Promise<number>;
+    /** Subscribes to glob-style patterns; messages come as `pmessage` (`pattern`, `channel`, `message`) and `pmessageBuffer` events. */
+    psubscribe(...patterns: [...patterns: Array<string | Uint8Array | Array<string | Uint8Array>>, callback: RedisCallback<number>]): Promise<number>;
+    psubscribe(...patterns: Array<string | Uint8Array | Array<string | Uint8Array>>): Promise<number>;
+    /** Unsubscribes from patterns (from every pattern when none is named). */
+    punsubscribe(...patterns: [...patterns: Array<string | Uint8Array | Array<string | Uint8Array>>, callback: RedisCallback<number>]): Promise<number>;
+    punsubscribe(...patterns: Array<string | Uint8Array | Array<string | Uint8Array>>): Promise<number>;
+    /**
+     * Subscribes to sharded channels (Redis 7; on a cluster, on the master of each channel's
+     * slot); resolves how many sharded channels the client is subscribed to. Messages come as
+     * `smessage` and `smessageBuffer` events.
+     */
+    ssubscribe(...channels: [...channels: Array<string | Uint8Array | Array<string | Uint8Array>>, callback: RedisCallback<number>]): Promise<number>;
+    ssubscribe(...channels: Array<string | Uint8Array | Array<string | Uint8Array>>): Promise<number>;
+    /** Unsubscribes from sharded channels (from every one when none is named). */
+    sunsubscribe(...channels: [...channels: Array<string | Uint8Array | Array<string | Uint8Array>>, callback: RedisCallback<number>]): Promise<number>;
+    sunsubscribe(...channels: Array<string | Uint8Array | Array<string | Uint8Array>>): Promise<number>;
     /**
      * ioredis's `defineCommand`: adds `client[name](...keys, ...args, callback?)`, sent as
      * `EVALSHA` (and `EVAL` on `NOSCRIPT`); pipelines and transactions made afterwards have it

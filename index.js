@@ -14,6 +14,7 @@ const LOCKER = Symbol('alova.storage-redis.locker');
 const OPS = Symbol('alova.storage-redis.operations');
 const LOCK_SETUP = Symbol('alova.storage-redis.lock-setup');
 const SCRIPTS = Symbol('alova.storage-redis.scripts');
+const OWN_CLIENT = Symbol('alova.storage-redis.own-client');
 
 /** An Error (or TypeError) with a `code`, as the native side makes them. */
 function codeError(Ctor, code, message) {
@@ -303,6 +304,88 @@ class ScanStream extends Readable {
   }
 }
 
+const SUBS = Symbol('alova.storage-redis.subscriptions');
+
+/** The subscription methods: name -> [kind, subscribe?]. */
+const SUBSCRIPTION_METHODS = {
+  __proto__: null,
+  subscribe: ['channel', true],
+  unsubscribe: ['channel', false],
+  psubscribe: ['pattern', true],
+  punsubscribe: ['pattern', false],
+  ssubscribe: ['shard', true],
+  sunsubscribe: ['shard', false],
+};
+
+/**
+ * (Un)subscribes `client` on its subscriber connection (made on the first subscription, beside
+ * the connection every other command shares). Resolves the number of subscriptions as Redis
+ * counts them (channels and patterns together, sharded channels apart), as ioredis resolves it.
+ * A function as the last argument is the callback.
+ */
+function subscription(client, name, args) {
+  const [kind, on] = SUBSCRIPTION_METHODS[name];
+  const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
+  let promise;
+  try {
+    const native = client[NATIVE];
+    const subs = client[SUBS];
+    if (!subs.listening) {
+      subs.listening = true;
+      native.onMessage((m) => deliverMessage(client, m));
+    }
+    const names = commandArgs(args);
+    promise = (on ? native.subscribe(kind, names) : native.unsubscribe(kind, names)).then((count) => {
+      subs[kind === 'shard' ? 'shard' : 'plain'] = count;
+      holdOpen(client);
+      return count;
+    });
+  } catch (err) {
+    promise = Promise.reject(err);
+  }
+  return callback === undefined ? promise : asCallback(promise, callback);
+}
+
+/**
+ * A message, as ioredis emits it: `message`/`pmessage`/`smessage` with strings (only when
+ * someone listens), then `messageBuffer`/`pmessageBuffer`/`smessageBuffer` with Buffers (the
+ * pattern as a string, as ioredis gives it).
+ */
+function deliverMessage(client, { event, pattern, channel, message }) {
+  if (event === 'pmessage') {
+    const p = pattern.toString();
+    if (client.listenerCount('pmessage') > 0) client.emit('pmessage', p, channel.toString(), message.toString());
+    client.emit('pmessageBuffer', p, channel, message);
+    return;
+  }
+  if (client.listenerCount(event) > 0) client.emit(event, channel.toString(), message.toString());
+  client.emit(`${event}Buffer`, channel, message);
+}
+
+/**
+ * A client with subscriptions keeps the process alive, as an ioredis subscriber's socket does;
+ * one without lets it exit.
+ */
+function holdOpen(client) {
+  const subs = client[SUBS];
+  const subscribed = subs.plain + subs.shard > 0;
+  if (subscribed && subs.timer === null) {
+    subs.timer = setInterval(() => {}, 1 << 30);
+  } else if (!subscribed && subs.timer !== null) {
+    clearInterval(subs.timer);
+    subs.timer = null;
+  }
+}
+
+/** Ends a client's subscriptions (quit, disconnect, the adapter's close). */
+function endSubscriptions(client) {
+  const subs = client[SUBS];
+  subs.plain = 0;
+  subs.shard = 0;
+  holdOpen(client);
+  client[NATIVE].closeSubscriber();
+}
+
 /** Reply transforms by command name, as ioredis keys them (exact, lower-case name). */
 const REPLY_TRANSFORMS = { __proto__: null, hgetall: pairsToObject };
 
@@ -318,6 +401,7 @@ class RedisClient extends EventEmitter {
   constructor(options) {
     super();
     this[SCRIPTS] = Object.create(null);
+    this[SUBS] = { listening: false, plain: 0, shard: 0, timer: null };
     if (options === NATIVE) return; // RedisClient.wrap
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
@@ -431,6 +515,8 @@ class RedisClient extends EventEmitter {
       );
       return callback === undefined ? rejected : asCallback(rejected, callback);
     }
+    const lower = command.toLowerCase();
+    if (lower in SUBSCRIPTION_METHODS) return subscription(this, lower, args);
     return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command]);
   }
 
@@ -455,6 +541,10 @@ class RedisClient extends EventEmitter {
   quit(callback) {
     let promise;
     try {
+      const subs = this[SUBS];
+      subs.plain = 0;
+      subs.shard = 0;
+      holdOpen(this);
       promise = this[NATIVE].quit();
     } catch (err) {
       promise = Promise.reject(err);
@@ -464,6 +554,10 @@ class RedisClient extends EventEmitter {
 
   /** Closes the connection at once. */
   disconnect() {
+    const subs = this[SUBS];
+    subs.plain = 0;
+    subs.shard = 0;
+    holdOpen(this);
     this[NATIVE].disconnect();
   }
 }
@@ -656,6 +750,17 @@ function listen(client) {
   });
 }
 
+// Subscriptions: `client.subscribe('news', 'sport')`, on a connection of their own.
+for (const name of Object.keys(SUBSCRIPTION_METHODS)) {
+  Object.defineProperty(RedisClient.prototype, name, {
+    value: function subscribeCommand(...args) {
+      return subscription(this, name, args);
+    },
+    writable: true,
+    configurable: true,
+  });
+}
+
 // A method per command: `client.get(key)`, `client.get(key, (err, value) => ...)`.
 for (const name of COMMANDS) {
   if (name in RedisClient.prototype) continue;
@@ -823,6 +928,7 @@ class RedisStorageAdapter {
     this.keyPrefix = this[NATIVE].keyPrefix;
     /** The client in use: the one passed in, or a RedisClient over the adapter's connection. */
     this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client());
+    this[OWN_CLIENT] = client === undefined;
   }
 
   /**
@@ -889,6 +995,7 @@ class RedisStorageAdapter {
 
   /** Releases held locks, then closes the adapter's own connections; a client passed in stays open. */
   close() {
+    if (this[OWN_CLIENT]) endSubscriptions(this.client);
     return this[NATIVE].close().then(reportUnlock);
   }
 }

@@ -285,12 +285,17 @@ for (const topo of topologies()) describe(`RedisClient (${topo.name})`, () => {
       // Servers on loopback may answer before the next line runs: a client that is 'ready'
       // already is not what this test is about, so it gets a few tries at a client that is still
       // connecting.
-      let own = clientWith();
-      for (let attempt = 1; own.status !== 'connecting' && attempt < 20; attempt += 1) {
-        own.disconnect();
+      // (The status is read once per try: the connection is made on another thread, and it may
+      // be ready by the time it is read again.)
+      let own;
+      let status;
+      for (let attempt = 1; attempt <= 20; attempt += 1) {
         own = clientWith();
+        status = own.status;
+        if (status === 'connecting') break;
+        own.disconnect();
       }
-      assert.equal(own.status, 'connecting');
+      assert.equal(status, 'connecting');
       const queued = Promise.allSettled(keysFor('quit-early:', 20).map((k) => own.set(k, 'x')));
       assert.equal(await within(20000, own.quit(), 'quit()'), 'OK');
       const outcomes = (await queued).map((r) => (r.status === 'fulfilled' ? r.value : r.reason.code));

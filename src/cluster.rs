@@ -44,6 +44,71 @@ pub struct ClusterTarget {
     nat: HashMap<(String, u16), (String, u16)>,
     topology: Mutex<Vec<ClusterNode>>,
     scale_reads: ScaleReads,
+    config: ClusterConfig,
+}
+
+/// The redis-rs client builder for `config` (nodes, credentials, TLS, read routing, NAT).
+fn builder(config: &ClusterConfig) -> Result<ClusterClientBuilder> {
+    let nodes: Vec<redis::ConnectionInfo> = config
+        .nodes
+        .iter()
+        .map(|(host, port)| {
+            let addr = match &config.redis.tls {
+                None => redis::ConnectionAddr::Tcp(host.clone(), *port),
+                Some(tls) => redis::ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: !tls.reject_unauthorized,
+                    tls_params: None,
+                },
+            };
+            redis::IntoConnectionInfo::into_connection_info(addr)
+        })
+        .collect::<redis::RedisResult<_>>()
+        .map_err(|_| Error::config("option `nodes`: invalid node address"))?;
+    let r = &config.redis;
+    let mut builder = ClusterClientBuilder::new(nodes)
+        .retries(config.max_redirections)
+        .min_retry_wait(config.retry_delay.as_millis() as u64)
+        .max_retry_wait(2000)
+        .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(r.no_delay));
+    if let Some(user) = &r.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &r.password {
+        builder = builder.password(&password.0);
+    }
+    if let Some(tls) = &r.tls {
+        builder = builder.tls(if tls.reject_unauthorized {
+            redis::cluster::TlsMode::Secure
+        } else {
+            redis::cluster::TlsMode::Insecure
+        });
+        if tls.ca.is_some() || tls.cert.is_some() {
+            builder = builder.certs(crate::settings::tls_certificates(tls));
+        }
+    }
+    builder = match config.scale_reads {
+        ScaleReads::Master => builder,
+        ScaleReads::Replicas => {
+            builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy)
+        }
+        ScaleReads::All => builder.read_routing_strategy(AnyNodeStrategy),
+    };
+    if !config.nat_map.is_empty() {
+        let map = config
+            .nat_map
+            .iter()
+            .map(|((fh, fp), (th, tp))| {
+                (
+                    NodeAddress::new(fh.as_str(), *fp),
+                    NodeAddress::new(th.as_str(), *tp),
+                )
+            })
+            .collect();
+        builder = builder.node_address_map(map);
+    }
+    Ok(builder)
 }
 
 impl ClusterTarget {
@@ -52,66 +117,8 @@ impl ClusterTarget {
     /// # Errors
     /// `ERR_INVALID_OPTION` when redis-rs refuses the settings (TLS material, nodes).
     pub fn new(config: &ClusterConfig) -> Result<Self> {
-        let nodes: Vec<redis::ConnectionInfo> = config
-            .nodes
-            .iter()
-            .map(|(host, port)| {
-                let addr = match &config.redis.tls {
-                    None => redis::ConnectionAddr::Tcp(host.clone(), *port),
-                    Some(tls) => redis::ConnectionAddr::TcpTls {
-                        host: host.clone(),
-                        port: *port,
-                        insecure: !tls.reject_unauthorized,
-                        tls_params: None,
-                    },
-                };
-                redis::IntoConnectionInfo::into_connection_info(addr)
-            })
-            .collect::<redis::RedisResult<_>>()
-            .map_err(|_| Error::config("option `nodes`: invalid node address"))?;
         let r = &config.redis;
-        let mut builder = ClusterClientBuilder::new(nodes)
-            .retries(config.max_redirections)
-            .min_retry_wait(config.retry_delay.as_millis() as u64)
-            .max_retry_wait(2000)
-            .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(r.no_delay));
-        if let Some(user) = &r.username {
-            builder = builder.username(user);
-        }
-        if let Some(password) = &r.password {
-            builder = builder.password(&password.0);
-        }
-        if let Some(tls) = &r.tls {
-            builder = builder.tls(if tls.reject_unauthorized {
-                redis::cluster::TlsMode::Secure
-            } else {
-                redis::cluster::TlsMode::Insecure
-            });
-            if tls.ca.is_some() || tls.cert.is_some() {
-                builder = builder.certs(crate::settings::tls_certificates(tls));
-            }
-        }
-        builder = match config.scale_reads {
-            ScaleReads::Master => builder,
-            ScaleReads::Replicas => {
-                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy)
-            }
-            ScaleReads::All => builder.read_routing_strategy(AnyNodeStrategy),
-        };
-        if !config.nat_map.is_empty() {
-            let map = config
-                .nat_map
-                .iter()
-                .map(|((fh, fp), (th, tp))| {
-                    (
-                        NodeAddress::new(fh.as_str(), *fp),
-                        NodeAddress::new(th.as_str(), *tp),
-                    )
-                })
-                .collect();
-            builder = builder.node_address_map(map);
-        }
-        let client = builder.build().map_err(|_| {
+        let client = builder(config)?.build().map_err(|_| {
             Error::config("invalid cluster settings (check options.redisOptions.tls and nodes)")
         })?;
         let mut settings = redis::cluster::ClusterConfig::new();
@@ -137,7 +144,25 @@ impl ClusterTarget {
             nat: config.nat_map.iter().cloned().collect(),
             topology: Mutex::new(Vec::new()),
             scale_reads: config.scale_reads,
+            config: config.clone(),
         })
+    }
+
+    /// A client for subscriptions: RESP3, its pushes (messages, and the library's
+    /// disconnections) sent to `pushes`; redis-rs routes `SSUBSCRIBE` to the slot's master and
+    /// subscribes again after a reconnection or a slot move.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` when redis-rs refuses the settings.
+    pub fn pubsub_client(&self, pushes: impl redis::aio::AsyncPushSender) -> Result<ClusterClient> {
+        let mut b = builder(&self.config)?
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes);
+        if let Some(t) = self.config.redis.connect_timeout {
+            b = b.connection_timeout(t);
+        }
+        b.build()
+            .map_err(|_| Error::config("invalid cluster settings"))
     }
 
     /// Connects to the cluster (reads its slots) and reads its topology.

@@ -41,20 +41,29 @@ const REFUSED: &[(&str, &str)] = &[
     ("HELLO", "the protocol is chosen by the client"),
     ("RESET", "it would reset the connection of every caller"),
     ("QUIT", "use client.quit()"),
-    ("SUBSCRIBE", "subscriptions need a connection of their own"),
-    ("PSUBSCRIBE", "subscriptions need a connection of their own"),
-    ("SSUBSCRIBE", "subscriptions need a connection of their own"),
+    (
+        "SUBSCRIBE",
+        "use client.subscribe() and its kin (a connection of their own)",
+    ),
+    (
+        "PSUBSCRIBE",
+        "use client.subscribe() and its kin (a connection of their own)",
+    ),
+    (
+        "SSUBSCRIBE",
+        "use client.subscribe() and its kin (a connection of their own)",
+    ),
     (
         "UNSUBSCRIBE",
-        "subscriptions need a connection of their own",
+        "use client.subscribe() and its kin (a connection of their own)",
     ),
     (
         "PUNSUBSCRIBE",
-        "subscriptions need a connection of their own",
+        "use client.subscribe() and its kin (a connection of their own)",
     ),
     (
         "SUNSUBSCRIBE",
-        "subscriptions need a connection of their own",
+        "use client.subscribe() and its kin (a connection of their own)",
     ),
     ("MONITOR", "monitor mode needs a connection of its own"),
     ("SYNC", "replication commands are not for clients"),

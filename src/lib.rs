@@ -15,6 +15,7 @@ pub mod connection;
 pub mod error;
 pub mod lock;
 pub mod pipe;
+pub mod pubsub;
 pub mod resp;
 pub mod retry;
 pub mod settings;

@@ -6,9 +6,18 @@ use crate::error::{Error, Result};
 
 /// Builds the redis-rs client for the settings.
 pub(crate) fn build_client(config: &ConnectionConfig) -> Result<redis::Client> {
+    build_client_as(config, redis::ProtocolVersion::RESP2)
+}
+
+/// [`build_client`] speaking `protocol` (RESP3 for subscriptions, whose messages are pushes).
+pub(crate) fn build_client_as(
+    config: &ConnectionConfig,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Client> {
     let redis_settings = {
         let mut r = redis::RedisConnectionInfo::default()
             .set_db(config.db)
+            .set_protocol(protocol)
             .set_skip_set_lib_name();
         if let Some(user) = &config.username {
             r = r.set_username(user);

@@ -142,9 +142,7 @@ impl NativeAdapter {
     /// A client object over this adapter's connection.
     #[napi]
     pub fn client(&self) -> NativeClient {
-        NativeClient {
-            conn: self.storage.connection().clone(),
-        }
+        NativeClient::over(self.storage.connection().clone())
     }
 
     /// `{ set(key, json, expireAt?), get(key), remove(key) }`: the cache operations, as plain

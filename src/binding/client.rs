@@ -7,8 +7,10 @@ use super::bridge::{self, Outcome};
 use super::error::throw;
 use crate::config::BackendConfig;
 use crate::connection::{default_retry_strategy, Connection, Event};
+use crate::pubsub::{Kind, Message, OnMessage, Subscriber};
 use crate::resp;
 use crate::retry::default_cluster_retry_strategy;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// An event of the connection, for `RedisClient`'s EventEmitter.
 #[napi(object)]
@@ -70,10 +72,69 @@ pub(crate) fn open(
     opened.map_err(|e| throw(env, &e))
 }
 
+/// A message of a subscription, for `RedisClient`'s `message`/`pmessage`/`smessage` events.
+#[napi(object)]
+pub struct PubSubMessage {
+    /// `'message'`, `'pmessage'` or `'smessage'`: the event it is.
+    pub event: String,
+    /// The pattern that matched (`pmessage`).
+    pub pattern: Option<Buffer>,
+    pub channel: Buffer,
+    pub message: Buffer,
+}
+
 /// A reconnecting connection to one Redis server.
 #[napi]
 pub struct NativeClient {
     pub(crate) conn: Connection,
+    /// Subscriptions, on a connection of their own, made on the first one.
+    pub(crate) subscriber: OnceLock<Subscriber>,
+    /// Where messages go (set by `onMessage`).
+    pub(crate) on_message: Arc<Mutex<Option<OnMessage>>>,
+}
+
+impl NativeClient {
+    pub(crate) fn over(conn: Connection) -> NativeClient {
+        NativeClient {
+            conn,
+            subscriber: OnceLock::new(),
+            on_message: Arc::default(),
+        }
+    }
+
+    fn subscriber(&self) -> Subscriber {
+        self.subscriber
+            .get_or_init(|| {
+                let sink = self.on_message.clone();
+                Subscriber::new(
+                    self.conn.clone(),
+                    Arc::new(move |m| {
+                        let listener = sink.lock().expect("listener").clone();
+                        if let Some(listener) = listener {
+                            listener(m);
+                        }
+                    }),
+                )
+            })
+            .clone()
+    }
+}
+
+fn pubsub_kind(kind: &str) -> Kind {
+    match kind {
+        "pattern" => Kind::Pattern,
+        "shard" => Kind::Shard,
+        _ => Kind::Channel,
+    }
+}
+
+fn bytes_of(args: Vec<Either<String, Buffer>>) -> Vec<Vec<u8>> {
+    args.into_iter()
+        .map(|a| match a {
+            Either::A(s) => s.into_bytes(),
+            Either::B(b) => b.to_vec(),
+        })
+        .collect()
 }
 
 /// The tokio runtime napi-rs runs futures on.
@@ -92,9 +153,83 @@ impl NativeClient {
         retry_strategy: Option<Function<'_, u32, Option<f64>>>,
     ) -> napi::Result<Self> {
         let config = BackendConfig::from_json(&options_json).map_err(|e| throw(&env, &e))?;
-        Ok(NativeClient {
-            conn: open(&env, &config, retry_strategy)?,
+        Ok(NativeClient::over(open(&env, &config, retry_strategy)?))
+    }
+
+    /// Calls `listener` with each message of the client's subscriptions, on the JavaScript
+    /// thread, in order (replacing an earlier listener).
+    #[napi(ts_args_type = "listener: (message: PubSubMessage) => void")]
+    pub fn on_message(&self, listener: Function<'_, PubSubMessage, ()>) -> napi::Result<()> {
+        let tsfn = listener
+            .build_threadsafe_function::<PubSubMessage>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let deliver: OnMessage = Arc::new(move |m: Message| {
+            let event = match m.kind {
+                Kind::Channel => "message",
+                Kind::Pattern => "pmessage",
+                Kind::Shard => "smessage",
+            };
+            let _ = tsfn.call(
+                PubSubMessage {
+                    event: event.to_owned(),
+                    pattern: m.pattern.map(Buffer::from),
+                    channel: Buffer::from(m.channel),
+                    message: Buffer::from(m.payload),
+                },
+                napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        });
+        *self.on_message.lock().expect("listener") = Some(deliver);
+        Ok(())
+    }
+
+    /// Subscribes (`kind`: 'channel', 'pattern' or 'shard') on the client's subscriber
+    /// connection; resolves how many subscriptions the client has, as Redis counts them.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn subscribe<'env>(
+        &self,
+        env: &'env Env,
+        kind: String,
+        names: Vec<Either<String, Buffer>>,
+    ) -> napi::Result<Unknown<'env>> {
+        let sub = self.subscriber();
+        let names = bytes_of(names);
+        bridge::promise(env, async move {
+            match sub.subscribe(pubsub_kind(&kind), names).await {
+                Ok(n) => Outcome::Reply(redis::Value::Int(n as i64)),
+                Err(e) => Outcome::Error(e),
+            }
         })
+    }
+
+    /// Unsubscribes (all of the kind when `names` is empty); resolves how many are left.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn unsubscribe<'env>(
+        &self,
+        env: &'env Env,
+        kind: String,
+        names: Vec<Either<String, Buffer>>,
+    ) -> napi::Result<Unknown<'env>> {
+        let Some(sub) = self.subscriber.get().cloned() else {
+            return bridge::promise(env, async { Outcome::Reply(redis::Value::Int(0)) });
+        };
+        let names = bytes_of(names);
+        bridge::promise(env, async move {
+            match sub.unsubscribe(pubsub_kind(&kind), names).await {
+                Ok(n) => Outcome::Reply(redis::Value::Int(n as i64)),
+                Err(e) => Outcome::Error(e),
+            }
+        })
+    }
+
+    /// Ends the subscriptions and their connection (quit, disconnect, the adapter's close).
+    #[napi]
+    pub fn close_subscriber(&self) {
+        if let Some(sub) = self.subscriber.get().cloned() {
+            runtime().spawn(async move { sub.close().await });
+        }
     }
 
     /// Calls `listener` with each event of the connection (`connect`, `ready`, `error`,
@@ -259,7 +394,11 @@ impl NativeClient {
         let conn = self.conn.clone();
         // Commands issued after quit() are refused; those issued before finish first.
         conn.begin_quit();
+        let sub = self.subscriber.get().cloned();
         bridge::promise(env, async move {
+            if let Some(sub) = sub {
+                sub.close().await;
+            }
             conn.quit().await;
             Outcome::Str(b"OK".to_vec())
         })
@@ -268,6 +407,7 @@ impl NativeClient {
     /// Closes at once.
     #[napi]
     pub fn disconnect(&self) {
+        self.close_subscriber();
         self.conn.disconnect();
     }
 }

@@ -18,7 +18,7 @@
 //! one [`Phase`], in which "ready" cannot exist without a link.
 
 mod link;
-mod open;
+pub(crate) mod open;
 mod timer;
 
 use std::collections::VecDeque;
@@ -547,6 +547,15 @@ impl Connection {
                 crate::settings::build_client(&config).ok()
             })
             .collect()
+    }
+
+    /// The cluster this connection talks to, if it is a cluster's (for subscriptions, which
+    /// get a client of their own: see `crate::pubsub`).
+    pub(crate) fn cluster_target(&self) -> Option<&ClusterTarget> {
+        match &self.inner.target {
+            Target::Cluster(c) => Some(c),
+            Target::Single { .. } => None,
+        }
     }
 
     /// The server's address, for messages.

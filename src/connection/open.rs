@@ -226,7 +226,7 @@ fn connect_error(err: &redis::RedisError, inner: &Inner) -> Error {
 }
 
 /// redis-rs's connection settings: timeouts, and the resolver that makes `tls.servername` work.
-pub(super) fn async_config(config: &ConnectionConfig) -> AsyncConnectionConfig {
+pub(crate) fn async_config(config: &ConnectionConfig) -> AsyncConnectionConfig {
     let mut async_config = AsyncConnectionConfig::new()
         .set_connection_timeout(config.connect_timeout)
         // commandTimeout is the connection's own timer (from the call, not from the write).
