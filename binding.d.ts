@@ -90,6 +90,10 @@ export declare class NativeClient {
    * cluster a batch must stay on one node: every command names keys of one slot.
    */
   batch(commands: Array<Array<string | Buffer>>, transaction: boolean): Promise<Array<[Error | null, unknown]>>
+  /** `WATCH keys` on the client's watch connection (see [`Watch`]); resolves `'OK'`. */
+  watch(keys: Array<string | Buffer>): Promise<string>
+  /** `UNWATCH`: forgets every watched key; resolves `'OK'`. */
+  unwatch(): Promise<string>
   /** ioredis's status name. */
   get status(): string
   /** Sends QUIT and closes; resolves `'OK'`. */

@@ -1347,7 +1347,10 @@ declare namespace RedisStorageAdapter {
      * (`[['set', 'k', 'v'], ['get', 'k']]`).
      */
     pipeline(commands?: Array<[string, ...RedisCommandArg[]]>): RedisPipeline;
-    /** A transaction: as a pipeline, sent as `MULTI` .. `EXEC`, atomic. Not on a cluster yet. */
+    /**
+     * A transaction: as a pipeline, sent as `MULTI` .. `EXEC`, atomic; `exec()` resolves `null`
+     * when a key `watch()`ed before changed. Not on a cluster yet.
+     */
     multi(commands?: Array<[string, ...RedisCommandArg[]]>): RedisPipeline;
     /** True for a cluster client. */
     readonly isCluster: boolean;
@@ -1372,6 +1375,17 @@ declare namespace RedisStorageAdapter {
     quit(callback?: RedisCallback<'OK'>): Promise<'OK'>;
     /** Closes the connection at once; every pending command rejects with `ERR_CLOSED`. */
     disconnect(): void;
+    /**
+     * `WATCH keys`: the next `multi().exec()` resolves `null` (running nothing) when a watched
+     * key changed before it, as in ioredis. The watch and that transaction live on a connection
+     * of their own (the client's other commands go on the shared one); should it be lost in
+     * between, the server forgot the watch and `exec()` rejects with `ERR_CONNECTION` instead of
+     * running unwatched. Not on a cluster yet (`ERR_INVALID_ARG`).
+     */
+    watch(...keys: [...keys: Array<string | Uint8Array | Array<string | Uint8Array>>, callback: RedisCallback<'OK'>]): Promise<'OK'>;
+    watch(...keys: Array<string | Uint8Array | Array<string | Uint8Array>>): Promise<'OK'>;
+    /** `UNWATCH`: forgets the watched keys. */
+    unwatch(callback?: RedisCallback<'OK'>): Promise<'OK'>;
     /**
      * Subscribes to channels; resolves how many channels and patterns the client is subscribed
      * to, as ioredis does. Messages come as `message` (`channel`, `message` strings) and

@@ -517,6 +517,8 @@ class RedisClient extends EventEmitter {
     }
     const lower = command.toLowerCase();
     if (lower in SUBSCRIPTION_METHODS) return subscription(this, lower, args);
+    if (lower === 'watch') return this.watch(...args);
+    if (lower === 'unwatch') return this.unwatch(...args);
     return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command]);
   }
 
@@ -535,6 +537,36 @@ class RedisClient extends EventEmitter {
    */
   multi(commands) {
     return new Pipeline(this, true, Array.isArray(commands) ? commands : undefined);
+  }
+
+  /**
+   * `WATCH keys`: the next `multi().exec()` resolves `null` (and runs nothing) when a watched
+   * key changed before it, as in ioredis. The watch lives on a connection of its own (made on
+   * the first `watch()`; the client's other commands go on the shared one), and the
+   * transaction runs there; should that connection be lost in between, the server forgot the
+   * watch, and `exec()` rejects with `ERR_CONNECTION` instead of running unwatched. Not on a
+   * cluster yet.
+   */
+  watch(...args) {
+    const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
+    let promise;
+    try {
+      promise = this[NATIVE].watch(commandArgs(args));
+    } catch (err) {
+      promise = Promise.reject(err);
+    }
+    return callback === undefined ? promise : asCallback(promise, callback);
+  }
+
+  /** `UNWATCH`: forgets the watched keys; resolves 'OK'. */
+  unwatch(callback) {
+    let promise;
+    try {
+      promise = this[NATIVE].unwatch();
+    } catch (err) {
+      promise = Promise.reject(err);
+    }
+    return typeof callback === 'function' ? asCallback(promise, callback) : promise;
   }
 
   /** Sends QUIT and closes the connection; resolves 'OK'. Takes an optional callback. */

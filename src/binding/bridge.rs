@@ -423,8 +423,9 @@ pub fn submit<'env>(
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
 }
 
-/// Puts the packed commands `cmds` on `conn` together (nothing of anybody else's between them)
-/// and returns a promise for all their outcomes ([`Outcome::Batch`]), in order.
+/// Puts the packed commands `cmds` on `conn` together (nothing of anybody else's between them),
+/// only on the link of `generation` when given (see [`Connection::submit_all_on`]), and returns
+/// a promise for all their outcomes ([`Outcome::Batch`]), in order.
 ///
 /// # Errors
 /// Only when napi itself fails to make the promise.
@@ -432,6 +433,7 @@ pub fn submit_all<'env>(
     env: &'env Env,
     conn: &Connection,
     cmds: Vec<Vec<u8>>,
+    generation: Option<u64>,
 ) -> napi::Result<Unknown<'env>> {
     let (bridge, deferred, promise) = Bridge::new_promise(env)?;
     struct Gathered {
@@ -478,7 +480,7 @@ pub fn submit_all<'env>(
             (bytes, done)
         })
         .collect();
-    if let Some(pipe) = conn.submit_all(with_done) {
+    if let Some(pipe) = conn.submit_all_on(with_done, generation) {
         bridge.flush_soon(pipe);
     }
     // SAFETY: `promise` is a live value of `env`.

@@ -91,6 +91,52 @@ pub struct NativeClient {
     pub(crate) subscriber: OnceLock<Subscriber>,
     /// Where messages go (set by `onMessage`).
     pub(crate) on_message: Arc<Mutex<Option<OnMessage>>>,
+    /// WATCH state, on a connection of its own (see `watch`).
+    pub(crate) watch: Arc<Mutex<Watch>>,
+}
+
+/// The client's `WATCH`es: they live on a connection of their own (made on the first `watch()`,
+/// closed with the client), since the shared one carries everybody's commands. While keys are
+/// watched, `multi().exec()` runs there, and only on the link the `WATCH` went on: if that link
+/// was lost, the server forgot the watched keys, and the transaction fails with
+/// `ERR_CONNECTION` instead of running unwatched. `EXEC` (run or aborted) and `UNWATCH` end the
+/// watch, as in Redis.
+#[derive(Default)]
+pub(crate) struct Watch {
+    conn: Option<Connection>,
+    /// The link the `WATCH`es went on, while keys are watched (a lost link stays named here,
+    /// so that the next `EXEC` fails instead of running unwatched).
+    on: Option<u64>,
+}
+
+/// Sends `WATCH`/`UNWATCH` (`bytes`) on the watch connection, on the link `on` when given (else
+/// the live one, once connected); resolves the reply and that link's generation.
+async fn watch_command(
+    conn: Connection,
+    bytes: Vec<u8>,
+    on: Option<u64>,
+) -> crate::error::Result<(redis::Value, u64)> {
+    conn.connect().await?;
+    let Some(generation) = on.or_else(|| conn.link_generation()) else {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::Connection,
+            "the watch connection was lost before WATCH could be sent",
+        ));
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let done = move |reply: crate::error::Result<redis::Value>| {
+        let _ = tx.send(reply);
+    };
+    if let Some(pipe) = conn.submit_all_on(vec![(bytes, done)], Some(generation)) {
+        pipe.flush();
+    }
+    let reply = rx.await.unwrap_or_else(|_| {
+        Err(crate::error::Error::new(
+            crate::error::ErrorKind::Closed,
+            "the connection is closed",
+        ))
+    })?;
+    Ok((reply, generation))
 }
 
 impl NativeClient {
@@ -99,6 +145,7 @@ impl NativeClient {
             conn,
             subscriber: OnceLock::new(),
             on_message: Arc::default(),
+            watch: Arc::default(),
         }
     }
 
@@ -379,7 +426,88 @@ impl NativeClient {
                 return bridge::promise(env, async move { Outcome::Error(e) });
             }
         }
-        bridge::submit_all(env, &self.conn, packed)
+        if transaction {
+            let mut watch = self.watch.lock().expect("watch");
+            if let (Some(conn), Some(on)) = (watch.conn.clone(), watch.on.take()) {
+                // EXEC ends the watch, whatever comes of it.
+                drop(watch);
+                return bridge::submit_all(env, &conn, packed, Some(on));
+            }
+        }
+        bridge::submit_all(env, &self.conn, packed, None)
+    }
+
+    /// `WATCH keys` on the client's watch connection (see [`Watch`]); resolves `'OK'`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn watch<'env>(
+        &self,
+        env: &'env Env,
+        keys: Vec<Either<String, Buffer>>,
+    ) -> napi::Result<Unknown<'env>> {
+        if self.conn.is_cluster() {
+            let e = crate::error::Error::invalid_argument(
+                "watch() on a cluster is not supported yet (nor is multi()): use EVAL with a script",
+            );
+            return bridge::promise(env, async move { Outcome::Error(e) });
+        }
+        if keys.is_empty() {
+            let e = crate::error::Error::invalid_argument("watch() needs at least one key");
+            return bridge::promise(env, async move { Outcome::Error(e) });
+        }
+        let (conn, on) = {
+            let mut watch = self.watch.lock().expect("watch");
+            let conn = match &watch.conn {
+                Some(conn) => conn.clone(),
+                None => match self.conn.twin() {
+                    Ok(conn) => {
+                        watch.conn = Some(conn.clone());
+                        conn
+                    }
+                    Err(e) => return bridge::promise(env, async move { Outcome::Error(e) }),
+                },
+            };
+            (conn, watch.on)
+        };
+        let mut parts: Vec<&[u8]> = vec![b"WATCH"];
+        parts.extend(keys.iter().map(|a| match a {
+            Either::A(s) => s.as_bytes(),
+            Either::B(b) => &b[..],
+        }));
+        let bytes = resp::encode(&parts);
+        let state = self.watch.clone();
+        bridge::promise(env, async move {
+            match watch_command(conn, bytes, on).await {
+                Ok((reply, generation)) => {
+                    if !matches!(reply, redis::Value::ServerError(_)) {
+                        state.lock().expect("watch").on = Some(generation);
+                    }
+                    Outcome::Reply(reply)
+                }
+                Err(e) => Outcome::Error(e),
+            }
+        })
+    }
+
+    /// `UNWATCH`: forgets every watched key; resolves `'OK'`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn unwatch<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
+        let (conn, on) = {
+            let mut watch = self.watch.lock().expect("watch");
+            (watch.conn.clone(), watch.on.take())
+        };
+        match (conn, on) {
+            (Some(conn), Some(on)) => bridge::promise(env, async move {
+                match watch_command(conn, resp::encode(&[b"UNWATCH"]), Some(on)).await {
+                    Ok((reply, _)) => Outcome::Reply(reply),
+                    // The link that held the watch is gone: so is the watch.
+                    Err(e) if e.kind() == crate::error::ErrorKind::Connection => {
+                        Outcome::Str(b"OK".to_vec())
+                    }
+                    Err(e) => Outcome::Error(e),
+                }
+            }),
+            _ => bridge::promise(env, async { Outcome::Str(b"OK".to_vec()) }),
+        }
     }
 
     /// ioredis's status name.
@@ -395,9 +523,13 @@ impl NativeClient {
         // Commands issued after quit() are refused; those issued before finish first.
         conn.begin_quit();
         let sub = self.subscriber.get().cloned();
+        let watch = self.watch.lock().expect("watch").conn.take();
         bridge::promise(env, async move {
             if let Some(sub) = sub {
                 sub.close().await;
+            }
+            if let Some(watch) = watch {
+                watch.disconnect();
             }
             conn.quit().await;
             Outcome::Str(b"OK".to_vec())
@@ -408,6 +540,9 @@ impl NativeClient {
     #[napi]
     pub fn disconnect(&self) {
         self.close_subscriber();
+        if let Some(watch) = self.watch.lock().expect("watch").conn.take() {
+            watch.disconnect();
+        }
         self.conn.disconnect();
     }
 }

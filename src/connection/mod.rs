@@ -641,6 +641,26 @@ impl Connection {
         Ok(side.clone())
     }
 
+    /// A new connection with this one's settings (connecting at once), closed only by its own
+    /// `quit()`/`disconnect()`: for state that must live on a connection of its own (`WATCH`),
+    /// and for `duplicate()`.
+    ///
+    /// # Errors
+    /// The settings' errors.
+    pub fn twin(&self) -> Result<Connection> {
+        (self.inner.twin)()
+    }
+
+    /// Which link is live: a number that changes with every new link (a reconnection), `None`
+    /// while there is none. State a server keeps per connection (`WATCH`) lives as long as one
+    /// link.
+    pub fn link_generation(&self) -> Option<u64> {
+        match &self.inner.core().phase {
+            Phase::Ready { generation, .. } => Some(*generation),
+            _ => None,
+        }
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         *self.inner.status.borrow()
@@ -772,6 +792,17 @@ impl Connection {
     where
         F: FnOnce(Result<Value>) + Send + 'static,
     {
+        self.submit_all_on(cmds, None)
+    }
+
+    /// [`Connection::submit_all`], only on the link of `generation` when given (see
+    /// [`Connection::link_generation`]): when that link is gone, every command fails with
+    /// `ERR_CONNECTION` and none is sent (a transaction whose `WATCH` the server forgot with its
+    /// connection must not run unwatched).
+    pub fn submit_all_on<F>(&self, cmds: Vec<(Vec<u8>, F)>, generation: Option<u64>) -> Option<Pipe>
+    where
+        F: FnOnce(Result<Value>) + Send + 'static,
+    {
         let mut entries = Vec::with_capacity(cmds.len());
         for (bytes, done) in cmds {
             match self.track() {
@@ -781,6 +812,21 @@ impl Connection {
         }
         let placed: Vec<Placed> = {
             let mut core = self.inner.core();
+            let live = match &core.phase {
+                Phase::Ready { generation, .. } => Some(*generation),
+                _ => None,
+            };
+            if generation.is_some() && generation != live {
+                drop(core);
+                let lost = Error::new(
+                    ErrorKind::Connection,
+                    "the connection that held the WATCH was lost (and made again): the server forgot the watched keys, so the transaction was not sent; WATCH again",
+                );
+                for cmd in entries {
+                    cmd.fail(lost.clone());
+                }
+                return None;
+            }
             entries
                 .into_iter()
                 .map(|cmd| self.place(&mut core, cmd, true))
