@@ -81,6 +81,8 @@ export declare class NativeClient {
    * first connection and for one server.
    */
   nodes(role?: string | undefined | null): Array<NodeInfo>
+  /** Sends `command` with `args` and resolves its reply, its strings as Buffers. */
+  callBuffer(command: string, args: Array<string | Buffer>): unknown
   /** Sends `command` with `args` and resolves its reply. */
   call(command: string, args: Array<string | Buffer>): unknown
   /**
@@ -89,7 +91,7 @@ export declare class NativeClient {
    * `pipeline().exec()` and, wrapped in `MULTI` .. `EXEC`, `multi().exec()` are made of. On a
    * cluster a batch must stay on one node: every command names keys of one slot.
    */
-  batch(commands: Array<Array<string | Buffer>>, transaction: boolean): Promise<Array<[Error | null, unknown]>>
+  batch(commands: Array<Array<string | Buffer>>, transaction: boolean, buffers?: Array<boolean> | undefined | null): Promise<Array<[Error | null, unknown]>>
   /** `WATCH keys` on the client's watch connection (see [`Watch`]); resolves `'OK'`. */
   watch(keys: Array<string | Buffer>): Promise<string>
   /** `UNWATCH`: forgets every watched key; resolves `'OK'`. */

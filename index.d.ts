@@ -777,8 +777,23 @@ declare namespace RedisStorageAdapter {
     /** How many commands are queued. */
     readonly length: number;
     call(command: string, ...args: Array<RedisCommandArg | RedisCallback<unknown>>): RedisPipeline;
+    /** `call` whose reply has Buffers for strings. */
+    callBuffer(command: string, ...args: Array<RedisCommandArg | RedisCallback<unknown>>): RedisPipeline;
     exec(callback?: RedisCallback<RedisExecResult | null>): Promise<RedisExecResult | null>;
-  } & { [K in Exclude<keyof RedisCommands, 'call'>]: (...args: any[]) => RedisPipeline };
+  } & { [K in Exclude<keyof RedisCommands, 'call'>]: (...args: any[]) => RedisPipeline } & {
+    [K in keyof RedisCommands as K extends string ? `${K}Buffer` : never]: (...args: any[]) => RedisPipeline;
+  };
+
+  /**
+   * The Buffer form of every command, as in ioredis (`getBuffer`, `hgetallBuffer`, ...): the
+   * reply with Buffers where the plain form has strings (status replies such as `'OK'`
+   * included); numbers and nulls as in the plain form.
+   */
+  type RedisBufferCommands = {
+    [K in keyof RedisCommands as K extends string ? `${K}Buffer` : never]: (
+      ...args: Array<RedisCommandArg | RedisCallback<any>>
+    ) => Promise<any>;
+  };
 
   /**
    * A script for `defineCommand` and the `scripts` option, as in ioredis: `numberOfKeys`
@@ -1301,7 +1316,7 @@ declare namespace RedisStorageAdapter {
    * client.get('greeting', (err, value) => console.log(err, value)); // a callback, as in ioredis
    * await client.quit();
    */
-  interface RedisClient extends RedisCommands {}
+  interface RedisClient extends RedisCommands, RedisBufferCommands {}
   class RedisClient {
     /**
      * Connects (at once, unless `lazyConnect`) with ioredis-style options, to a URL, or to a
@@ -1368,6 +1383,9 @@ declare namespace RedisStorageAdapter {
      */
     call(command: string, ...args: [...args: RedisCommandArg[], callback: RedisCallback<unknown>]): Promise<unknown>;
     call(command: string, ...args: RedisCommandArg[]): Promise<unknown>;
+    /** `call` with the reply's strings as Buffers (ioredis's `callBuffer`), for binary values. */
+    callBuffer(command: string, ...args: [...args: RedisCommandArg[], callback: RedisCallback<unknown>]): Promise<unknown>;
+    callBuffer(command: string, ...args: RedisCommandArg[]): Promise<unknown>;
     /**
      * Sends `QUIT` after the pending commands and closes; `status` becomes `'end'`. Resolves
      * within a second: what still waits then rejects with `ERR_CLOSED`.

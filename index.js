@@ -151,11 +151,11 @@ function asCallback(promise, callback) {
  * Sends command `name` with `args` (a rest array, which it may shorten): a function as the last
  * argument is the callback; `transform` reshapes the reply. Never throws: rejects instead.
  */
-function send(native, name, args, transform) {
+function send(native, name, args, transform, buffers = false) {
   const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
   let promise;
   try {
-    promise = native.call(name, commandArgs(args));
+    promise = buffers ? native.callBuffer(name, commandArgs(args)) : native.call(name, commandArgs(args));
     if (transform !== undefined) promise = promise.then(transform);
   } catch (err) {
     promise = Promise.reject(err);
@@ -523,6 +523,14 @@ class RedisClient extends EventEmitter {
   }
 
   /**
+   * `call` with the reply's strings as Buffers (ioredis's `callBuffer`): for binary values.
+   */
+  callBuffer(command, ...args) {
+    if (typeof command !== 'string') return this.call(command, ...args);
+    return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command], true);
+  }
+
+  /**
    * A pipeline (ioredis's `client.pipeline()`): commands queued, sent together by `exec()`,
    * which resolves `[[err, result], ...]`. `commands` may give them at once: `[['set', 'k',
    * 'v'], ['get', 'k']]`.
@@ -596,6 +604,7 @@ class RedisClient extends EventEmitter {
 
 const BATCH = Symbol('alova.storage-redis.batch');
 const QUEUE_SCRIPT = Symbol('alova.storage-redis.queue-script');
+const QUEUE = Symbol('alova.storage-redis.queue');
 
 /**
  * `client.pipeline()` and `client.multi()`, as in ioredis: a method per command queues it (and
@@ -641,13 +650,22 @@ class Pipeline {
 
   /** Queues any command; a function as the last argument is called with its outcome. */
   call(name, ...args) {
+    return this[QUEUE](name, args, false);
+  }
+
+  /** `call` whose reply has Buffers for strings. */
+  callBuffer(name, ...args) {
+    return this[QUEUE](name, args, true);
+  }
+
+  [QUEUE](name, args, buffers) {
     const batch = this[BATCH];
     const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
     try {
       if (typeof name !== 'string') {
         throw codeError(TypeError, 'ERR_INVALID_ARG', `the command name must be a string, got ${describe(name)}`);
       }
-      batch.queue.push({ name, args: commandArgs(args), callback });
+      batch.queue.push({ name, args: commandArgs(args), callback, buffers });
     } catch (err) {
       // As ioredis: the whole exec() fails with the first bad command.
       if (batch.failure === null) batch.failure = err;
@@ -664,7 +682,9 @@ class Pipeline {
     else {
       const { loads, commands } = withScriptLoads(client, queue);
       const skip = loads.length;
-      promise = client[NATIVE].batch(commands, transaction).then((all) => {
+      // Which replies come as Buffers, by position in `commands` (the SCRIPT LOADs first).
+      const buffers = queue.some((c) => c.buffers) ? [...loads.map(() => false), ...queue.map((c) => c.buffers === true)] : undefined;
+      promise = client[NATIVE].batch(commands, transaction, buffers).then((all) => {
         // The SCRIPT LOADs sent first: a failed one (a Lua error) is what its EVALSHAs report.
         const loadErrors = new Map();
         const loadOutcomes = transaction ? all.slice(1, 1 + skip) : all.slice(0, skip);
@@ -744,16 +764,26 @@ function transformed([err, value], name) {
   return [null, transform !== undefined ? transform(value) : value];
 }
 
-// A method per command on pipelines: `pipeline.set(k, v).get(k)`.
+// A method per command on pipelines: `pipeline.set(k, v).get(k)`, and its Buffer form.
 for (const name of COMMANDS) {
-  if (name in Pipeline.prototype) continue;
-  Object.defineProperty(Pipeline.prototype, name, {
-    value: function queue(...args) {
-      return this.call(name, ...args);
-    },
-    writable: true,
-    configurable: true,
-  });
+  if (!(name in Pipeline.prototype)) {
+    Object.defineProperty(Pipeline.prototype, name, {
+      value: function queue(...args) {
+        return this[QUEUE](name, args, false);
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
+  if (!(`${name}Buffer` in Pipeline.prototype)) {
+    Object.defineProperty(Pipeline.prototype, `${name}Buffer`, {
+      value: function queueBuffer(...args) {
+        return this[QUEUE](name, args, true);
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
 }
 
 /**
@@ -793,17 +823,28 @@ for (const name of Object.keys(SUBSCRIPTION_METHODS)) {
   });
 }
 
-// A method per command: `client.get(key)`, `client.get(key, (err, value) => ...)`.
+// A method per command: `client.get(key)`, `client.get(key, (err, value) => ...)`, and its
+// Buffer form, whose reply has Buffers for strings: `client.getBuffer(key)`.
 for (const name of COMMANDS) {
-  if (name in RedisClient.prototype) continue;
   const transform = REPLY_TRANSFORMS[name];
-  Object.defineProperty(RedisClient.prototype, name, {
-    value: function command(...args) {
-      return send(this[NATIVE], name, args, transform);
-    },
-    writable: true,
-    configurable: true,
-  });
+  if (!(name in RedisClient.prototype)) {
+    Object.defineProperty(RedisClient.prototype, name, {
+      value: function command(...args) {
+        return send(this[NATIVE], name, args, transform);
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
+  if (!(`${name}Buffer` in RedisClient.prototype)) {
+    Object.defineProperty(RedisClient.prototype, `${name}Buffer`, {
+      value: function commandBuffer(...args) {
+        return send(this[NATIVE], name, args, transform, true);
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
 }
 
 /** The function that retries the first connection: retryStrategy, or a cluster's clusterRetryStrategy. */

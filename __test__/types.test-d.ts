@@ -241,3 +241,19 @@ void connected;
 const piped: Promise<Array<[Error | null, unknown?]> | null> = events.client.pipeline().set('k', 'v').get('k').exec();
 void piped;
 events.client.multi([['incr', 'n']]).incr('n').exec((err, results) => void [err, results]);
+
+// Buffer forms, pub/sub and watch (issue 11).
+{
+  const bc = new RedisStorageAdapter.RedisClient({ port: 6379 });
+  const b1: Promise<any> = bc.getBuffer('k');
+  const b2: Promise<unknown> = bc.callBuffer('GET', 'k');
+  bc.pipeline().getBuffer('k').hgetallBuffer('h').callBuffer('get', 'k');
+  const n: Promise<number> = bc.subscribe('a', 'b');
+  bc.psubscribe('p*', (err, count) => void [err, count]);
+  bc.ssubscribe(['s1', 's2']);
+  bc.on('message', (channel: string, message: string) => void [channel, message]);
+  bc.on('pmessageBuffer', (pattern: string, channel: Buffer, message: Buffer) => void [pattern, channel, message]);
+  const w: Promise<'OK'> = bc.watch('k');
+  const u: Promise<'OK'> = bc.unwatch();
+  void [b1, b2, n, w, u];
+}

@@ -44,9 +44,11 @@ pub enum Outcome {
     Json(Option<Vec<u8>>),
     /// A Redis reply, converted as ioredis converts it.
     Reply(Value),
+    /// A Redis reply with its strings as `Buffer`s (ioredis's `getBuffer`, `callBuffer`, ...).
+    ReplyBuffers(Value),
     /// The outcomes of a batch of commands, as ioredis's `exec()` gives them:
     /// `[[error, null] | [null, reply], ...]`.
-    Batch(Vec<crate::error::Result<Value>>),
+    Batch(Vec<crate::error::Result<Value>>, Shape),
     /// A rejection.
     Error(Error),
 }
@@ -57,6 +59,20 @@ impl From<crate::error::Result<()>> for Outcome {
             Ok(()) => Outcome::Undefined,
             Err(e) => Outcome::Error(e),
         }
+    }
+}
+
+/// Which replies of a batch have their strings as `Buffer`s: by position in the batch, and, for
+/// a transaction, by position in its `EXEC` reply (the last outcome).
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub buffers: Vec<bool>,
+    pub exec: Option<Vec<bool>>,
+}
+
+impl Shape {
+    fn buffers_at(&self, i: usize) -> bool {
+        self.buffers.get(i).copied().unwrap_or(false)
     }
 }
 
@@ -434,7 +450,9 @@ pub fn submit_all<'env>(
     conn: &Connection,
     cmds: Vec<Vec<u8>>,
     generation: Option<u64>,
+    shape: Shape,
 ) -> napi::Result<Unknown<'env>> {
+    let shape = Arc::new(shape);
     let (bridge, deferred, promise) = Bridge::new_promise(env)?;
     struct Gathered {
         outcomes: Vec<Option<crate::error::Result<Value>>>,
@@ -449,13 +467,14 @@ pub fn submit_all<'env>(
     if cmds.is_empty() {
         let deferred = gathered.lock().ok().and_then(|mut g| g.deferred.take());
         if let Some(deferred) = deferred {
-            bridge.complete(deferred, Outcome::Batch(Vec::new()));
+            bridge.complete(deferred, Outcome::Batch(Vec::new(), Shape::default()));
         }
     }
     let with_done: Vec<_> = cmds
         .into_iter()
         .enumerate()
         .map(|(i, bytes)| {
+            let shape = shape.clone();
             let gathered = gathered.clone();
             let bridge = bridge.clone();
             let done = move |reply: crate::error::Result<Value>| {
@@ -473,7 +492,7 @@ pub fn submit_all<'env>(
                         .collect();
                     if let Some(deferred) = g.deferred.take() {
                         drop(g);
-                        bridge.complete(deferred, Outcome::Batch(outcomes));
+                        bridge.complete(deferred, Outcome::Batch(outcomes, (*shape).clone()));
                     }
                 }
             };
@@ -841,18 +860,29 @@ unsafe fn settle(
             Outcome::Str(bytes) => Ok(string(env, &bytes)),
             Outcome::Json(None) => Ok(undefined(env)),
             Outcome::Json(Some(bytes)) => parse_json(env, bridge, &bytes),
-            Outcome::Reply(value) => Ok(reply(env, value)),
-            Outcome::Batch(outcomes) => {
+            Outcome::Reply(value) => Ok(reply(env, value, false)),
+            Outcome::ReplyBuffers(value) => Ok(reply(env, value, true)),
+            Outcome::Batch(outcomes, shape) => {
                 let mut array = ptr::null_mut();
+                let last = outcomes.len().saturating_sub(1);
                 sys::napi_create_array_with_length(env, outcomes.len(), &mut array);
                 for (i, outcome) in outcomes.into_iter().enumerate() {
                     let mut pair = ptr::null_mut();
                     sys::napi_create_array_with_length(env, 2, &mut pair);
                     let mut null = ptr::null_mut();
                     sys::napi_get_null(env, &mut null);
-                    let (err, value) = match outcome {
-                        Ok(value) => (null, reply(env, value)),
-                        Err(e) => (create_error(env, &e), null),
+                    let (err, value) = match (outcome, &shape.exec) {
+                        (Ok(Value::Array(items)), Some(exec)) if i == last => {
+                            let mut v = ptr::null_mut();
+                            sys::napi_create_array_with_length(env, items.len(), &mut v);
+                            for (j, item) in items.into_iter().enumerate() {
+                                let buffers = exec.get(j).copied().unwrap_or(false);
+                                sys::napi_set_element(env, v, j as u32, reply(env, item, buffers));
+                            }
+                            (null, v)
+                        }
+                        (Ok(value), _) => (null, reply(env, value, shape.buffers_at(i))),
+                        (Err(e), _) => (create_error(env, &e), null),
                     };
                     sys::napi_set_element(env, pair, 0, err);
                     sys::napi_set_element(env, pair, 1, value);
@@ -937,8 +967,25 @@ unsafe fn create_error_code(
     }
 }
 
-/// A Redis reply as ioredis gives it: strings, numbers, null, arrays, `Error`s inside arrays.
-unsafe fn reply(env: sys::napi_env, value: Value) -> sys::napi_value {
+unsafe fn buffer(env: sys::napi_env, bytes: &[u8]) -> sys::napi_value {
+    let mut v = ptr::null_mut();
+    let mut data = ptr::null_mut();
+    unsafe {
+        sys::napi_create_buffer_copy(env, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut v)
+    };
+    v
+}
+
+/// A Redis reply as ioredis gives it: strings (`Buffer`s with `buffers`, as ioredis's `...Buffer`
+/// methods give them), numbers, null, arrays, `Error`s inside arrays.
+unsafe fn reply(env: sys::napi_env, value: Value, buffers: bool) -> sys::napi_value {
+    let text = |bytes: &[u8]| unsafe {
+        if buffers {
+            buffer(env, bytes)
+        } else {
+            string(env, bytes)
+        }
+    };
     unsafe {
         let mut v = ptr::null_mut();
         match value {
@@ -954,25 +1001,25 @@ unsafe fn reply(env: sys::napi_env, value: Value) -> sys::napi_value {
             Value::Boolean(b) => {
                 sys::napi_get_boolean(env, b, &mut v);
             }
-            Value::BulkString(bytes) => v = string(env, &bytes),
-            Value::SimpleString(s) => v = string(env, s.as_bytes()),
-            Value::VerbatimString { text, .. } => v = string(env, text.as_bytes()),
-            Value::Okay => v = string(env, b"OK"),
-            Value::BigNumber(digits) => v = string(env, &digits),
+            Value::BulkString(bytes) => v = text(&bytes),
+            Value::SimpleString(s) => v = text(s.as_bytes()),
+            Value::VerbatimString { text: t, .. } => v = text(t.as_bytes()),
+            Value::Okay => v = text(b"OK"),
+            Value::BigNumber(digits) => v = text(&digits),
             Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
                 sys::napi_create_array_with_length(env, items.len(), &mut v);
                 for (i, item) in items.into_iter().enumerate() {
-                    sys::napi_set_element(env, v, i as u32, reply(env, item));
+                    sys::napi_set_element(env, v, i as u32, reply(env, item, buffers));
                 }
             }
             Value::Map(pairs) => {
                 sys::napi_create_array_with_length(env, pairs.len() * 2, &mut v);
                 for (i, (k, val)) in pairs.into_iter().enumerate() {
-                    sys::napi_set_element(env, v, (2 * i) as u32, reply(env, k));
-                    sys::napi_set_element(env, v, (2 * i + 1) as u32, reply(env, val));
+                    sys::napi_set_element(env, v, (2 * i) as u32, reply(env, k, buffers));
+                    sys::napi_set_element(env, v, (2 * i + 1) as u32, reply(env, val, buffers));
                 }
             }
-            Value::Attribute { data, .. } => v = reply(env, *data),
+            Value::Attribute { data, .. } => v = reply(env, *data, buffers),
             Value::ServerError(err) => {
                 let e = Error::from_redis(&err.into(), "the server");
                 v = create_error(env, &e);

@@ -346,6 +346,17 @@ impl NativeClient {
             .collect()
     }
 
+    /// Sends `command` with `args` and resolves its reply, its strings as Buffers.
+    #[napi]
+    pub fn call_buffer<'env>(
+        &self,
+        env: &'env Env,
+        command: String,
+        args: Vec<Either<String, Buffer>>,
+    ) -> napi::Result<Unknown<'env>> {
+        self.send(env, &command, &args, Outcome::ReplyBuffers)
+    }
+
     /// Sends `command` with `args` and resolves its reply.
     #[napi]
     pub fn call<'env>(
@@ -354,11 +365,23 @@ impl NativeClient {
         command: String,
         args: Vec<Either<String, Buffer>>,
     ) -> napi::Result<Unknown<'env>> {
+        self.send(env, &command, &args, Outcome::Reply)
+    }
+}
+
+impl NativeClient {
+    fn send<'env>(
+        &self,
+        env: &'env Env,
+        command: &str,
+        args: &[Either<String, Buffer>],
+        convert: fn(redis::Value) -> Outcome,
+    ) -> napi::Result<Unknown<'env>> {
         let first = args.first().map(|a| match a {
             Either::A(s) => s.as_bytes(),
             Either::B(b) => &b[..],
         });
-        if let Err(e) = crate::command::check(&command, first) {
+        if let Err(e) = crate::command::check(command, first) {
             return bridge::promise(env, async move { Outcome::Error(e) });
         }
         let mut parts: Vec<&[u8]> = Vec::with_capacity(args.len() + 1);
@@ -367,16 +390,19 @@ impl NativeClient {
             Either::A(s) => s.as_bytes(),
             Either::B(b) => &b[..],
         }));
-        if crate::command::is_blocking(&command, &parts[1..]) {
+        if crate::command::is_blocking(command, &parts[1..]) {
             // On a connection of its own, so that it never stalls the shared one.
             return match self.conn.side() {
-                Ok(side) => bridge::submit(env, &side, resp::encode(&parts), Outcome::Reply),
+                Ok(side) => bridge::submit(env, &side, resp::encode(&parts), convert),
                 Err(e) => bridge::promise(env, async move { Outcome::Error(e) }),
             };
         }
-        bridge::submit(env, &self.conn, resp::encode(&parts), Outcome::Reply)
+        bridge::submit(env, &self.conn, resp::encode(&parts), convert)
     }
+}
 
+#[napi]
+impl NativeClient {
     /// Sends `commands` (each `[name, ...args]`) together, with nothing of anybody else's
     /// between them, and resolves `[[error, null] | [null, reply], ...]` in order: what
     /// `pipeline().exec()` and, wrapped in `MULTI` .. `EXEC`, `multi().exec()` are made of. On a
@@ -387,7 +413,22 @@ impl NativeClient {
         env: &'env Env,
         commands: Vec<Vec<Either<String, Buffer>>>,
         transaction: bool,
+        buffers: Option<Vec<bool>>,
     ) -> napi::Result<Unknown<'env>> {
+        // Which replies come as Buffers: each command's, or, in a transaction, each element of
+        // the EXEC reply (MULTI's and the QUEUED replies never).
+        let flags = buffers.unwrap_or_default();
+        let shape = if transaction {
+            bridge::Shape {
+                buffers: Vec::new(),
+                exec: Some(flags),
+            }
+        } else {
+            bridge::Shape {
+                buffers: flags,
+                exec: None,
+            }
+        };
         let mut packed = Vec::with_capacity(commands.len() + 2);
         if transaction {
             packed.push(resp::encode(&[b"MULTI"]));
@@ -431,10 +472,10 @@ impl NativeClient {
             if let (Some(conn), Some(on)) = (watch.conn.clone(), watch.on.take()) {
                 // EXEC ends the watch, whatever comes of it.
                 drop(watch);
-                return bridge::submit_all(env, &conn, packed, Some(on));
+                return bridge::submit_all(env, &conn, packed, Some(on), shape);
             }
         }
-        bridge::submit_all(env, &self.conn, packed, None)
+        bridge::submit_all(env, &self.conn, packed, None, shape)
     }
 
     /// `WATCH keys` on the client's watch connection (see [`Watch`]); resolves `'OK'`.
