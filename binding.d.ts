@@ -94,6 +94,11 @@ export declare class NativeClient {
   batch(commands: Array<Array<string | Buffer>>, transaction: boolean, buffers?: Array<boolean> | undefined | null): Promise<Array<[Error | null, unknown]>>
   /** `WATCH keys` on the client's watch connection (see [`Watch`]); resolves `'OK'`. */
   watch(keys: Array<string | Buffer>): Promise<string>
+  /**
+   * `SELECT db` on this client's connection (see `Connection::select`), and on its watch
+   * connection; resolves `'OK'`.
+   */
+  select(db: number): Promise<string>
   /** `UNWATCH`: forgets every watched key; resolves `'OK'`. */
   unwatch(): Promise<string>
   /** ioredis's status name. */
@@ -102,6 +107,11 @@ export declare class NativeClient {
   quit(): unknown
   /** Closes at once. */
   disconnect(): void
+  /**
+   * Opens a `MONITOR` connection with this client's settings; `listener` gets each line,
+   * then `null` when it ends. Await `started()` on the result.
+   */
+  monitor(listener: (line: string | null) => void): NativeMonitor
 }
 
 /** The locker; settings and voters are fixed when it is made. */
@@ -113,6 +123,14 @@ export declare class NativeLocker {
    * `{ lost, failures }` when something needs telling.
    */
   unlock(resources: Array<string>): unknown
+}
+
+/** A `MONITOR` connection (see `crate::monitor`), made by `NativeClient.monitor`. */
+export declare class NativeMonitor {
+  /** Resolves once the server confirmed `MONITOR`; rejects with the connection's error. */
+  started(): Promise<void>
+  /** Ends the monitor and its connection. */
+  stop(): void
 }
 
 /** An event of the connection, for `RedisClient`'s EventEmitter. */

@@ -781,3 +781,4 @@ module.exports = nativeBinding
 module.exports.NativeAdapter = nativeBinding.NativeAdapter
 module.exports.NativeClient = nativeBinding.NativeClient
 module.exports.NativeLocker = nativeBinding.NativeLocker
+module.exports.NativeMonitor = nativeBinding.NativeMonitor

@@ -1405,6 +1405,25 @@ declare namespace RedisStorageAdapter {
     /** `UNWATCH`: forgets the watched keys. */
     unwatch(callback?: RedisCallback<'OK'>): Promise<'OK'>;
     /**
+     * `SELECT db`, as in ioredis: every later command of this client, and every connection made
+     * for it later (reconnections, blocking commands, `watch()`), runs on `db`; emits `select`.
+     * @throws {RedisStorageError} (rejects) `ERR_INVALID_ARG` on the adapter's client (its
+     *   connection carries the cache: use the adapter's `db` option) and on a cluster;
+     *   `ERR_REPLY` for an index the server does not have (the database stays).
+     */
+    select(db: number | string, callback?: RedisCallback<'OK'>): Promise<'OK'>;
+    /**
+     * A new client with this client's options and `defineCommand` scripts, as ioredis's
+     * `duplicate()`; `override` replaces some options (on a cluster: `duplicate(nodes?,
+     * options?)`). The adapter's client duplicates with the adapter's connection options.
+     */
+    duplicate(override?: RedisClientConstructorOptions | ClusterNode[], clusterOptions?: RedisClusterOptions): RedisClient;
+    /**
+     * ioredis's `monitor()`: resolves a {@link RedisMonitor} fed every command the server runs,
+     * on a connection of its own. Not on a cluster (`ERR_INVALID_ARG`).
+     */
+    monitor(callback?: RedisCallback<RedisMonitor>): Promise<RedisMonitor>;
+    /**
      * Subscribes to channels; resolves how many channels and patterns the client is subscribed
      * to, as ioredis does. Messages come as `message` (`channel`, `message` strings) and
      * `messageBuffer` (Buffers) events. Subscriptions run on a connection of their own (made on
@@ -1452,6 +1471,24 @@ declare namespace RedisStorageAdapter {
     hscanStream(key: string, options?: RedisScanStreamOptions): RedisScanStream;
     /** ioredis's `zscanStream`: `[member, score, ...]` per `ZSCAN` step. */
     zscanStream(key: string, options?: RedisScanStreamOptions): RedisScanStream;
+  }
+
+  /**
+   * What `client.monitor()` resolves: an EventEmitter with `monitor` events `(time, args,
+   * source, database)` as ioredis emits them, and `end` when it ends. It keeps the process
+   * alive until `disconnect()`.
+   */
+  interface RedisMonitor {
+    readonly status: 'connecting' | 'ready' | 'end';
+    on(event: 'monitor', listener: (time: string, args: string[], source: string, database: string) => void): this;
+    on(event: 'end', listener: () => void): this;
+    once(event: 'monitor', listener: (time: string, args: string[], source: string, database: string) => void): this;
+    once(event: 'end', listener: () => void): this;
+    off(event: 'monitor' | 'end', listener: (...args: any[]) => void): this;
+    /** Ends the monitor and its connection. */
+    disconnect(): void;
+    /** As `disconnect()`; resolves 'OK'. */
+    quit(callback?: RedisCallback<'OK'>): Promise<'OK'>;
   }
 
   /** The adapter class itself, as a named export: `import { RedisStorageAdapter } from '@alova/storage-redis'`. */

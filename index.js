@@ -15,6 +15,11 @@ const OPS = Symbol('alova.storage-redis.operations');
 const LOCK_SETUP = Symbol('alova.storage-redis.lock-setup');
 const SCRIPTS = Symbol('alova.storage-redis.scripts');
 const OWN_CLIENT = Symbol('alova.storage-redis.own-client');
+const OPTIONS = Symbol('alova.storage-redis.options');
+const ADAPTERS = Symbol('alova.storage-redis.adapters-connection');
+
+/** The adapter's own options, beside the connection's (not a client's). */
+const ADAPTER_ONLY = ['keyPrefix', 'redlockOptions', 'redlockFilter', 'redlockTTL', 'redlockNodes', 'spreadKeys'];
 
 /** An Error (or TypeError) with a `code`, as the native side makes them. */
 function codeError(Ctor, code, message) {
@@ -386,6 +391,51 @@ function endSubscriptions(client) {
   client[NATIVE].closeSubscriber();
 }
 
+/**
+ * What `client.monitor()` resolves: the server's `MONITOR` feed on a connection of its own, as
+ * `monitor` events `(time, args, source, database)` parsed as ioredis parses them. It keeps
+ * the process alive until `disconnect()` (or `quit()`); `end` is emitted when it ends.
+ */
+class RedisMonitor extends EventEmitter {
+  constructor() {
+    super();
+    this.status = 'connecting';
+    this[SUBS] = null;
+  }
+
+  /** Ends the monitor and its connection. */
+  disconnect() {
+    if (this[NATIVE]) this[NATIVE].stop();
+  }
+
+  /** As `disconnect()`; resolves 'OK'. */
+  quit(callback) {
+    this.disconnect();
+    const promise = Promise.resolve('OK');
+    return typeof callback === 'function' ? asCallback(promise, callback) : promise;
+  }
+}
+
+/** One line of the `MONITOR` feed, as ioredis emits it: `(time, args, source, database)`. */
+function monitorLine(monitor, line) {
+  if (line === null) {
+    monitor.status = 'end';
+    if (monitor[SUBS] !== null) clearInterval(monitor[SUBS]);
+    monitor[SUBS] = null;
+    monitor.emit('end');
+    return;
+  }
+  const len = line.indexOf(' ');
+  const timestamp = line.slice(0, len);
+  const argIndex = line.indexOf('"');
+  const args = line
+    .slice(argIndex + 1, -1)
+    .split('" "')
+    .map((elem) => elem.replace(/\\"/g, '"'));
+  const dbAndSource = line.slice(len + 2, argIndex - 2).split(' ');
+  monitor.emit('monitor', timestamp, args, dbAndSource[1], dbAndSource[0]);
+}
+
 /** Reply transforms by command name, as ioredis keys them (exact, lower-case name). */
 const REPLY_TRANSFORMS = { __proto__: null, hgetall: pairsToObject };
 
@@ -404,14 +454,17 @@ class RedisClient extends EventEmitter {
     this[SUBS] = { listening: false, plain: 0, shard: 0, timer: null };
     if (options === NATIVE) return; // RedisClient.wrap
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
+    this[OPTIONS] = opts;
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
     listen(this);
     for (const name of Object.keys(scripts)) this.defineCommand(name, scripts[name]);
   }
 
-  static wrap(native) {
+  static wrap(native, options = {}) {
     const client = new RedisClient(NATIVE);
     client[NATIVE] = native;
+    client[OPTIONS] = options;
+    client[ADAPTERS] = true;
     listen(client);
     return client;
   }
@@ -518,8 +571,53 @@ class RedisClient extends EventEmitter {
     const lower = command.toLowerCase();
     if (lower in SUBSCRIPTION_METHODS) return subscription(this, lower, args);
     if (lower === 'watch') return this.watch(...args);
+    if (lower === 'select') return this.select(...args);
     if (lower === 'unwatch') return this.unwatch(...args);
     return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command]);
+  }
+
+  /**
+   * A new client with this one's options (and its `defineCommand` scripts), as ioredis's
+   * `duplicate()`: `override` options replace some; on a cluster, `duplicate(nodes?, options?)`.
+   * The adapter's client duplicates to a client of the adapter's connection options.
+   */
+  duplicate(override, clusterOptions) {
+    const base = this[OPTIONS];
+    let opts;
+    if ('nodes' in base) {
+      opts = { ...base, nodes: override || base.nodes, options: { ...(base.options || {}), ...(clusterOptions || {}) } };
+    } else {
+      opts = { ...base, ...(override || {}) };
+    }
+    const copy = new RedisClient(opts);
+    const scripts = this[SCRIPTS];
+    for (const name of Object.keys(scripts)) {
+      copy.defineCommand(name, { lua: scripts[name].lua, numberOfKeys: scripts[name].numberOfKeys ?? undefined });
+    }
+    return copy;
+  }
+
+  /**
+   * ioredis's `monitor()`: resolves a {@link RedisMonitor} emitting `monitor` events
+   * `(time, args, source, database)` for every command the server runs, on a connection of its
+   * own. Not on a cluster (monitor one node with a client of its own).
+   */
+  monitor(callback) {
+    let promise;
+    try {
+      const monitor = new RedisMonitor();
+      monitor[NATIVE] = this[NATIVE].monitor((line) => monitorLine(monitor, line));
+      promise = monitor[NATIVE].started().then(() => {
+        if (monitor.status === 'connecting') {
+          monitor.status = 'ready';
+          monitor[SUBS] = setInterval(() => {}, 1 << 30);
+        }
+        return monitor;
+      });
+    } catch (err) {
+      promise = Promise.reject(err);
+    }
+    return typeof callback === 'function' ? asCallback(promise, callback) : promise;
   }
 
   /**
@@ -564,6 +662,36 @@ class RedisClient extends EventEmitter {
       promise = Promise.reject(err);
     }
     return callback === undefined ? promise : asCallback(promise, callback);
+  }
+
+  /**
+   * `SELECT db`, as in ioredis: every later command of this client runs on `db`, and so does
+   * every connection made for it later (a reconnection, blocking commands, watch()); emits
+   * `select` with the index. Not on the adapter's client, whose connection carries the cache
+   * (use the adapter's `db` option), nor on a cluster (database 0 only): `ERR_INVALID_ARG`.
+   */
+  select(db, callback) {
+    let promise;
+    if (this[ADAPTERS] === true) {
+      promise = Promise.reject(
+        codeError(
+          TypeError,
+          'ERR_INVALID_ARG',
+          "select() on the adapter's client would move the adapter's cache to another database: set the adapter's `db` option, or use a client of your own (client.duplicate())"
+        )
+      );
+    } else {
+      const index = Number(db);
+      if (!Number.isInteger(index) || index < 0) {
+        promise = Promise.reject(codeError(TypeError, 'ERR_INVALID_ARG', `select(): the database must be a non-negative integer, got ${describe(db)}`));
+      } else {
+        promise = this[NATIVE].select(index).then((reply) => {
+          this.emit('select', index);
+          return reply;
+        });
+      }
+    }
+    return typeof callback === 'function' ? asCallback(promise, callback) : promise;
   }
 
   /** `UNWATCH`: forgets the watched keys; resolves 'OK'. */
@@ -1000,7 +1128,9 @@ class RedisStorageAdapter {
     /** Prefix of every cache key. */
     this.keyPrefix = this[NATIVE].keyPrefix;
     /** The client in use: the one passed in, or a RedisClient over the adapter's connection. */
-    this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client());
+    const connectionOptions = { ...rest };
+    for (const key of ADAPTER_ONLY) delete connectionOptions[key];
+    this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client(), connectionOptions);
     this[OWN_CLIENT] = client === undefined;
   }
 

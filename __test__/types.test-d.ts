@@ -257,3 +257,15 @@ events.client.multi([['incr', 'n']]).incr('n').exec((err, results) => void [err,
   const u: Promise<'OK'> = bc.unwatch();
   void [b1, b2, n, w, u];
 }
+
+// duplicate(), monitor(), select() (issue 11).
+{
+  const c = new RedisStorageAdapter.RedisClient({ port: 6379 });
+  const d: RedisClient = c.duplicate({ db: 2 });
+  const s: Promise<'OK'> = c.select(1);
+  c.monitor().then((m) => {
+    m.on('monitor', (time: string, args: string[], source: string, database: string) => void [time, args, source, database]);
+    m.disconnect();
+  });
+  void [d, s];
+}

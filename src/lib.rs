@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod lock;
+pub mod monitor;
 pub mod pipe;
 pub mod pubsub;
 pub mod resp;

@@ -304,3 +304,45 @@ async fn events_come_in_ioredis_order_and_connect_resolves_when_ready() {
         "connect() after the end"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_holds_for_later_commands_reconnections_and_the_side_connection() {
+    let mut server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["SET", "k", "zero"])).await.unwrap();
+    // Issued together, not awaited in between: the SET after the SELECT lands on db 1.
+    let select = conn.select(1);
+    let set_one = cmd(&["SET", "k", "one"]);
+    let set = conn.send(&set_one);
+    let (selected, set) = tokio::join!(select, set);
+    assert_eq!(selected.unwrap(), Value::Okay);
+    assert_eq!(set.unwrap(), Value::Okay);
+    assert_eq!(conn.db(), 1);
+    let side = conn.side().unwrap();
+    assert_eq!(
+        side.send(&cmd(&["GET", "k"])).await.unwrap(),
+        Value::BulkString(b"one".to_vec())
+    );
+    // A restart (no persistence: the data is gone) and the connection comes back on db 1.
+    server.restart();
+    for _ in 0..100 {
+        if conn.send(&cmd(&["SET", "k", "again"])).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        conn.send(&cmd(&["GET", "k"])).await.unwrap(),
+        Value::BulkString(b"again".to_vec())
+    );
+    let mut db1 = server.config();
+    db1.db = 1;
+    let db1 = common::connect(db1);
+    assert_eq!(
+        db1.send(&cmd(&["GET", "k"])).await.unwrap(),
+        Value::BulkString(b"again".to_vec())
+    );
+    // Out of range: the server's error, and the database stays.
+    assert_eq!(conn.select(100_000).await.unwrap_err().code(), "ERR_REPLY");
+    assert_eq!(conn.db(), 1);
+}

@@ -7,6 +7,7 @@ use super::bridge::{self, Outcome};
 use super::error::throw;
 use crate::config::BackendConfig;
 use crate::connection::{default_retry_strategy, Connection, Event};
+use crate::monitor::Monitor;
 use crate::pubsub::{Kind, Message, OnMessage, Subscriber};
 use crate::resp;
 use crate::retry::default_cluster_retry_strategy;
@@ -529,6 +530,25 @@ impl NativeClient {
         })
     }
 
+    /// `SELECT db` on this client's connection (see `Connection::select`), and on its watch
+    /// connection; resolves `'OK'`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn select<'env>(&self, env: &'env Env, db: i64) -> napi::Result<Unknown<'env>> {
+        let conn = self.conn.clone();
+        let watch = self.watch.lock().expect("watch").conn.clone();
+        bridge::promise(env, async move {
+            match conn.select(db).await {
+                Ok(reply) => {
+                    if let Some(watch) = watch {
+                        let _ = watch.select(db).await;
+                    }
+                    Outcome::Reply(reply)
+                }
+                Err(e) => Outcome::Error(e),
+            }
+        })
+    }
+
     /// `UNWATCH`: forgets every watched key; resolves `'OK'`.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn unwatch<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
@@ -585,5 +605,84 @@ impl NativeClient {
             watch.disconnect();
         }
         self.conn.disconnect();
+    }
+}
+
+/// A `MONITOR` connection (see `crate::monitor`), made by `NativeClient.monitor`.
+#[napi]
+pub struct NativeMonitor {
+    starting: Mutex<Option<tokio::task::JoinHandle<crate::error::Result<Monitor>>>>,
+    running: Arc<Mutex<Option<Monitor>>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[napi]
+impl NativeMonitor {
+    /// Resolves once the server confirmed `MONITOR`; rejects with the connection's error.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn started<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
+        let starting = self.starting.lock().expect("monitor").take();
+        let running = self.running.clone();
+        let stopped = self.stopped.clone();
+        bridge::promise(env, async move {
+            let Some(starting) = starting else {
+                return Outcome::Undefined;
+            };
+            match starting.await {
+                Ok(Ok(monitor)) => {
+                    if stopped.load(std::sync::atomic::Ordering::Acquire) {
+                        monitor.stop();
+                    } else {
+                        *running.lock().expect("monitor") = Some(monitor);
+                    }
+                    Outcome::Undefined
+                }
+                Ok(Err(e)) => Outcome::Error(e),
+                Err(_) => Outcome::Error(crate::error::Error::new(
+                    crate::error::ErrorKind::Internal,
+                    "the monitor task ended unexpectedly",
+                )),
+            }
+        })
+    }
+
+    /// Ends the monitor and its connection.
+    #[napi]
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(monitor) = self.running.lock().expect("monitor").take() {
+            monitor.stop();
+        }
+    }
+}
+
+#[napi]
+impl NativeClient {
+    /// Opens a `MONITOR` connection with this client's settings; `listener` gets each line,
+    /// then `null` when it ends. Await `started()` on the result.
+    #[napi(ts_args_type = "listener: (line: string | null) => void")]
+    pub fn monitor(
+        &self,
+        listener: Function<'_, Option<String>, ()>,
+    ) -> napi::Result<NativeMonitor> {
+        let tsfn = listener
+            .build_threadsafe_function::<Option<String>>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let on_line: crate::monitor::OnLine = Arc::new(move |line| {
+            let _ = tsfn.call(
+                line,
+                napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        });
+        let conn = self.conn.clone();
+        let starting = runtime().spawn(async move { Monitor::start(&conn, on_line).await });
+        Ok(NativeMonitor {
+            starting: Mutex::new(Some(starting)),
+            running: Arc::default(),
+            stopped: Arc::default(),
+        })
     }
 }

@@ -171,6 +171,8 @@ struct Inner {
     closing: AtomicBool,
     /// Woken when the last command in flight finishes.
     idle: tokio::sync::Notify,
+    /// The database selected (`db`, then `select()`): a new link selects it.
+    db: std::sync::atomic::AtomicI64,
 }
 
 impl Inner {
@@ -218,8 +220,8 @@ impl Inner {
     }
 }
 
-/// Makes a connection like this one (for [`Connection::side`]).
-type Twin = Arc<dyn Fn() -> Result<Connection> + Send + Sync>;
+/// Makes a connection like this one, on the database given (for [`Connection::side`]).
+type Twin = Arc<dyn Fn(i64) -> Result<Connection> + Send + Sync>;
 
 /// What the host of a connection does for it, given at construction: the binding reads replies
 /// on the JavaScript thread and writes the commands of one turn of its event loop together.
@@ -298,10 +300,11 @@ impl Connection {
         let twin: Twin = {
             let (config, retry, runtime, host) =
                 (config.clone(), retry.clone(), runtime.clone(), host.clone());
-            Arc::new(move || {
+            Arc::new(move |db| {
                 Self::hosted(
                     ConnectionConfig {
                         lazy_connect: false,
+                        db,
                         ..config.clone()
                     },
                     retry.clone(),
@@ -345,7 +348,7 @@ impl Connection {
                 runtime.clone(),
                 host.clone(),
             );
-            Arc::new(move || {
+            Arc::new(move |_db| {
                 let cluster = ClusterConfig {
                     lazy_connect: false,
                     ..cluster.clone()
@@ -368,6 +371,7 @@ impl Connection {
         twin: Twin,
     ) -> Self {
         let lazy = config.lazy_connect;
+        let db = config.db;
         let phase = if lazy {
             Phase::Wait
         } else {
@@ -418,6 +422,7 @@ impl Connection {
                 in_flight: AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
                 idle: tokio::sync::Notify::new(),
+                db: std::sync::atomic::AtomicI64::new(db),
             }),
         };
         if !lazy {
@@ -632,7 +637,7 @@ impl Connection {
         if let Some(side) = self.inner.side.get() {
             return Ok(side.clone());
         }
-        let made = (self.inner.twin)()?;
+        let made = (self.inner.twin)(self.db())?;
         // Two callers at once: one connection wins, the other is closed.
         let side = self.inner.side.get_or_init(|| made.clone());
         if !Arc::ptr_eq(&side.inner, &made.inner) {
@@ -648,7 +653,48 @@ impl Connection {
     /// # Errors
     /// The settings' errors.
     pub fn twin(&self) -> Result<Connection> {
-        (self.inner.twin)()
+        (self.inner.twin)(self.db())
+    }
+
+    /// The database selected: the `db` option, or the last `select()`.
+    pub fn db(&self) -> i64 {
+        self.inner.db.load(Ordering::Acquire)
+    }
+
+    /// `SELECT db` in call order, kept for every later link (a reconnection selects it again)
+    /// and for the connection of its own of blocking commands. For a connection that is nobody
+    /// else's: every command after it runs on `db`.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_ARG` on a cluster (database 0 only); the command's errors (an index out of
+    /// range is `ERR_REPLY`, and the database stays what it was).
+    pub async fn select(&self, db: i64) -> Result<Value> {
+        if self.is_cluster() {
+            return Err(Error::invalid_argument(
+                "select() on a cluster: Redis Cluster has only database 0",
+            ));
+        }
+        let before = self.inner.db.swap(db, Ordering::AcqRel);
+        let text = db.to_string();
+        let packed = crate::resp::encode(&[b"SELECT", text.as_bytes()]);
+        let side = self.inner.side.get();
+        if let Some(side) = side {
+            // In its call order now, not waited for: a blocking command may hold it.
+            side.inner.db.store(db, Ordering::Release);
+            if let Some(pipe) = side.submit(packed.clone(), |_| {}) {
+                pipe.flush();
+            }
+        }
+        let reply = self.send_bytes(packed, true).await;
+        if reply.is_err() {
+            for conn in std::iter::once(self).chain(side) {
+                let _ =
+                    conn.inner
+                        .db
+                        .compare_exchange(db, before, Ordering::AcqRel, Ordering::Acquire);
+            }
+        }
+        reply
     }
 
     /// Which link is live: a number that changes with every new link (a reconnection), `None`

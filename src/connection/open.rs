@@ -47,6 +47,23 @@ pub(super) async fn connect(
             }
         };
         reached.store(true, Ordering::Relaxed);
+        // A database chosen by `select()` since the connection was made.
+        let db = inner.db.load(Ordering::Acquire);
+        if db != inner.config.db {
+            let text = db.to_string();
+            let selected = link
+                .send_now(crate::resp::encode(&[b"SELECT", text.as_bytes()]))
+                .await;
+            let failed = match selected {
+                Ok(Value::ServerError(err)) => Some(Error::from_redis(&err.into(), &inner.addr)),
+                Err(err) => Some(Error::from_redis(&err, &inner.addr)),
+                Ok(_) => None,
+            };
+            if let Some(err) = failed {
+                link.close();
+                return Err(err);
+            }
+        }
         // One round trip before the link counts as connected, so that a server that accepts and
         // never answers is caught by connectTimeout instead of hanging the first command.
         let hello = match &inner.config.connection_name {
