@@ -173,6 +173,12 @@ export interface NodeInfo {
   role: string
 }
 
+/**
+ * The options table (see `config::table`) as JSON: every option, where it is taken, its type,
+ * default and effect; for the README's tables and their checks.
+ */
+export declare function optionTable(): string
+
 /** A message of a subscription, for `RedisClient`'s `message`/`pmessage`/`smessage` events. */
 export interface PubSubMessage {
   /** `'message'`, `'pmessage'` or `'smessage'`: the event it is. */

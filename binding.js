@@ -782,3 +782,4 @@ module.exports.NativeAdapter = nativeBinding.NativeAdapter
 module.exports.NativeClient = nativeBinding.NativeClient
 module.exports.NativeLocker = nativeBinding.NativeLocker
 module.exports.NativeMonitor = nativeBinding.NativeMonitor
+module.exports.optionTable = nativeBinding.optionTable

@@ -88,10 +88,13 @@ for (const topo of topologies()) describe(`RedisClient (${topo.name})`, () => {
     });
 
     it('refuses commands that would change the shared connection, which stays usable', { timeout: 20000 }, async () => {
-      // (Blocking commands run on a connection of their own: client-blocking.test.js.)
-      for (const args of [['SELECT', 1], ['MULTI'], ['SUBSCRIBE', 'ch'], ['QUIT']]) {
+      // (Blocking commands run on a connection of their own: client-blocking.test.js; so do
+      // subscriptions, client-pubsub.test.js. SELECT on the adapter's client would move the
+      // cache: client-connections.test.js has select() on a client of one's own.)
+      for (const args of [['MULTI'], ['EXEC'], ['QUIT'], ['HELLO', '3'], ['CLIENT', 'TRACKING', 'on']]) {
         await rejectsWithCode(() => client.call(...args), 'ERR_INVALID_ARG', { mentions: args[0] });
       }
+      await rejectsWithCode(() => client.call('SELECT', 1), 'ERR_INVALID_ARG', { mentions: 'select()' });
       await client.call('SET', 'call:after-refusal', 'db0');
       assert.equal(await observer.get('call:after-refusal'), 'db0');
     });

@@ -686,3 +686,11 @@ impl NativeClient {
         })
     }
 }
+
+/// The options table (see `config::table`) as JSON: every option, where it is taken, its type,
+/// default and effect; for the README's tables and their checks.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // napi registers it in the addon, not in test builds
+pub fn option_table() -> String {
+    crate::config::table::to_json()
+}

@@ -1,0 +1,428 @@
+//! Parsing options with the table: each object's keys are checked against its [`Place`] (an
+//! unknown key, a refused option and a wrong type are errors naming the option), then the rows
+//! of that place are applied in table order.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::address::{cluster_node, split_host_port};
+use super::read::{describe, Reader};
+use super::table::{find, names, Apply, Effect, Place, Setter, OPTIONS};
+use super::{
+    AdapterConfig, Addr, BackendConfig, ClusterConfig, ConnectionConfig, LockConfig, NatMap,
+    TlsConfig, DEFAULT_KEY_PREFIX,
+};
+use crate::error::{Error, Result};
+
+/// Checks every key of `r` against `places` (the first that knows it decides): a refused
+/// option and a function that is not one are errors, an unknown key is `unknown(key)`.
+fn check_keys(r: &Reader<'_>, places: &[Place], unknown: impl Fn(&str) -> Error) -> Result<()> {
+    for key in r.obj.keys() {
+        let Some(opt) = places.iter().find_map(|p| find(*p, key)) else {
+            return Err(unknown(key));
+        };
+        match opt.effect {
+            Effect::Refused(why) => {
+                return Err(Error::config(format!("option `{}`: {why}", r.name(key))))
+            }
+            Effect::Applied(Apply::Function) => {
+                r.function(key)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Applies the rows of `place` present in `r` to `target`, in table order.
+fn apply<T>(
+    r: &Reader<'_>,
+    place: Place,
+    target: &mut T,
+    pick: fn(Apply) -> Option<Setter<T>>,
+) -> Result<()> {
+    for opt in OPTIONS.iter().filter(|o| o.places.contains(&place)) {
+        if r.raw(opt.name).is_none() {
+            continue;
+        }
+        if let Effect::Applied(how) = opt.effect {
+            if let Some(set) = pick(how) {
+                set(target, r, opt.name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn conn_setter(a: Apply) -> Option<Setter<ConnectionConfig>> {
+    match a {
+        Apply::Conn(f) => Some(f),
+        _ => None,
+    }
+}
+
+impl ConnectionConfig {
+    /// A connection's options at `place` (keys checked by the caller), TLS included.
+    fn from_reader(r: &Reader<'_>, place: Place) -> Result<Self> {
+        let mut c = ConnectionConfig::default();
+        apply(r, place, &mut c, conn_setter)?;
+        match r.get("tls") {
+            None => {}
+            Some(Value::Bool(true)) => c.tls = Some(TlsConfig::enabled()),
+            Some(Value::Bool(false)) => c.tls = None,
+            Some(Value::Object(o)) => {
+                c.tls = Some(TlsConfig::from_reader(&Reader::new(o, r.name("tls.")))?)
+            }
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `{}` must be true or an object {{ ca, cert, key, rejectUnauthorized, servername }}, got {}",
+                    r.name("tls"),
+                    describe(other)
+                )))
+            }
+        }
+        if matches!(c.addr, Addr::Unix(_)) && c.tls.is_some() {
+            return Err(Error::config(
+                "option `tls` cannot be used with a unix socket `path`",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Parses connection options alone (for a client created without an adapter).
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` naming the first wrong option.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(json)
+            .map_err(|_| Error::config("options must be a plain object"))?;
+        match &value {
+            Value::Object(obj) => {
+                let r = Reader::new(obj, "");
+                check_keys(&r, &[Place::Server], |key| {
+                    Error::config(format!("unknown option `{key}`"))
+                })?;
+                Self::from_reader(&r, Place::Server)
+            }
+            Value::Null => Ok(Self::default()),
+            other => Err(Error::config(format!(
+                "options must be an object, got {}",
+                describe(other)
+            ))),
+        }
+    }
+
+    /// One entry of `redlockNodes`: connection options or a URL.
+    fn lock_node(value: &Value, index: usize) -> Result<Self> {
+        let prefix = format!("redlockNodes[{index}].");
+        match value {
+            Value::String(url) => {
+                let obj = Map::from_iter([("url".to_owned(), Value::String(url.clone()))]);
+                Self::from_reader(&Reader::new(&obj, prefix), Place::LockNode)
+            }
+            Value::Object(obj) => {
+                let r = Reader::new(obj, prefix);
+                check_keys(&r, &[Place::LockNode], |key| {
+                    Error::config(format!("option `{}` is not supported", r.name(key)))
+                })?;
+                Self::from_reader(&r, Place::LockNode)
+            }
+            other => Err(Error::config(format!(
+                "option `redlockNodes[{index}]` must be RedisOptions or a redis:// URL, got {}",
+                describe(other)
+            ))),
+        }
+    }
+}
+
+impl TlsConfig {
+    fn from_reader(r: &Reader<'_>) -> Result<Self> {
+        check_keys(r, &[Place::Tls], |key| {
+            Error::config(format!(
+                "option `{}` is not supported (supported: {})",
+                r.name(key),
+                names(Place::Tls).join(", ")
+            ))
+        })?;
+        let mut tls = TlsConfig::enabled();
+        apply(r, Place::Tls, &mut tls, |a| match a {
+            Apply::Tls(f) => Some(f),
+            _ => None,
+        })?;
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(Error::config(format!(
+                "options `{}` and `{}` must be given together",
+                r.name("cert"),
+                r.name("key")
+            )));
+        }
+        Ok(tls)
+    }
+}
+
+impl LockConfig {
+    fn from_reader(r: &Reader<'_>) -> Result<Self> {
+        check_keys(r, &[Place::Lock], |key| {
+            Error::config(format!("unknown option `{}`", r.name(key)))
+        })?;
+        let mut c = LockConfig::default();
+        apply(r, Place::Lock, &mut c, |a| match a {
+            Apply::Lock(f) => Some(f),
+            _ => None,
+        })?;
+        Ok(c)
+    }
+}
+
+/// `natMap`: `"host:port"` -> `{ host, port }`.
+pub(crate) fn nat_map(r: &Reader<'_>, key: &str) -> Result<NatMap> {
+    match r.get(key) {
+        None => Ok(Vec::new()),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(from, to)| {
+                let bad = || {
+                    Error::config(format!(
+                        "option `{}` maps \"host:port\" to {{ host, port }}; entry {from:?} is wrong",
+                        r.name(key)
+                    ))
+                };
+                let from = split_host_port(from).ok_or_else(bad)?;
+                let host = to.get("host").and_then(Value::as_str).ok_or_else(bad)?;
+                let port = to
+                    .get("port")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p > 0)
+                    .ok_or_else(bad)?;
+                Ok((from, (host.to_owned(), port)))
+            })
+            .collect(),
+        Some(other) => Err(Error::config(format!(
+            "option `{}` must be an object, got {}",
+            r.name(key),
+            describe(other)
+        ))),
+    }
+}
+
+impl ClusterConfig {
+    fn from_parts(nodes: &Value, options: Option<&Value>) -> Result<Self> {
+        let nodes = match nodes {
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| cluster_node(n, i))
+                .collect::<Result<Vec<_>>>()?,
+            other => {
+                return Err(Error::config(format!(
+                    "option `nodes` must be a non-empty array of {{ host, port }}, ports or \"host:port\" strings, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        let empty = Map::new();
+        let o = match options {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(o)) => o,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `options` must be an object of ioredis ClusterOptions, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        let r = Reader::new(o, "options.");
+        check_keys(&r, &[Place::Cluster], |key| {
+            Error::config(format!(
+                "unknown option `options.{key}` (see README for the ClusterOptions supported)"
+            ))
+        })?;
+        let redis = match r.object("redisOptions")? {
+            None => ConnectionConfig::default(),
+            Some(ro) => {
+                check_keys(&ro, &[Place::Node], |key| {
+                    Error::config(format!(
+                        "option `{}` is not supported for cluster nodes (supported: {})",
+                        ro.name(key),
+                        names(Place::Node).join(", ")
+                    ))
+                })?;
+                ConnectionConfig::from_reader(&ro, Place::Node)?
+            }
+        };
+        if redis.db != 0 {
+            return Err(Error::config(
+                "option `options.redisOptions.db` must be 0: Redis Cluster has only database 0",
+            ));
+        }
+        let mut c = ClusterConfig {
+            nodes,
+            redis,
+            ..ClusterConfig::default()
+        };
+        apply(&r, Place::Cluster, &mut c, |a| match a {
+            Apply::Cluster(f) => Some(f),
+            _ => None,
+        })?;
+        if c.retry_delay == Duration::MAX {
+            c.retry_delay = Duration::from_millis(100);
+        }
+        Ok(c)
+    }
+}
+
+impl BackendConfig {
+    /// A client's options: RedisOptions, or `{ nodes, options }` for a cluster.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` naming the first wrong option.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(json)
+            .map_err(|_| Error::config("options must be a plain object"))?;
+        match &value {
+            Value::Object(obj) if obj.contains_key("nodes") => {
+                if let Some(k) = obj
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "nodes" | "options"))
+                {
+                    return Err(Error::config(format!(
+                        "unknown option `{k}` beside `nodes` (a cluster takes {{ nodes, options }})"
+                    )));
+                }
+                Ok(BackendConfig::Cluster(ClusterConfig::from_parts(
+                    &obj["nodes"],
+                    obj.get("options"),
+                )?))
+            }
+            _ => ConnectionConfig::from_json(json).map(BackendConfig::Standalone),
+        }
+    }
+}
+
+impl AdapterConfig {
+    /// Parses the adapter's options from their JSON form (see the module documentation).
+    ///
+    /// `shared_client` is true when the options carried a native client to share: then no
+    /// connection option may be given beside it.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` naming the first wrong option.
+    pub fn from_json(json: &str, shared_client: bool) -> Result<Self> {
+        let value: Value = serde_json::from_str(json)
+            .map_err(|_| Error::config("options must be a plain object"))?;
+        Self::from_value(&value, shared_client)
+    }
+
+    /// Parses the adapter's options from a JSON value.
+    ///
+    /// # Errors
+    /// `ERR_INVALID_OPTION` naming the first wrong option.
+    pub fn from_value(value: &Value, shared_client: bool) -> Result<Self> {
+        let empty = Map::new();
+        let obj = match value {
+            Value::Object(obj) => obj,
+            Value::Null => &empty,
+            other => {
+                return Err(Error::config(format!(
+                    "options must be an object, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        let r = Reader::new(obj, "");
+        let cluster = obj.contains_key("nodes");
+        if cluster {
+            check_keys(&r, &[Place::Adapter], |key| {
+                Error::config(format!(
+                    "option `{key}` does not go beside `nodes`: a cluster takes {{ nodes, options }} (connection settings go in options.redisOptions)"
+                ))
+            })?;
+        } else {
+            check_keys(&r, &[Place::Adapter, Place::Server], |key| {
+                Error::config(format!(
+                    "unknown option `{key}`: expected ioredis RedisOptions, {{ nodes, options }} or {{ client }} (see README)"
+                ))
+            })?;
+            if obj.contains_key("options") {
+                return Err(Error::config(
+                    "option `options` belongs to the cluster shape { nodes, options }",
+                ));
+            }
+            if shared_client {
+                let server_key = obj.keys().find(|k| {
+                    find(Place::Adapter, k).is_none()
+                        && find(Place::Server, k)
+                            .is_some_and(|o| matches!(o.effect, Effect::Applied(_)))
+                });
+                if let Some(key) = server_key {
+                    return Err(Error::config(format!(
+                        "option `{key}` cannot be combined with `client`: the client's connection is shared"
+                    )));
+                }
+            }
+        }
+        if shared_client && cluster {
+            return Err(Error::config(
+                "options `nodes` and `client` cannot be combined: the client's connection is shared",
+            ));
+        }
+        let lock = match r.object("redlockOptions")? {
+            None => LockConfig::default(),
+            Some(lr) => LockConfig::from_reader(&lr)?,
+        };
+        let lock_nodes = match r.get("redlockNodes") {
+            None => Vec::new(),
+            Some(Value::Array(nodes)) if !nodes.is_empty() => nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| ConnectionConfig::lock_node(node, i))
+                .collect::<Result<_>>()?,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "option `redlockNodes` must be a non-empty array of RedisOptions or redis:// URLs, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        let backend = if shared_client {
+            None
+        } else if cluster {
+            let config = ClusterConfig::from_parts(&obj["nodes"], obj.get("options"))?;
+            if lock.db != 0 {
+                return Err(Error::config(
+                    "option `redlockOptions.db` must be 0 on a cluster: Redis Cluster has only database 0",
+                ));
+            }
+            Some(BackendConfig::Cluster(config))
+        } else {
+            Some(BackendConfig::Standalone(ConnectionConfig::from_reader(
+                &r,
+                Place::Server,
+            )?))
+        };
+        let has_retry_strategy = if cluster {
+            match r.object("options")? {
+                Some(o) => o.function("clusterRetryStrategy")?,
+                None => false,
+            }
+        } else {
+            r.function("retryStrategy")?
+        };
+        let mut config = AdapterConfig {
+            backend,
+            spread_keys: false,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            lock,
+            lock_nodes,
+            has_retry_strategy,
+            has_redlock_filter: r.function("redlockFilter")?,
+        };
+        apply(&r, Place::Adapter, &mut config, |a| match a {
+            Apply::Adapter(f) => Some(f),
+            _ => None,
+        })?;
+        Ok(config)
+    }
+}
