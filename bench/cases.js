@@ -155,6 +155,36 @@ function alovaCases() {
   }));
 }
 
-const CASES = [...storageCases(), ...variantCases(), ...lockCases(), ...alovaCases()];
+/** The batch cases' commands: the value every `set` writes (small, ASCII), and the keys used. */
+const BATCH = { valueBytes: 64, keys: 10000, inflight: 16 };
 
-module.exports = { CASES, REMOVE_POOL, TIMEOUT_OPTIONS, CLUSTER };
+/**
+ * `RedisClient`'s `pipeline()` and `multi()` against ioredis's (`new Redis()`, defaults), on one
+ * server: each operation builds one batch of `commands` commands, half `set` half `get`
+ * (alternating, each on a key of its own, keys filled beforehand so every `get` hits), and awaits
+ * its `exec()`; `BATCH.inflight` batches in flight, as the storage cases' middle concurrency. One
+ * operation is one batch: ops/s is batches/s (the report adds commands/s).
+ */
+function batchCases() {
+  const out = [];
+  for (const mode of ['pipeline', 'multi']) {
+    for (const commands of [10, 100]) {
+      out.push({
+        id: `${mode}-${commands}`,
+        group: 'batch',
+        label: `${mode}() of ${commands} set/get ${BATCH.valueBytes} B, ${BATCH.inflight} in flight`,
+        kind: 'batch',
+        mode,
+        commands,
+        inflight: BATCH.inflight,
+        keys: BATCH.keys,
+        valueBytes: BATCH.valueBytes,
+      });
+    }
+  }
+  return out;
+}
+
+const CASES = [...storageCases(), ...variantCases(), ...lockCases(), ...alovaCases(), ...batchCases()];
+
+module.exports = { CASES, REMOVE_POOL, TIMEOUT_OPTIONS, CLUSTER, BATCH };

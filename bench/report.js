@@ -5,9 +5,12 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { median, range } = require('./stats');
-const { TIMEOUT_OPTIONS, CLUSTER } = require('./cases');
+const { TIMEOUT_OPTIONS, CLUSTER, BATCH } = require('./cases');
 
 const NAMES = { ours: 'ours (native)', reference: 'reference (ioredis + redlock)' };
+/** The pipeline / multi cases compare the clients themselves: RedisClient against ioredis's. */
+const BATCH_NAMES = { ours: 'ours (RedisClient)', reference: 'reference (ioredis)' };
+const nameOf = (g, a) => (g.case.kind === 'batch' ? BATCH_NAMES : NAMES)[a];
 
 // ---------------------------------------------------------------------------------------------
 // Aggregation
@@ -25,6 +28,7 @@ function aggregate(data) {
         rounds: rs.length,
         ops: median(pick('opsPerSec')),
         opsRange: range(pick('opsPerSec')),
+        commandsPerSec: median(pick('commandsPerSec')),
         p50: median(pick('p50')),
         p99: median(pick('p99')),
         cpu: median(pick('cpuUsPerOp')),
@@ -388,7 +392,7 @@ function chartSvg(agg) {
     const r = ratio(g.ours.ops, g.reference.ops);
     out.push(`<text x="${labelW + plotW + 70}" y="${y0 + barH + 4}" font-weight="bold" fill="${r >= 1 ? '#276749' : '#c53030'}">${fmtX(r)}</text>`);
   });
-  out.push(`<text x="${labelW}" y="${height - 6}" fill="#555">ops/s (contended rows: lock+unlock cycles/s; alova rows: requests/s)</text>`);
+  out.push(`<text x="${labelW}" y="${height - 6}" fill="#555">ops/s (contended rows: lock+unlock cycles/s; alova rows: requests/s; pipeline/multi rows: batches/s, reference = ioredis)</text>`);
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }
@@ -456,6 +460,7 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
       `- Locks: "distinct" = each loop locks and unlocks a resource of its own (no contention). "contended" = 16 callers take turns on one resource for ${config.windowMs} ms windows, through one adapter or one adapter each; a caller whose \`lock\` rejects tries again after 100 ms, as alova's \`atomize\` does. The critical section is ${config.holdMs ? `a ${config.holdMs} ms sleep` : 'empty (`BENCH_HOLD_MS` sets one)'}. "Longest gap": the longest time between an \`unlock\` resolving and the next \`lock\` resolving (or the window's end when nobody locked again).`,
       '- alova: `createAlova` with `requestAdapter: adapterFetch()`, `cacheFor: { GET: { mode: \'restore\', expire: 60000 } }`, `l2Cache` = the adapter and an `l1Cache` that never holds anything, so every request is an l2 read (alova only reads l2 on an l1 miss). 64 URLs, each fetched once from a local HTTP server first; the measured requests never reach it (network requests while measuring are counted below).',
       '- `commandTimeout` cases: the same set/get as above with `commandTimeout: 5000` in both adapters\' options. Cluster cases: a 3-master + 3-replica Redis Cluster (`redis-cli --cluster create`, each node a `redis-server` on a free loopback port), started only when a cluster case is selected; keys spread over the slots (no hash tags), `FLUSHALL` on every master before each measurement, "redis µs/op" and the redis CPU are summed over all six nodes (replicas included).',
+      `- Pipelines and transactions ("pipeline()/multi() of N"): the package's \`RedisClient\` against an ioredis \`new Redis()\` with its defaults (the client inside the reference adapter), no adapter, no JSON. One operation builds \`client.pipeline()\` (or \`client.multi()\`, sent as \`MULTI\` .. \`EXEC\`) of N commands, alternately \`set\` and \`get\` of ${BATCH.valueBytes} B string values, each command on a key of its own (${BATCH.keys.toLocaleString('en-US')} keys, all filled beforehand, so every \`get\` hits; the batches in flight use distinct keys too), and awaits \`exec()\`, checking every \`[err, result]\` (\`OK\` for a \`set\`, the value for a \`get\`). ${BATCH.inflight} batches in flight. Figures per batch; commands/s = batches/s x N; CPU and redis µs per command = per batch / N.`,
       '- "other CPU": CPU the rest of the machine used during the window (from `/proc/stat`, minus the measuring process and redis-server), in cores, to show noise. The machine is shared: read ratios more than absolute figures.',
     ].join('\n'),
   );
@@ -473,7 +478,7 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
       const errs = s.errors && g.case.kind !== 'contended' && g.case.kind !== 'contended-procs' ? ` (${s.errors} errors)` : '';
       rows.push([
         g.case.label,
-        NAMES[a],
+        nameOf(g, a),
         `${fmtOps(s.ops)} [${fmtOps(s.opsRange[0])}-${fmtOps(s.opsRange[1])}]${errs}`,
         fmtUs(s.p50),
         fmtUs(s.p99),
@@ -487,7 +492,7 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
   }
   md.push(table(['case', 'adapter', 'ops/s median [min-max]', 'p50', 'p99', 'CPU µs/op', 'redis µs/op', 'ctx switches/op', 'RSS MB', 'other CPU, cores: median (max)'], rows));
   md.push('');
-  md.push('For contended cases, ops/s is lock+unlock cycles/s and p50/p99 is how long a caller waited for the lock; CPU per op is per cycle (for 3 processes, the three processes\' CPU together; RSS is per process, their mean).');
+  md.push('For contended cases, ops/s is lock+unlock cycles/s and p50/p99 is how long a caller waited for the lock; CPU per op is per cycle (for 3 processes, the three processes\' CPU together; RSS is per process, their mean). For pipeline/multi cases an op is one batch (one `exec()` of N commands; commands/s below), p50/p99 an `exec()`\'s latency, and the reference is a plain ioredis client.');
   md.push('');
   md.push('### Ours / reference');
   md.push('');
@@ -597,6 +602,8 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
     md.push('');
   }
 
+  md.push(...batches(agg));
+
   if (data.rss && (data.rss.ours || data.rss.reference)) {
     md.push('## RSS over a long run');
     md.push('');
@@ -690,11 +697,63 @@ function markdown(data, agg, tgt, chartRel, resultsRel = 'bench/results.json') {
       'node bench/json.js            # the JSON figures alone',
       '```',
       '',
-      `Settings (environment): \`BENCH_ROUNDS\` (5), \`BENCH_OP_MS\` (1500), \`BENCH_WARMUP_MS\` (300), \`BENCH_WINDOW_MS\` (5000), \`BENCH_RSS_OPS\` (1000000), \`BENCH_RB_REQUESTS\` (200000), \`BENCH_HANDOFFS\` (200, over all rounds), \`BENCH_ONLY\` (a regular expression over case ids, e.g. \`set|get\`, \`timeout|cluster\`), \`BENCH_OUT\` (report path; the chart and raw figures then go next to it). The raw figures of this run are in \`${resultsRel}\`.`,
+      `Settings (environment): \`BENCH_ROUNDS\` (5), \`BENCH_OP_MS\` (1500), \`BENCH_WARMUP_MS\` (300), \`BENCH_WINDOW_MS\` (5000), \`BENCH_RSS_OPS\` (1000000), \`BENCH_RB_REQUESTS\` (200000), \`BENCH_HANDOFFS\` (200, over all rounds), \`BENCH_ONLY\` (a regular expression over case ids, e.g. \`set|get\`, \`timeout|cluster\`, \`pipeline|multi\`), \`BENCH_OUT\` (report path; the chart and raw figures then go next to it). The raw figures of this run are in \`${resultsRel}\`.`,
     ].join('\n'),
   );
   md.push('');
   return md.join('\n');
+}
+
+/** The pipeline / multi cases: batches/s and commands/s, exec() latency, CPU per command. */
+function batches(agg) {
+  const md = [];
+  const gs = [...agg.values()].filter((g) => g.case.kind === 'batch' && (g.ours || g.reference));
+  if (!gs.length) return md;
+  md.push('## Pipelines and transactions: RedisClient against ioredis');
+  md.push('');
+  md.push(
+    `\`client.pipeline()\` and \`client.multi()\` of N commands (half \`set\`, half \`get\`, ${gs[0].case.valueBytes} B values, distinct keys), \`exec()\` awaited, ${gs[0].case.inflight} batches in flight; ` +
+      'ours is the package\'s `RedisClient`, the reference a plain ioredis client (`new Redis()`, defaults), both in the same run against the same server.',
+  );
+  md.push('');
+  const per = (x, n) => (x === null || x === undefined ? null : x / n);
+  const rows = [];
+  for (const g of gs) {
+    const n = g.case.commands;
+    for (const a of ['ours', 'reference']) {
+      const s = g[a];
+      if (!s) continue;
+      rows.push([
+        g.case.label,
+        BATCH_NAMES[a],
+        `${fmtOps(s.ops)} [${fmtOps(s.opsRange[0])}-${fmtOps(s.opsRange[1])}]${s.errors ? ` (${s.errors} errors: ${String(s.firstError).slice(0, 80)})` : ''}`,
+        fmtOps(s.commandsPerSec ?? s.ops * n),
+        fmtUs(s.p50),
+        fmtUs(s.p99),
+        fmtUs(s.cpu),
+        fmtUs(per(s.cpu, n)),
+        fmtUs(per(s.redisCpu, n)),
+      ]);
+    }
+    if (g.ours && g.reference) {
+      rows.push([
+        g.case.label,
+        '**ours / reference**',
+        `**${fmtX(ratio(g.ours.ops, g.reference.ops))}**`,
+        fmtX(ratio(g.ours.commandsPerSec, g.reference.commandsPerSec)),
+        fmtX(ratio(g.ours.p50, g.reference.p50)),
+        fmtX(ratio(g.ours.p99, g.reference.p99)),
+        fmtX(ratio(g.ours.cpu, g.reference.cpu)),
+        fmtX(ratio(g.ours.cpu, g.reference.cpu)),
+        fmtX(ratio(g.ours.redisCpu, g.reference.redisCpu)),
+      ]);
+    }
+  }
+  md.push(table(['case', 'client', 'batches/s median [min-max]', 'commands/s', 'p50 exec()', 'p99 exec()', 'CPU µs/batch', 'CPU µs/command', 'redis µs/command'], rows));
+  md.push('');
+  md.push('Above 1x is better for batches/s and commands/s, below 1x for latency and CPU. CPU is the node process\'s (all threads); "redis µs/command" is redis-server\'s CPU per command (a transaction adds `MULTI` and `EXEC` to each batch).');
+  md.push('');
+  return md;
 }
 
 /** The section on locks across processes: 3-process contention and the hand-off. */

@@ -3,6 +3,8 @@
 // `npm run bench`: this adapter against the ioredis + redlock original (bench/reference.js), side
 // by side in one run, on one redis-server that the benchmark starts and stops itself (and, when a
 // cluster case is selected, a 3-master + 3-replica Redis Cluster, started and stopped the same way).
+// The pipeline-<N> / multi-<N> cases measure the package's RedisClient against a plain ioredis
+// client: batches of N set/get commands through pipeline() / multi(), exec() awaited.
 // Writes BENCHMARKS.md, bench/chart.svg and bench/results.json.
 //
 // Environment:
@@ -16,7 +18,8 @@
 //                       quick 40); each takes 5-305 ms of waiting, plus the hand-off itself
 //   BENCH_RSS_OPS       operations of the RSS growth run (default 1000000; quick 100000)
 //   BENCH_RB_REQUESTS   redis-benchmark -n (default 200000; quick 20000)
-//   BENCH_ONLY          a regular expression: run only the cases whose id matches (e.g. 'set|get')
+//   BENCH_ONLY          a regular expression: run only the cases whose id matches (e.g. 'set|get',
+//                       'pipeline|multi')
 //   BENCH_OUT           where to write the report (default BENCHMARKS.md at the repository root);
 //                       the chart and the raw figures go next to it (<name>.chart.svg,
 //                       <name>.results.json) unless it is the default path
@@ -435,8 +438,10 @@ async function main() {
           }
           const shares = c.kind === 'contended-procs' ? `, processes ${result.processShares.map((x) => `${(100 * (x || 0)).toFixed(0)}%`).join('/')}, ${result.overlaps} overlaps, ${result.waitersLeft} left in line` : '';
           const extra = c.kind === 'contended' || c.kind === 'contended-procs' ? `, longest gap ${result.maxGapMs.toFixed(1)} ms, busiest caller ${(100 * (result.busiestShare || 0)).toFixed(0)}%, ${result.errors} failed locks, ${result.leakedLocks} leaked locks${shares}` : '';
+          // A batch case's operation is one exec() of `c.commands` commands.
+          const unit = c.kind === 'batch' ? ` batches/s (${fmtOps(result.commandsPerSec)} commands/s)` : ' ops/s';
           log(
-            `[round ${round + 1}/${config.rounds}] ${c.id.padEnd(idWidth)} ${adapter.padEnd(9)} ${fmtOps(result.opsPerSec).padStart(9)} ops/s` +
+            `[round ${round + 1}/${config.rounds}] ${c.id.padEnd(idWidth)} ${adapter.padEnd(9)} ${fmtOps(result.opsPerSec).padStart(9)}${unit}` +
               `  p50 ${fmtUs(result.p50)}  p99 ${fmtUs(result.p99)}  cpu ${fmtUs(result.cpuUsPerOp)}/op` +
               `${result.errors && c.kind !== 'contended' && c.kind !== 'contended-procs' ? `  ${result.errors} errors (${result.firstError})` : ''}${extra}`,
           );

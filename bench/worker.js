@@ -379,6 +379,70 @@ async function alovaJob(job) {
   }
 }
 
+/**
+ * The raw client a batch job measures: this package's `RedisClient`, or an ioredis `Redis` with
+ * its defaults (the client the reference adapter holds), both on `job.redis`.
+ */
+function makeClient(kind, job) {
+  const options = { host: job.redis.host, port: job.redis.port, ...(job.options || {}) };
+  if (kind === 'ours') {
+    const { RedisClient } = require(productDir || path.join(__dirname, '..'));
+    return new RedisClient(options);
+  }
+  const Redis = require('ioredis');
+  return new Redis(options);
+}
+
+/**
+ * `client.pipeline()` / `client.multi()` of `job.commands` commands, `exec()` awaited: command i
+ * of batch n is a `set` (i even) or a `get` (i odd) of key `(n * commands + i) % keys`, so the
+ * keys of a batch are distinct, and those of the batches in flight too (keys >= inflight *
+ * commands). Every key holds the value beforehand: each `get` must return it, each `set` 'OK'.
+ */
+async function batchJob(job) {
+  const client = makeClient(job.adapter, job);
+  try {
+    const N = job.commands;
+    const keys = job.keys;
+    if (keys % N !== 0 || keys < job.inflight * N) throw new Error(`batch case: ${keys} keys do not fit batches of ${N}, ${job.inflight} in flight`);
+    const value = 'v'.repeat(job.valueBytes);
+    const names = Array.from({ length: keys }, (_, i) => `bench:b:${i}`);
+    await client.ping(); // connected
+    // Every key filled, in pipelines of 500 (not measured).
+    for (let i = 0; i < keys; i += 500) {
+      const p = client.pipeline();
+      for (let j = i; j < Math.min(keys, i + 500); j += 1) p.set(names[j], value);
+      const res = await p.exec();
+      const bad = res.find(([err]) => err);
+      if (bad) throw bad[0];
+    }
+    const transaction = job.mode === 'multi';
+    const op = async (n) => {
+      const base = (n * N) % keys;
+      const batch = transaction ? client.multi() : client.pipeline();
+      for (let i = 0; i < N; i += 1) {
+        if (i & 1) batch.get(names[base + i]);
+        else batch.set(names[base + i], value);
+      }
+      const res = await batch.exec();
+      if (!Array.isArray(res) || res.length !== N) throw new Error(`exec() resolved ${Array.isArray(res) ? `${res.length} results` : String(res)}, not ${N}`);
+      for (let i = 0; i < N; i += 1) {
+        const [err, reply] = res[i];
+        if (err) throw err;
+        if (i & 1 ? reply !== value : reply !== 'OK') throw new Error(`command ${i} of the batch answered ${String(reply).slice(0, 40)}`);
+      }
+    };
+    const result = await measure(job, op, { rssBefore: process.memoryUsage().rss });
+    return { ...result, commandsPerSec: result.opsPerSec * N };
+  } finally {
+    try {
+      await client.quit();
+    } catch {
+      // the process ends right after
+    }
+  }
+}
+
 /** RSS over `ops` set/get operations (half each) of 250 B entries, sampled ten times. */
 async function rssJob(job) {
   const adapter = makeAdapter(job.adapter, job);
@@ -641,6 +705,7 @@ const JOBS = {
   'contended-procs': contendedProcsJob,
   handoff: handoffJob,
   alova: alovaJob,
+  batch: batchJob,
   rss: rssJob,
 };
 
