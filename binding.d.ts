@@ -105,6 +105,8 @@ export declare class NativeClient {
   get status(): string
   /** Sends QUIT and closes; resolves `'OK'`. */
   quit(): unknown
+  /** Gives up the live link and makes a new one (`reconnectOnError`). */
+  reconnect(): void
   /** Closes at once. */
   disconnect(): void
   /**

@@ -227,8 +227,8 @@ declare namespace RedisStorageAdapter {
    * `disconnectTimeout`, `maxLoadingRetryTime`, `offlineQueue`.
    *
    * Refused with `ERR_INVALID_OPTION` (typed `never`): `sentinels`, `name`, `role`,
-   * `sentinelPassword`, `Connector`, `reconnectOnError`, `scripts` (taken by `new RedisClient`
-   * only), `monitor`, `readOnly`, `socketTimeout`; and any key not listed here.
+   * `sentinelPassword`, `Connector`, `scripts` (taken by `new RedisClient` only), `monitor`,
+   * `readOnly`; and any key not listed here. The README's option tables list them all.
    */
   interface RedisClientOptions {
     /**
@@ -414,10 +414,15 @@ declare namespace RedisStorageAdapter {
      */
     Connector?: never;
     /**
-     * Not supported. Throws `ERR_INVALID_OPTION`.
+     * ioredis's `reconnectOnError`: shown every error reply (`ERR_REPLY`) of the client's
+     * commands and the adapter's cache operations. Truthy: the connection is made again (the
+     * commands on it are sent again as `autoResendUnfulfilledCommands` says), as on `READONLY`
+     * after a failover behind one DNS name; `2`: the failed command is also sent again, once,
+     * and its outcome is the command's.
      * @default undefined
+     * @example reconnectOnError: (err) => err.message.startsWith('READONLY')
      */
-    reconnectOnError?: never;
+    reconnectOnError?: (err: RedisStorageError) => boolean | 1 | 2 | null | undefined | void;
     /**
      * Refused by the adapter (`ERR_INVALID_OPTION`); `new RedisClient({ scripts })` takes it
      * (see {@link RedisClientConstructorOptions}).
@@ -435,10 +440,13 @@ declare namespace RedisStorageAdapter {
      */
     readOnly?: never;
     /**
-     * Not supported; use `commandTimeout`. Throws `ERR_INVALID_OPTION`.
-     * @default undefined
+     * Milliseconds a connection on which commands wait may stay silent (no reply at all)
+     * before it is given up (an `error` event with `ERR_TIMEOUT`, "Socket timeout") and made
+     * again; its commands are sent again as `autoResendUnfulfilledCommands` says. Catches a
+     * server or network that stopped answering without closing the socket.
+     * @default undefined (no limit)
      */
-    socketTimeout?: never;
+    socketTimeout?: number;
   }
 
   // ----------------------------------------------------------------------------------------
@@ -551,7 +559,7 @@ declare namespace RedisStorageAdapter {
   /** The `redisOptions` a cluster's node connections take. */
   type RedisClusterNodeOptions = Pick<
     RedisClientOptions,
-    'username' | 'password' | 'tls' | 'connectTimeout' | 'commandTimeout' | 'keepAlive' | 'noDelay' | 'maxRetriesPerRequest'
+    'username' | 'password' | 'tls' | 'connectTimeout' | 'commandTimeout' | 'socketTimeout' | 'keepAlive' | 'noDelay' | 'maxRetriesPerRequest'
   > & {
     /**
      * Must be 0: Redis Cluster has only database 0.

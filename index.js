@@ -17,6 +17,8 @@ const SCRIPTS = Symbol('alova.storage-redis.scripts');
 const OWN_CLIENT = Symbol('alova.storage-redis.own-client');
 const OPTIONS = Symbol('alova.storage-redis.options');
 const ADAPTERS = Symbol('alova.storage-redis.adapters-connection');
+const RECONNECT_ON_ERROR = Symbol('alova.storage-redis.reconnect-on-error');
+const RECONNECT = Symbol('alova.storage-redis.reconnect');
 
 /** The adapter's own options, beside the connection's (not a client's). */
 const ADAPTER_ONLY = ['keyPrefix', 'redlockOptions', 'redlockFilter', 'redlockTTL', 'redlockNodes', 'spreadKeys'];
@@ -156,16 +158,44 @@ function asCallback(promise, callback) {
  * Sends command `name` with `args` (a rest array, which it may shorten): a function as the last
  * argument is the callback; `transform` reshapes the reply. Never throws: rejects instead.
  */
-function send(native, name, args, transform, buffers = false) {
+function send(native, name, args, transform, buffers = false, client = undefined) {
   const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
   let promise;
   try {
-    promise = buffers ? native.callBuffer(name, commandArgs(args)) : native.call(name, commandArgs(args));
+    const flat = commandArgs(args);
+    promise = buffers ? native.callBuffer(name, flat) : native.call(name, flat);
+    if (client !== undefined && client[RECONNECT_ON_ERROR] !== undefined) {
+      promise = afterReplyError(client, promise, () => (buffers ? native.callBuffer(name, flat) : native.call(name, flat)));
+    }
     if (transform !== undefined) promise = promise.then(transform);
   } catch (err) {
     promise = Promise.reject(err);
   }
   return callback === undefined ? promise : asCallback(promise, callback);
+}
+
+/**
+ * ioredis's `reconnectOnError`: an error reply (`ERR_REPLY`) is shown to it; when it answers
+ * truthy the connection is made again (the commands on it are sent again as
+ * `autoResendUnfulfilledCommands` says), and `2` also sends the failed command again (once),
+ * whose outcome is then the command's. For a client's commands and the adapter's cache
+ * operations alike.
+ */
+function afterReplyError(owner, promise, again) {
+  return promise.catch((err) => {
+    if (!err || err.code !== 'ERR_REPLY') throw err;
+    let verdict;
+    try {
+      verdict = owner[RECONNECT_ON_ERROR](err);
+    } catch (thrown) {
+      throwLater(thrown);
+      throw err;
+    }
+    if (!verdict) throw err;
+    owner[RECONNECT]();
+    if (verdict === 2) return again();
+    throw err;
+  });
 }
 
 /**
@@ -436,6 +466,14 @@ function monitorLine(monitor, line) {
   monitor.emit('monitor', timestamp, args, dbAndSource[1], dbAndSource[0]);
 }
 
+/** Sets up `reconnectOnError` (a function, checked by the core's option check) on `owner`. */
+function watchReplyErrors(owner, reconnectOnError) {
+  if (typeof reconnectOnError !== 'function') return;
+  owner[RECONNECT_ON_ERROR] = reconnectOnError;
+  const native = owner instanceof RedisClient ? owner[NATIVE] : owner[NATIVE].client();
+  owner[RECONNECT] = () => native.reconnect();
+}
+
 /** Reply transforms by command name, as ioredis keys them (exact, lower-case name). */
 const REPLY_TRANSFORMS = { __proto__: null, hgetall: pairsToObject };
 
@@ -456,6 +494,7 @@ class RedisClient extends EventEmitter {
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[OPTIONS] = opts;
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
+    watchReplyErrors(this, opts.reconnectOnError);
     listen(this);
     for (const name of Object.keys(scripts)) this.defineCommand(name, scripts[name]);
   }
@@ -465,6 +504,7 @@ class RedisClient extends EventEmitter {
     client[NATIVE] = native;
     client[OPTIONS] = options;
     client[ADAPTERS] = true;
+    watchReplyErrors(client, options.reconnectOnError);
     listen(client);
     return client;
   }
@@ -573,7 +613,7 @@ class RedisClient extends EventEmitter {
     if (lower === 'watch') return this.watch(...args);
     if (lower === 'select') return this.select(...args);
     if (lower === 'unwatch') return this.unwatch(...args);
-    return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command]);
+    return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command], false, this);
   }
 
   /**
@@ -625,7 +665,7 @@ class RedisClient extends EventEmitter {
    */
   callBuffer(command, ...args) {
     if (typeof command !== 'string') return this.call(command, ...args);
-    return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command], true);
+    return send(this[NATIVE], command, args, REPLY_TRANSFORMS[command], true, this);
   }
 
   /**
@@ -958,7 +998,7 @@ for (const name of COMMANDS) {
   if (!(name in RedisClient.prototype)) {
     Object.defineProperty(RedisClient.prototype, name, {
       value: function command(...args) {
-        return send(this[NATIVE], name, args, transform);
+        return send(this[NATIVE], name, args, transform, false, this);
       },
       writable: true,
       configurable: true,
@@ -967,7 +1007,7 @@ for (const name of COMMANDS) {
   if (!(`${name}Buffer` in RedisClient.prototype)) {
     Object.defineProperty(RedisClient.prototype, `${name}Buffer`, {
       value: function commandBuffer(...args) {
-        return send(this[NATIVE], name, args, transform, true);
+        return send(this[NATIVE], name, args, transform, true, this);
       },
       writable: true,
       configurable: true,
@@ -1132,6 +1172,7 @@ class RedisStorageAdapter {
     for (const key of ADAPTER_ONLY) delete connectionOptions[key];
     this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client(), connectionOptions);
     this[OWN_CLIENT] = client === undefined;
+    watchReplyErrors(this, rest.reconnectOnError);
   }
 
   /**
@@ -1176,19 +1217,22 @@ class RedisStorageAdapter {
       );
     }
     const expireAt = Array.isArray(value) && typeof value[1] === 'number' ? value[1] : undefined;
-    return this[OPS].set(key, json, expireAt);
+    const done = this[OPS].set(key, json, expireAt);
+    return this[RECONNECT_ON_ERROR] === undefined ? done : afterReplyError(this, done, () => this[OPS].set(key, json, expireAt));
   }
 
   /** The stored value, or undefined. */
   get(key) {
     if (typeof key !== 'string') return keyError(key);
-    return this[OPS].get(key);
+    const done = this[OPS].get(key);
+    return this[RECONNECT_ON_ERROR] === undefined ? done : afterReplyError(this, done, () => this[OPS].get(key));
   }
 
   /** Deletes the key. */
   remove(key) {
     if (typeof key !== 'string') return keyError(key);
-    return this[OPS].remove(key);
+    const done = this[OPS].remove(key);
+    return this[RECONNECT_ON_ERROR] === undefined ? done : afterReplyError(this, done, () => this[OPS].remove(key));
   }
 
   /** Removes every key under `keyPrefix`, and nothing else. */

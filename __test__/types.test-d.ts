@@ -123,8 +123,9 @@ new RedisStorageAdapter({ host: 'localhost', prot: 6379 });
 new RedisStorageAdapter({ db: '0' });
 // @ts-expect-error Sentinel is refused
 new RedisStorageAdapter({ sentinels: [{ host: 'localhost', port: 26379 }], name: 'mymaster' });
-// @ts-expect-error socketTimeout is refused (use commandTimeout)
-new RedisStorageAdapter({ socketTimeout: 1000 });
+// @ts-expect-error socketTimeout is a number of milliseconds
+new RedisStorageAdapter({ socketTimeout: '1000' });
+new RedisStorageAdapter({ socketTimeout: 1000, reconnectOnError: (err) => err.message.startsWith('READONLY') });
 // @ts-expect-error retryStrategy is a function
 new RedisStorageAdapter({ retryStrategy: 'fast' });
 // @ts-expect-error redlockFilter returns a boolean

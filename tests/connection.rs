@@ -346,3 +346,50 @@ async fn select_holds_for_later_commands_reconnections_and_the_side_connection()
     assert_eq!(conn.select(100_000).await.unwrap_err().code(), "ERR_REPLY");
     assert_eq!(conn.db(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_timeout_gives_up_a_silent_link_and_the_command_goes_on_after() {
+    let server = RedisServer::start(&[]);
+    let mut config = server.config();
+    config.socket_timeout = Some(std::time::Duration::from_millis(300));
+    let conn = connect(config);
+    let mut events = conn.events();
+    assert_eq!(
+        conn.send(&cmd(&["SET", "k", "before"])).await.unwrap(),
+        Value::Okay
+    );
+    // Idle for longer than the limit: nothing waits, so nothing is given up.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    server.signal("STOP");
+    let set = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.send(&cmd(&["SET", "k", "after"])).await })
+    };
+    let timed_out = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(alova_storage_redis::connection::Event::Error(e)) => return e,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    server.signal("CONT");
+    let err = timed_out.expect("an error event for the silent link");
+    assert_eq!(err.code(), "ERR_TIMEOUT");
+    assert!(err.message().contains("Socket timeout"), "{err}");
+    // Sent again on the new link once the server answers.
+    assert_eq!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), set)
+            .await
+            .expect("the SET within 10 s")
+            .unwrap()
+            .unwrap(),
+        Value::Okay
+    );
+    assert_eq!(
+        conn.send(&cmd(&["GET", "k"])).await.unwrap(),
+        Value::BulkString(b"after".to_vec())
+    );
+}

@@ -597,6 +597,12 @@ impl NativeClient {
         })
     }
 
+    /// Gives up the live link and makes a new one (`reconnectOnError`).
+    #[napi]
+    pub fn reconnect(&self) {
+        self.conn.reconnect();
+    }
+
     /// Closes at once.
     #[napi]
     pub fn disconnect(&self) {

@@ -105,6 +105,9 @@ pub struct ConnectionConfig {
     /// Commands that failed because the connection dropped are sent again once it is back.
     /// Default true.
     pub resend_unfulfilled: bool,
+    /// `socketTimeout`: a link on which commands wait and that says nothing for this long is
+    /// given up (and made again). Default none.
+    pub socket_timeout: Option<Duration>,
 }
 
 impl Default for ConnectionConfig {
@@ -127,6 +130,7 @@ impl Default for ConnectionConfig {
             enable_offline_queue: true,
             max_retries_per_request: Some(20),
             resend_unfulfilled: true,
+            socket_timeout: None,
         }
     }
 }
@@ -366,7 +370,7 @@ mod tests {
             (r#"{"retryStrategy":5}"#, "`retryStrategy`"),
             (r#"{"foo":1}"#, "`foo`"),
             (r#"{"sentinels":[]}"#, "Sentinel"),
-            (r#"{"reconnectOnError":{"$fn":true}}"#, "reconnectOnError"),
+            (r#"{"Connector":{"$fn":true}}"#, "Connector"),
         ] {
             let e = parse(json).unwrap_err();
             assert_eq!(e.code(), "ERR_INVALID_OPTION", "{json}");

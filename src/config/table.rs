@@ -338,6 +338,24 @@ pub static OPTIONS: &[Opt] = &[
         }),
         note: "commands that failed only because the connection dropped are sent again once it is back",
     },
+    Opt {
+        name: "socketTimeout",
+        places: SERVERS,
+        ty: "number",
+        default: None,
+        effect: conn!(|c, r, k| if let Some(t) = r.millis(k, 1)? {
+            c.socket_timeout = Some(t)
+        }),
+        note: "ms a connection on which commands wait may stay silent (no reply at all) before it is given up (an `error` event, `ERR_TIMEOUT`) and made again; its commands are sent again as `autoResendUnfulfilledCommands` says",
+    },
+    Opt {
+        name: "reconnectOnError",
+        places: &[Server],
+        ty: "(err: Error) => boolean | 1 | 2",
+        default: None,
+        effect: Effect::Applied(Apply::Function),
+        note: "shown every error reply (`ERR_REPLY`) of the client's commands and the adapter's cache operations; truthy: the connection is made again (e.g. on `READONLY` after a failover), `2`: and the failed command is sent again, once",
+    },
     // --- TLS -----------------------------------------------------------------------------
     Opt {
         name: "ca",
@@ -506,14 +524,6 @@ pub static OPTIONS: &[Opt] = &[
         note: "",
     },
     Opt {
-        name: "reconnectOnError",
-        places: &[Server],
-        ty: "never",
-        default: None,
-        effect: Effect::Refused("reconnectOnError is not supported"),
-        note: "",
-    },
-    Opt {
         name: "scripts",
         places: &[Server, Cluster],
         ty: "never",
@@ -537,14 +547,6 @@ pub static OPTIONS: &[Opt] = &[
         ty: "never",
         default: None,
         effect: Effect::Refused("readOnly applies to cluster replicas and is not supported here"),
-        note: "",
-    },
-    Opt {
-        name: "socketTimeout",
-        places: &[Server],
-        ty: "never",
-        default: None,
-        effect: Effect::Refused("socketTimeout is not supported; use commandTimeout"),
         note: "",
     },
     // --- A cluster's ClusterOptions ----------------------------------------------------------

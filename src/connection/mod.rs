@@ -173,6 +173,8 @@ struct Inner {
     idle: tokio::sync::Notify,
     /// The database selected (`db`, then `select()`): a new link selects it.
     db: std::sync::atomic::AtomicI64,
+    /// `socketTimeout`, when set.
+    socket_watch: Option<timer::SocketWatch>,
 }
 
 impl Inner {
@@ -372,6 +374,7 @@ impl Connection {
     ) -> Self {
         let lazy = config.lazy_connect;
         let db = config.db;
+        let socket_timeout = config.socket_timeout;
         let phase = if lazy {
             Phase::Wait
         } else {
@@ -423,12 +426,28 @@ impl Connection {
                 closing: AtomicBool::new(false),
                 idle: tokio::sync::Notify::new(),
                 db: std::sync::atomic::AtomicI64::new(db),
+                socket_watch: socket_timeout.map(timer::SocketWatch::new),
             }),
         };
         if !lazy {
             connection.spawn_connect_loop(false);
         }
+        if connection.inner.socket_watch.is_some() {
+            let weak = Arc::downgrade(&connection.inner);
+            connection.inner.runtime.spawn(watch_socket(weak));
+        }
         connection
+    }
+
+    /// Gives up the live link and makes a new one (ioredis's `disconnect(true)`, and what
+    /// `reconnectOnError` asks for): the commands on it are sent again on the new one as
+    /// `autoResendUnfulfilledCommands` says. Nothing happens while no link is live.
+    pub fn reconnect(&self) {
+        let generation = match &self.inner.core().phase {
+            Phase::Ready { generation, .. } => *generation,
+            _ => return,
+        };
+        self.connection_lost(generation);
     }
 
     /// True for a cluster.
@@ -816,6 +835,7 @@ impl Connection {
             seq: 0,
             born: 0,
             generation: 0,
+            watched: false,
             resends: 0,
             packed,
             done,
@@ -1188,6 +1208,44 @@ impl Connection {
     }
 }
 
+/// `socketTimeout`'s task: gives up a link on which commands wait and that stayed silent for
+/// the limit, as ioredis destroys such a socket ("Socket timeout. Expecting data, but didn't
+/// receive any in N ms."); the connection then reconnects. Ends with the connection.
+async fn watch_socket(weak: std::sync::Weak<Inner>) {
+    let every = match weak
+        .upgrade()
+        .and_then(|i| i.socket_watch.as_ref().map(|w| w.limit))
+    {
+        Some(limit) => (limit / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(watch) = inner.socket_watch.as_ref() else {
+            return;
+        };
+        if !watch.stalled() {
+            continue;
+        }
+        let generation = match &inner.core().phase {
+            Phase::Ready { generation, .. } => *generation,
+            Phase::End(_) => return,
+            _ => continue,
+        };
+        watch.reset();
+        inner.emit(Event::Error(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "Socket timeout. Expecting data, but didn't receive any in {} ms (socketTimeout) from {}",
+                watch.limit.as_millis(),
+                inner.addr
+            ),
+        )));
+        Connection { inner }.connection_lost(generation);
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // The supervisor holds only a weak reference: it stops on its own.
@@ -1273,6 +1331,8 @@ struct Entry<F> {
     seq: u64,
     born: u64,
     generation: u64,
+    /// Counted by the `socketTimeout` watch as on the link.
+    watched: bool,
     resends: u32,
     packed: Vec<u8>,
     done: Done<F>,
@@ -1303,7 +1363,13 @@ where
         &self.packed
     }
 
-    fn finish(self: Box<Self>, reply: redis::RedisResult<Value>) {
+    fn finish(mut self: Box<Self>, reply: redis::RedisResult<Value>) {
+        if self.watched {
+            self.watched = false;
+            if let Some(watch) = &self.conn.inner.socket_watch {
+                watch.finished(reply.is_ok());
+            }
+        }
         let conn = self.conn.clone();
         let addr = &conn.inner.addr;
         match reply {
@@ -1341,6 +1407,12 @@ where
     }
     fn put_on(&mut self, generation: u64) {
         self.generation = generation;
+        if let Some(watch) = &self.conn.inner.socket_watch {
+            if !self.watched {
+                self.watched = true;
+                watch.placed();
+            }
+        }
     }
     fn generation(&self) -> u64 {
         self.generation

@@ -116,3 +116,64 @@ async fn run(weak: Weak<Shared>, error: Arc<dyn Fn() -> Error + Send + Sync>) {
         }
     }
 }
+
+/// `socketTimeout`: while commands are on the link, how long since the link last gave a reply
+/// (or since the first of them was put on it). A connection with the option checks it from a
+/// task of its own (see `Connection::start`) and gives up a link that stays silent that long.
+pub(super) struct SocketWatch {
+    pub(super) limit: Duration,
+    epoch: std::time::Instant,
+    /// Commands put on the link and not finished.
+    on_link: std::sync::atomic::AtomicUsize,
+    /// Microseconds after `epoch` of the last reply (or of the first command put on a quiet
+    /// link).
+    heard: std::sync::atomic::AtomicU64,
+}
+
+impl SocketWatch {
+    pub(super) fn new(limit: Duration) -> Self {
+        SocketWatch {
+            limit,
+            epoch: std::time::Instant::now(),
+            on_link: std::sync::atomic::AtomicUsize::new(0),
+            heard: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A command was put on the link.
+    pub(super) fn placed(&self) {
+        use std::sync::atomic::Ordering;
+        if self.on_link.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.heard.store(self.now(), Ordering::Release);
+        }
+    }
+
+    /// A command on the link finished: with a reply (`heard`), or with the link's failure.
+    pub(super) fn finished(&self, heard: bool) {
+        use std::sync::atomic::Ordering;
+        self.on_link.fetch_sub(1, Ordering::AcqRel);
+        if heard {
+            self.heard.store(self.now(), Ordering::Release);
+        }
+    }
+
+    /// Starts the silence over (the link was given up).
+    pub(super) fn reset(&self) {
+        self.heard
+            .store(self.now(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// True when commands wait on the link and it said nothing for `limit`.
+    pub(super) fn stalled(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.on_link.load(Ordering::Acquire) > 0
+            && self
+                .now()
+                .saturating_sub(self.heard.load(Ordering::Acquire))
+                >= self.limit.as_micros() as u64
+    }
+}

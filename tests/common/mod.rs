@@ -85,6 +85,16 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port.
+    /// Sends `signal` (`"STOP"`, `"CONT"`, ...) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
