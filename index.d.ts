@@ -447,6 +447,37 @@ declare namespace RedisStorageAdapter {
      * @default undefined (no limit)
      */
     socketTimeout?: number;
+    /**
+     * A positive number turns on a client-side limit for blocking commands (`BLPOP`,
+     * `BZPOPMIN`, `BLMPOP`, `XREAD BLOCK`, ...): their own timeout plus `blockingTimeoutGrace`,
+     * or this many ms for one that blocks forever; then the command resolves `null`, as when
+     * the server's timeout passes (the server may still hold it: a later blocking command of
+     * this client waits behind it on the blocking commands' connection).
+     * @default undefined (no limit)
+     */
+    blockingTimeout?: number;
+    /**
+     * Milliseconds added to a blocking command's own timeout (with `blockingTimeout`).
+     * @default 100
+     */
+    blockingTimeoutGrace?: number;
+    /**
+     * RESP version of the connection: only 2 (replies are converted as with RESP2);
+     * subscriptions use RESP3 on their own connection. 3 throws `ERR_INVALID_OPTION`.
+     * @default 2
+     */
+    protocol?: 2;
+    /**
+     * `true`: no `CLIENT SETINFO LIB-NAME alova-storage-redis` / `LIB-VER` on connect (Redis
+     * >= 7.2 shows them in `CLIENT LIST`; older servers answer an error, which is ignored).
+     * @default false
+     */
+    disableClientInfo?: boolean;
+    /**
+     * Appended to the library name `CLIENT SETINFO` gives: `alova-storage-redis(tag)`.
+     * @default undefined
+     */
+    clientInfoTag?: string;
   }
 
   // ----------------------------------------------------------------------------------------
@@ -559,7 +590,18 @@ declare namespace RedisStorageAdapter {
   /** The `redisOptions` a cluster's node connections take. */
   type RedisClusterNodeOptions = Pick<
     RedisClientOptions,
-    'username' | 'password' | 'tls' | 'connectTimeout' | 'commandTimeout' | 'socketTimeout' | 'keepAlive' | 'noDelay' | 'maxRetriesPerRequest'
+    | 'username'
+    | 'password'
+    | 'tls'
+    | 'connectTimeout'
+    | 'commandTimeout'
+    | 'socketTimeout'
+    | 'keepAlive'
+    | 'noDelay'
+    | 'maxRetriesPerRequest'
+    | 'protocol'
+    | 'disableClientInfo'
+    | 'clientInfoTag'
   > & {
     /**
      * Must be 0: Redis Cluster has only database 0.
@@ -630,6 +672,16 @@ declare namespace RedisStorageAdapter {
     showFriendlyErrorStack?: boolean;
     /** No effect. @default false */
     useSRVRecords?: boolean;
+    /**
+     * No effect: sharded subscriptions always go to the master of each channel's slot.
+     * @default false
+     */
+    shardedSubscribers?: boolean;
+    /**
+     * No effect: redis-rs makes a lost node connection again on the next command for it.
+     * @default null
+     */
+    clusterNodeRetryStrategy?: ((times: number) => number | null | undefined | void) | null;
   }
 
   /**

@@ -19,6 +19,7 @@ const OPTIONS = Symbol('alova.storage-redis.options');
 const ADAPTERS = Symbol('alova.storage-redis.adapters-connection');
 const RECONNECT_ON_ERROR = Symbol('alova.storage-redis.reconnect-on-error');
 const RECONNECT = Symbol('alova.storage-redis.reconnect');
+const BLOCKING_TIMEOUT = Symbol('alova.storage-redis.blocking-timeout');
 
 /** The adapter's own options, beside the connection's (not a client's). */
 const ADAPTER_ONLY = ['keyPrefix', 'redlockOptions', 'redlockFilter', 'redlockTTL', 'redlockNodes', 'spreadKeys'];
@@ -167,6 +168,8 @@ function send(native, name, args, transform, buffers = false, client = undefined
     if (client !== undefined && client[RECONNECT_ON_ERROR] !== undefined) {
       promise = afterReplyError(client, promise, () => (buffers ? native.callBuffer(name, flat) : native.call(name, flat)));
     }
+    const limit = client !== undefined && client[BLOCKING_TIMEOUT] !== undefined ? blockingLimit(client, name, flat) : undefined;
+    if (limit !== undefined) promise = withBlockingLimit(promise, limit);
     if (transform !== undefined) promise = promise.then(transform);
   } catch (err) {
     promise = Promise.reject(err);
@@ -196,6 +199,47 @@ function afterReplyError(owner, promise, again) {
     if (verdict === 2) return again();
     throw err;
   });
+}
+
+/** Blocking commands by where their timeout is (ioredis's lists). */
+const LAST_ARG_TIMEOUT = new Set(['blpop', 'brpop', 'brpoplpush', 'blmove', 'bzpopmin', 'bzpopmax']);
+const FIRST_ARG_TIMEOUT = new Set(['bzmpop', 'blmpop']);
+const BLOCK_OPTION = new Set(['xread', 'xreadgroup']);
+
+/** A timeout argument in seconds as milliseconds, or null when it is not a number. */
+function secondsArg(arg) {
+  const n = Number(arg === undefined ? NaN : String(arg));
+  return Number.isFinite(n) && n >= 0 ? n * 1000 : null;
+}
+
+/**
+ * ioredis's `blockingTimeout`: how long a blocking command may wait on the client side (its own
+ * timeout plus `blockingTimeoutGrace`, or `blockingTimeout` when it blocks forever); undefined
+ * for other commands.
+ */
+function blockingLimit(client, name, flat) {
+  const lower = name.toLowerCase();
+  let own;
+  if (LAST_ARG_TIMEOUT.has(lower)) own = secondsArg(flat[flat.length - 1]);
+  else if (FIRST_ARG_TIMEOUT.has(lower)) own = secondsArg(flat[0]);
+  else if (lower === 'blmovem') own = secondsArg(flat[4]);
+  else if (BLOCK_OPTION.has(lower)) {
+    const at = flat.findIndex((a) => String(a).toUpperCase() === 'BLOCK');
+    own = at >= 0 ? Number(String(flat[at + 1])) : null;
+    if (!Number.isFinite(own)) own = null;
+  } else return undefined;
+  const { timeout, grace } = client[BLOCKING_TIMEOUT];
+  return own !== null && own > 0 ? own + grace : timeout;
+}
+
+/** `promise`, or `null` once `ms` passed without it settling (as a server-side timeout). */
+function withBlockingLimit(promise, ms) {
+  let timer;
+  const expired = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  promise.catch(() => {}); // settled later, after the limit: nobody waits for it any more
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -466,6 +510,14 @@ function monitorLine(monitor, line) {
   monitor.emit('monitor', timestamp, args, dbAndSource[1], dbAndSource[0]);
 }
 
+/** Sets up `blockingTimeout` (checked by the core's option check) on a client. */
+function limitBlocking(client, opts) {
+  if (typeof opts.blockingTimeout === 'number' && opts.blockingTimeout > 0) {
+    const grace = typeof opts.blockingTimeoutGrace === 'number' ? opts.blockingTimeoutGrace : 100;
+    client[BLOCKING_TIMEOUT] = { timeout: opts.blockingTimeout, grace };
+  }
+}
+
 /** Sets up `reconnectOnError` (a function, checked by the core's option check) on `owner`. */
 function watchReplyErrors(owner, reconnectOnError) {
   if (typeof reconnectOnError !== 'function') return;
@@ -495,6 +547,7 @@ class RedisClient extends EventEmitter {
     this[OPTIONS] = opts;
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
     watchReplyErrors(this, opts.reconnectOnError);
+    limitBlocking(this, opts);
     listen(this);
     for (const name of Object.keys(scripts)) this.defineCommand(name, scripts[name]);
   }
@@ -505,6 +558,7 @@ class RedisClient extends EventEmitter {
     client[OPTIONS] = options;
     client[ADAPTERS] = true;
     watchReplyErrors(client, options.reconnectOnError);
+    limitBlocking(client, options);
     listen(client);
     return client;
   }

@@ -10,6 +10,7 @@ const RedisStorageAdapter = require('..');
 const { RedisClient } = RedisStorageAdapter;
 const { closeAll, waitFor, within } = require('./helpers');
 const { startRedis } = require('./servers');
+const { fakeServer } = require('./fakes');
 
 /** A script that fails with a READONLY-like error the first time it runs for `key`. */
 const FLAKY = "if redis.call('INCR', KEYS[1]) == 1 then return redis.error_reply('READONLY first try') end return 'ok'";
@@ -101,5 +102,58 @@ describe('reconnectOnError and socketTimeout', () => {
     assert.match(errors[0].message, /Socket timeout/);
     assert.equal(await within(10000, set, 'the SET sent again'), 'OK');
     assert.equal(await c.get('st:k'), 'after');
+  });
+
+  it('blockingTimeout: a blocking command that outlives its limit resolves null, as a server timeout', { timeout: 20000 }, async () => {
+    const limited = client({ blockingTimeout: 400 });
+    const plain = client();
+    const pusher = client();
+    await pusher.del('bt:never', 'bt:short');
+    const started = Date.now();
+    assert.equal(await within(5000, limited.blpop('bt:never', 0), 'BLPOP 0 with blockingTimeout'), null);
+    assert.ok(Date.now() - started >= 350, 'resolved before the limit');
+    // Its own timeout plus the grace: the server's null comes first.
+    assert.equal(await within(5000, limited.blpop('bt:short', 0.2), 'BLPOP 0.2'), null);
+    // Without the option a blocking command waits as long as the server does.
+    let settled = false;
+    const waiting = plain.blpop('bt:never', 0).then((v) => {
+      settled = true;
+      return v;
+    });
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal(settled, false);
+    // Release both server-side waits: the first BLPOP (its client gave up on it, the server did
+    // not) still waits there, and is served first.
+    await pusher.rpush('bt:never', 'a', 'b');
+    assert.deepEqual(await within(5000, waiting, 'the plain BLPOP'), ['bt:never', 'b']);
+  });
+
+  it('CLIENT SETINFO names the library (with clientInfoTag) unless disableClientInfo', { timeout: 20000 }, async () => {
+    const seen = [];
+    const fake = await fakeServer((command) => {
+      seen.push(command.map(String));
+      return command[0].toString().toUpperCase() === 'PING' ? '+PONG\r\n' : '+OK\r\n';
+    });
+    try {
+      const tagged = client({ host: fake.host, port: fake.port, clientInfoTag: 'app' });
+      assert.equal(await tagged.call('PING'), 'PONG');
+      const setinfo = seen.filter((c) => c[0].toUpperCase() === 'CLIENT' && c[1].toUpperCase() === 'SETINFO');
+      assert.deepEqual(setinfo.map((c) => c.slice(2, 3)), [['LIB-NAME'], ['LIB-VER']]);
+      assert.equal(setinfo[0][3], 'alova-storage-redis(app)');
+      assert.match(setinfo[1][3], /^\d+\.\d+\.\d+/);
+      seen.length = 0;
+      const quiet = client({ host: fake.host, port: fake.port, disableClientInfo: true });
+      assert.equal(await quiet.call('PING'), 'PONG');
+      assert.deepEqual(seen.filter((c) => c[0].toUpperCase() === 'CLIENT'), []);
+    } finally {
+      await fake.close();
+    }
+    // A real server older than 7.2 answers SETINFO with an error: no failure.
+    assert.equal(await client({ clientInfoTag: 'app' }).call('PING'), 'PONG');
+  });
+
+  it('protocol: 2 is taken, 3 is refused with ERR_INVALID_OPTION', () => {
+    client({ protocol: 2 });
+    assert.throws(() => new RedisClient({ port: server.port, protocol: 3 }), (err) => err.code === 'ERR_INVALID_OPTION' && /protocol/.test(err.message));
   });
 });

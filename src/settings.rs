@@ -17,8 +17,11 @@ pub(crate) fn build_client_as(
     let redis_settings = {
         let mut r = redis::RedisConnectionInfo::default()
             .set_db(config.db)
-            .set_protocol(protocol)
-            .set_skip_set_lib_name();
+            .set_protocol(protocol);
+        r = match &config.client_info {
+            Some(name) => r.set_lib_name(name, env!("CARGO_PKG_VERSION")),
+            None => r.set_skip_set_lib_name(),
+        };
         if let Some(user) = &config.username {
             r = r.set_username(user);
         }

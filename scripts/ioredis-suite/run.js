@@ -27,7 +27,7 @@ const DEFAULTS = {
   grep: '', // only test files whose path (relative to test/functional) contains this
   testTimeout: 10000,
   fileTimeout: 300, // seconds, per test file (the mocha process is killed after it)
-  deadline: 40, // minutes for the whole run (both sides); files not reached are reported
+  deadline: 25, // minutes for the whole run (both sides); files not reached are reported
   redisPort: 6379,
   addon: REPO,
   reportOnly: false,
@@ -445,7 +445,10 @@ async function listTests(opts, sideDir, testFiles) {
 function cause(err) {
   if (!err || (!err.message && !err.stack)) return '(no error message)';
   let line = String(err.message || err.stack).split('\n').find((l) => l.trim() !== '') || '(empty message)';
-  line = line.trim();
+  line = line
+    .trim()
+    .replace(/\s*\((\/[^()]*?\.js)\)$/, '') // mocha's timeout message ends with the test file's path
+    .replace(/(, with args beginning with:).*$/, '$1 ...'); // ERR unknown command 'x', with args ...
   if (line.length > 220) line = line.slice(0, 217) + '...';
   return line;
 }

@@ -108,7 +108,14 @@ pub struct ConnectionConfig {
     /// `socketTimeout`: a link on which commands wait and that says nothing for this long is
     /// given up (and made again). Default none.
     pub socket_timeout: Option<Duration>,
+    /// The library name sent with `CLIENT SETINFO LIB-NAME` on each connection (with the
+    /// version as `LIB-VER`): `alova-storage-redis`, or `alova-storage-redis(tag)` with
+    /// `clientInfoTag`; `None` with `disableClientInfo`.
+    pub client_info: Option<String>,
 }
+
+/// The library name `CLIENT SETINFO` gives (ioredis gives `ioredis`).
+pub const LIB_NAME: &str = "alova-storage-redis";
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
@@ -131,6 +138,7 @@ impl Default for ConnectionConfig {
             max_retries_per_request: Some(20),
             resend_unfulfilled: true,
             socket_timeout: None,
+            client_info: Some(LIB_NAME.to_owned()),
         }
     }
 }

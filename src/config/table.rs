@@ -356,6 +356,64 @@ pub static OPTIONS: &[Opt] = &[
         effect: Effect::Applied(Apply::Function),
         note: "shown every error reply (`ERR_REPLY`) of the client's commands and the adapter's cache operations; truthy: the connection is made again (e.g. on `READONLY` after a failover), `2`: and the failed command is sent again, once",
     },
+    Opt {
+        name: "disableClientInfo",
+        places: SERVERS,
+        ty: "boolean",
+        default: Some("false"),
+        effect: conn!(|c, r, k| if r.bool(k)? == Some(true) {
+            c.client_info = None
+        }),
+        note: "`true`: no `CLIENT SETINFO LIB-NAME alova-storage-redis` / `LIB-VER` on connect (Redis >= 7.2 shows them in `CLIENT LIST`; older servers ignore them)",
+    },
+    Opt {
+        name: "clientInfoTag",
+        places: SERVERS,
+        ty: "string",
+        default: None,
+        effect: conn!(|c, r, k| if let Some(tag) = r.string(k)? {
+            if tag.chars().any(|ch| ch == ' ' || ch.is_control()) {
+                return Err(Error::config(format!(
+                    "option `{}` must not contain spaces or control characters",
+                    r.name(k)
+                )));
+            }
+            if let Some(info) = &mut c.client_info {
+                *info = format!("{}({tag})", super::LIB_NAME);
+            }
+        }),
+        note: "appended to the library name: `alova-storage-redis(tag)`",
+    },
+    Opt {
+        name: "blockingTimeout",
+        places: &[Server],
+        ty: "number",
+        default: None,
+        // Checked here, applied by the JavaScript face (a timer per blocking command).
+        effect: conn!(|_c, r, k| r.number(k)?),
+        note: "a positive number turns on a client-side limit for blocking commands (`BLPOP`, `BZPOPMIN`, `XREAD BLOCK`, ...): their own timeout plus `blockingTimeoutGrace`, or this many ms for one that blocks forever; then the command resolves `null`, as when the server's timeout passes",
+    },
+    Opt {
+        name: "blockingTimeoutGrace",
+        places: &[Server],
+        ty: "number",
+        default: Some("100"),
+        effect: conn!(|_c, r, k| r.millis(k, 0)?),
+        note: "ms added to a blocking command's own timeout (with `blockingTimeout`)",
+    },
+    Opt {
+        name: "protocol",
+        places: SERVERS,
+        ty: "2",
+        default: Some("2"),
+        effect: conn!(|_c, r, k| if r.integer(k, 2, 3)? == Some(3) {
+            return Err(Error::config(format!(
+                "option `{}`: 3 (RESP3) is not supported: replies are converted as with RESP2 (subscriptions use RESP3 on their own connection)",
+                r.name(k)
+            )));
+        }),
+        note: "RESP version of the connection: 2 (subscriptions use RESP3 on their own connection); 3 is refused",
+    },
     // --- TLS -----------------------------------------------------------------------------
     Opt {
         name: "ca",
@@ -668,6 +726,26 @@ pub static OPTIONS: &[Opt] = &[
         ty: "boolean",
         default: Some("false"),
         effect: Effect::NoOp("SRV records are not looked up"),
+        note: "",
+    },
+    Opt {
+        name: "shardedSubscribers",
+        places: &[Cluster],
+        ty: "boolean",
+        default: Some("false"),
+        effect: Effect::NoOp(
+            "sharded subscriptions (ssubscribe) always go to the master of each channel's slot, on the client's subscriber connection",
+        ),
+        note: "",
+    },
+    Opt {
+        name: "clusterNodeRetryStrategy",
+        places: &[Cluster],
+        ty: "(times: number) => number | null",
+        default: Some("null"),
+        effect: Effect::NoOp(
+            "redis-rs makes a lost node connection again on the next command for it (its pauses are bounded by the retryDelayOn* options); clusterRetryStrategy paces the cluster's reconnection",
+        ),
         note: "",
     },
     Opt {

@@ -197,6 +197,28 @@ async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
             .await
             .map_err(|e| Error::from_redis(&e, &inner.addr))?;
     }
+    if let Some(name) = &config.client_info {
+        // As ioredis: the library's name and version for CLIENT LIST (Redis >= 7.2); an older
+        // server's error is no failure. Sent together, answered before the link is used.
+        let lib = pipe.send(crate::resp::encode(&[
+            b"CLIENT",
+            b"SETINFO",
+            b"LIB-NAME",
+            name.as_bytes(),
+        ]));
+        let ver = pipe.send(crate::resp::encode(&[
+            b"CLIENT",
+            b"SETINFO",
+            b"LIB-VER",
+            env!("CARGO_PKG_VERSION").as_bytes(),
+        ]));
+        let (lib, ver) = futures_util::future::join(lib, ver).await;
+        for answer in [lib, ver] {
+            if let Err(err) = answer {
+                return Err(Error::from_redis(&err, &inner.addr));
+            }
+        }
+    }
     Ok(())
 }
 
