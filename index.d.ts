@@ -673,6 +673,13 @@ declare namespace RedisStorageAdapter {
     /** No effect. @default false */
     useSRVRecords?: boolean;
     /**
+     * Resolves the nodes' host names instead of the system, as `dns.lookup` does. ioredis's
+     * recipe for AWS ElastiCache with TLS, `(address, callback) => callback(null, address)`,
+     * works as there.
+     * @default undefined (the system's resolver)
+     */
+    dnsLookup?: (hostname: string, callback: (err: Error | null, address: string, family?: number) => void) => void;
+    /**
      * No effect: sharded subscriptions always go to the master of each channel's slot.
      * @default false
      */

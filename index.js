@@ -545,7 +545,7 @@ class RedisClient extends EventEmitter {
     if (options === NATIVE) return; // RedisClient.wrap
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[OPTIONS] = opts;
-    this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)));
+    this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)), lookupOf(opts));
     watchReplyErrors(this, opts.reconnectOnError);
     limitBlocking(this, opts);
     listen(this);
@@ -1069,6 +1069,19 @@ for (const name of COMMANDS) {
   }
 }
 
+/**
+ * A cluster's `dnsLookup` (`(hostname, callback(err, address))`, as `dns.lookup`) as the core
+ * calls it: `hostname => Promise<address>`; undefined when not given.
+ */
+function lookupOf(opts) {
+  const lookup = 'nodes' in opts && opts.options && typeof opts.options === 'object' ? opts.options.dnsLookup : undefined;
+  if (typeof lookup !== 'function') return undefined;
+  return (hostname) =>
+    new Promise((resolve, reject) => {
+      lookup(hostname, (err, address) => (err ? reject(err) : resolve(String(address))));
+    });
+}
+
 /** The function that retries the first connection: retryStrategy, or a cluster's clusterRetryStrategy. */
 function retryStrategyOf(opts) {
   return 'nodes' in opts ? opts.options && opts.options.clusterRetryStrategy : opts.retryStrategy;
@@ -1208,7 +1221,7 @@ class RedisStorageAdapter {
         );
       }
     }
-    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(retryStrategyOf(rest)));
+    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(retryStrategyOf(rest)), lookupOf(rest));
     // set/get/remove as plain functions bound to the native storage (the per-call fast path).
     this[OPS] = this[NATIVE].operations();
     this[LOCK_SETUP] = {

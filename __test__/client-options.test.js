@@ -8,7 +8,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const RedisStorageAdapter = require('..');
 const { RedisClient } = RedisStorageAdapter;
-const { closeAll, waitFor, within } = require('./helpers');
+const { closeAll, topologies, waitFor, within } = require('./helpers');
 const { startRedis } = require('./servers');
 const { fakeServer } = require('./fakes');
 
@@ -155,5 +155,40 @@ describe('reconnectOnError and socketTimeout', () => {
   it('protocol: 2 is taken, 3 is refused with ERR_INVALID_OPTION', () => {
     client({ protocol: 2 });
     assert.throws(() => new RedisClient({ port: server.port, protocol: 3 }), (err) => err.code === 'ERR_INVALID_OPTION' && /protocol/.test(err.message));
+  });
+});
+
+describe('dnsLookup on a cluster', () => {
+  const cluster = topologies().find((t) => t.cluster);
+  let target;
+  const registry = [];
+  before(async () => {
+    target = await cluster.start();
+  });
+  after(async () => {
+    await closeAll(registry);
+    await target.stop();
+  });
+
+  it('resolves the node host names through dnsLookup (a name the system cannot resolve)', { timeout: 30000 }, async () => {
+    const asked = [];
+    const [first] = target.nodes;
+    const c = new RedisClient({
+      nodes: [{ host: 'alova-node.invalid', port: first.port }],
+      options: {
+        dnsLookup: (hostname, callback) => {
+          asked.push(hostname);
+          callback(null, hostname === 'alova-node.invalid' ? '127.0.0.1' : hostname);
+        },
+      },
+    });
+    registry.push(c);
+    await c.set('dns:k', 'v');
+    assert.equal(await c.get('dns:k'), 'v');
+    assert.ok(asked.includes('alova-node.invalid'), `asked: ${asked}`);
+    // Without it, the name does not resolve.
+    const plain = new RedisClient({ nodes: [{ host: 'alova-node.invalid', port: first.port }], options: { clusterRetryStrategy: () => null } });
+    registry.push(plain);
+    await assert.rejects(plain.get('dns:k'), (err) => err.code === 'ERR_CONNECTION');
   });
 });

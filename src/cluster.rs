@@ -29,6 +29,22 @@ pub struct ClusterNode {
     pub master: bool,
 }
 
+/// Resolves cluster node host names (ioredis's `dnsLookup`; the binding's calls JavaScript).
+pub type Resolver = std::sync::Arc<dyn redis::io::AsyncDNSResolver>;
+
+/// A shared [`Resolver`] as redis-rs takes one.
+struct SharedResolver(Resolver);
+
+impl redis::io::AsyncDNSResolver for SharedResolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        self.0.resolve(host, port)
+    }
+}
+
 /// The cluster side of a connection: the redis-rs client and the last topology read.
 pub struct ClusterTarget {
     /// The startup nodes.
@@ -45,10 +61,12 @@ pub struct ClusterTarget {
     topology: Mutex<Vec<ClusterNode>>,
     scale_reads: ScaleReads,
     config: ClusterConfig,
+    resolver: Option<Resolver>,
 }
 
-/// The redis-rs client builder for `config` (nodes, credentials, TLS, read routing, NAT).
-fn builder(config: &ClusterConfig) -> Result<ClusterClientBuilder> {
+/// The redis-rs client builder for `config` (nodes, credentials, TLS, read routing, NAT, and
+/// the host name resolver when given).
+fn builder(config: &ClusterConfig, resolver: Option<&Resolver>) -> Result<ClusterClientBuilder> {
     let nodes: Vec<redis::ConnectionInfo> = config
         .nodes
         .iter()
@@ -108,6 +126,9 @@ fn builder(config: &ClusterConfig) -> Result<ClusterClientBuilder> {
             .collect();
         builder = builder.node_address_map(map);
     }
+    if let Some(resolver) = resolver {
+        builder = builder.async_dns_resolver(SharedResolver(resolver.clone()));
+    }
     Ok(builder)
 }
 
@@ -116,9 +137,9 @@ impl ClusterTarget {
     ///
     /// # Errors
     /// `ERR_INVALID_OPTION` when redis-rs refuses the settings (TLS material, nodes).
-    pub fn new(config: &ClusterConfig) -> Result<Self> {
+    pub fn new(config: &ClusterConfig, resolver: Option<Resolver>) -> Result<Self> {
         let r = &config.redis;
-        let client = builder(config)?.build().map_err(|_| {
+        let client = builder(config, resolver.as_ref())?.build().map_err(|_| {
             Error::config("invalid cluster settings (check options.redisOptions.tls and nodes)")
         })?;
         let mut settings = redis::cluster::ClusterConfig::new();
@@ -145,6 +166,7 @@ impl ClusterTarget {
             topology: Mutex::new(Vec::new()),
             scale_reads: config.scale_reads,
             config: config.clone(),
+            resolver,
         })
     }
 
@@ -155,7 +177,7 @@ impl ClusterTarget {
     /// # Errors
     /// `ERR_INVALID_OPTION` when redis-rs refuses the settings.
     pub fn pubsub_client(&self, pushes: impl redis::aio::AsyncPushSender) -> Result<ClusterClient> {
-        let mut b = builder(&self.config)?
+        let mut b = builder(&self.config, self.resolver.as_ref())?
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(pushes);
         if let Some(t) = self.config.redis.connect_timeout {

@@ -1,6 +1,6 @@
 //! `NativeAdapter`: the cache operations behind `RedisStorageAdapter`.
 
-use napi::bindgen_prelude::{Env, Function, Unknown};
+use napi::bindgen_prelude::{Env, Function, Promise, Unknown};
 use napi_derive::napi;
 
 use std::sync::Mutex;
@@ -36,12 +36,13 @@ impl NativeAdapter {
         options_json: String,
         client: Option<&NativeClient>,
         retry_strategy: Option<Function<'_, u32, Option<f64>>>,
+        dns_lookup: Option<Function<'_, String, Promise<String>>>,
     ) -> napi::Result<Self> {
         let config = AdapterConfig::from_json(&options_json, client.is_some())
             .map_err(|e| throw(&env, &e))?;
         let (conn, owns_connection) = match (client, &config.backend) {
             (Some(client), _) => (client.conn.clone(), false),
-            (None, Some(backend)) => (open(&env, backend, retry_strategy)?, true),
+            (None, Some(backend)) => (open(&env, backend, retry_strategy, dns_lookup)?, true),
             (None, None) => unreachable!("a config without a shared client has a connection"),
         };
         Ok(NativeAdapter {

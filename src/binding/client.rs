@@ -1,6 +1,6 @@
 //! `NativeClient`: a connection JavaScript can send any command on (the face of `RedisClient`).
 
-use napi::bindgen_prelude::{Buffer, Either, Env, Function, Unknown};
+use napi::bindgen_prelude::{Buffer, Either, Env, Function, Promise, Unknown};
 use napi_derive::napi;
 
 use super::bridge::{self, Outcome};
@@ -59,6 +59,7 @@ pub(crate) fn open(
     env: &Env,
     config: &BackendConfig,
     retry_strategy: Option<Function<'_, u32, Option<f64>>>,
+    dns_lookup: Option<Function<'_, String, Promise<String>>>,
 ) -> napi::Result<Connection> {
     let opened = match config {
         BackendConfig::Standalone(c) => {
@@ -67,10 +68,72 @@ pub(crate) fn open(
         }
         BackendConfig::Cluster(c) => {
             let retry = super::retry::from_js(retry_strategy, default_cluster_retry_strategy)?;
-            Connection::new_cluster(c, retry, runtime(), bridge::JsHost::shared())
+            let resolver = match dns_lookup {
+                Some(lookup) => Some(JsResolver::new(lookup)?),
+                None => None,
+            };
+            Connection::new_cluster_resolving(
+                c,
+                retry,
+                runtime(),
+                bridge::JsHost::shared(),
+                resolver,
+            )
         }
     };
     opened.map_err(|e| throw(env, &e))
+}
+
+type LookupFn = napi::threadsafe_function::ThreadsafeFunction<
+    String,
+    Promise<String>,
+    String,
+    napi::Status,
+    false,
+    true,
+>;
+
+/// ioredis's `dnsLookup` for a cluster's node host names: the JavaScript face turns the user's
+/// `(hostname, callback)` into `hostname => Promise<address>`, called on the JavaScript thread.
+struct JsResolver(LookupFn);
+
+impl JsResolver {
+    fn new(
+        lookup: Function<'_, String, Promise<String>>,
+    ) -> napi::Result<crate::cluster::Resolver> {
+        let tsfn = lookup
+            .build_threadsafe_function::<String>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        Ok(Arc::new(JsResolver(tsfn)))
+    }
+}
+
+impl redis::io::AsyncDNSResolver for JsResolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        host: &'b str,
+        port: u16,
+    ) -> redis::RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        Box::pin(async move {
+            let failed = |why: String| {
+                redis::RedisError::from(std::io::Error::other(format!(
+                    "dnsLookup({host:?}) failed: {why}"
+                )))
+            };
+            let promise = self
+                .0
+                .call_async(host.to_owned())
+                .await
+                .map_err(|e| failed(e.reason.clone()))?;
+            let address = promise.await.map_err(|e| failed(e.reason.clone()))?;
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((address, port)).await?.collect();
+            Ok(Box::new(addrs.into_iter())
+                as Box<dyn Iterator<Item = std::net::SocketAddr> + Send>)
+        })
+    }
 }
 
 /// A message of a subscription, for `RedisClient`'s `message`/`pmessage`/`smessage` events.
@@ -199,9 +262,15 @@ impl NativeClient {
         env: Env,
         options_json: String,
         retry_strategy: Option<Function<'_, u32, Option<f64>>>,
+        dns_lookup: Option<Function<'_, String, Promise<String>>>,
     ) -> napi::Result<Self> {
         let config = BackendConfig::from_json(&options_json).map_err(|e| throw(&env, &e))?;
-        Ok(NativeClient::over(open(&env, &config, retry_strategy)?))
+        Ok(NativeClient::over(open(
+            &env,
+            &config,
+            retry_strategy,
+            dns_lookup,
+        )?))
     }
 
     /// Calls `listener` with each message of the client's subscriptions, on the JavaScript

@@ -527,8 +527,8 @@ mod tests {
                 "natMap",
             ),
             (
-                r#"{"nodes":[7000],"options":{"dnsLookup":{"$fn":true}}}"#,
-                "dnsLookup",
+                r#"{"nodes":[7000],"options":{"dnsLookup":5}}"#,
+                "options.dnsLookup",
             ),
             (
                 r#"{"nodes":[7000],"redlockOptions":{"db":2}}"#,

@@ -751,10 +751,10 @@ pub static OPTIONS: &[Opt] = &[
     Opt {
         name: "dnsLookup",
         places: &[Cluster],
-        ty: "never",
+        ty: "(hostname: string, callback: (err: Error | null, address: string) => void) => void",
         default: None,
-        effect: Effect::Refused("a custom dnsLookup is not supported; use natMap"),
-        note: "",
+        effect: Effect::Applied(Apply::Function),
+        note: "resolves the nodes' host names instead of the system (as `dns.lookup`); ioredis's recipe for AWS ElastiCache with TLS passes `(address, callback) => callback(null, address)`",
     },
     Opt {
         name: "keyPrefix",

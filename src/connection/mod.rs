@@ -331,7 +331,22 @@ impl Connection {
         runtime: Handle,
         host: Arc<dyn Host>,
     ) -> Result<Self> {
-        let target = Target::Cluster(ClusterTarget::new(cluster)?);
+        Self::new_cluster_resolving(cluster, retry, runtime, host, None)
+    }
+
+    /// [`Connection::new_cluster`] with a resolver for the nodes' host names (ioredis's
+    /// `dnsLookup`).
+    ///
+    /// # Errors
+    /// As [`Connection::new_cluster`].
+    pub fn new_cluster_resolving(
+        cluster: &ClusterConfig,
+        retry: RetryStrategy,
+        runtime: Handle,
+        host: Arc<dyn Host>,
+        resolver: Option<crate::cluster::Resolver>,
+    ) -> Result<Self> {
+        let target = Target::Cluster(ClusterTarget::new(cluster, resolver.clone())?);
         let nodes: Vec<String> = cluster
             .nodes
             .iter()
@@ -355,7 +370,13 @@ impl Connection {
                     lazy_connect: false,
                     ..cluster.clone()
                 };
-                Self::new_cluster(&cluster, retry.clone(), runtime.clone(), host.clone())
+                Self::new_cluster_resolving(
+                    &cluster,
+                    retry.clone(),
+                    runtime.clone(),
+                    host.clone(),
+                    resolver.clone(),
+                )
             })
         };
         Ok(Self::start(
