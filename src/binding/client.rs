@@ -69,7 +69,7 @@ pub(crate) fn open(
         BackendConfig::Cluster(c) => {
             let retry = super::retry::from_js(retry_strategy, default_cluster_retry_strategy)?;
             let resolver = match dns_lookup {
-                Some(lookup) => Some(JsResolver::new(lookup)?),
+                Some(lookup) => Some(JsResolver::shared(lookup)?),
                 None => None,
             };
             Connection::new_cluster_resolving(
@@ -98,7 +98,7 @@ type LookupFn = napi::threadsafe_function::ThreadsafeFunction<
 struct JsResolver(LookupFn);
 
 impl JsResolver {
-    fn new(
+    fn shared(
         lookup: Function<'_, String, Promise<String>>,
     ) -> napi::Result<crate::cluster::Resolver> {
         let tsfn = lookup
