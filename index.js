@@ -8,6 +8,7 @@ const COMMANDS = require('./commands.js');
 const { EventEmitter } = require('node:events');
 const { Readable } = require('node:stream');
 const { createHash } = require('node:crypto');
+const { traceCommand, traceBatch, traceConnect, tracingCommands } = require('./tracing.js');
 
 const NATIVE = Symbol('alova.storage-redis.native');
 const LOCKER = Symbol('alova.storage-redis.locker');
@@ -20,6 +21,48 @@ const ADAPTERS = Symbol('alova.storage-redis.adapters-connection');
 const RECONNECT_ON_ERROR = Symbol('alova.storage-redis.reconnect-on-error');
 const RECONNECT = Symbol('alova.storage-redis.reconnect');
 const BLOCKING_TIMEOUT = Symbol('alova.storage-redis.blocking-timeout');
+const WHERE = Symbol('alova.storage-redis.where');
+const EPOCH = Symbol('alova.storage-redis.connection-epoch');
+
+/**
+ * Where a client's commands go, as ioredis's traces name it: the server's (or the first
+ * cluster node's) address and port, and the database selected.
+ */
+function whereOf(owner, opts) {
+  let address = 'localhost';
+  let port = 6379;
+  let db = 0;
+  if ('nodes' in opts && Array.isArray(opts.nodes) && opts.nodes.length > 0) {
+    const first = opts.nodes[0];
+    if (typeof first === 'number') port = first;
+    else if (typeof first === 'string') {
+      const at = first.lastIndexOf(':');
+      if (at > 0) [address, port] = [first.slice(0, at), Number(first.slice(at + 1))];
+      else port = Number(first);
+    } else if (first && typeof first === 'object') {
+      address = first.host || address;
+      port = Number(first.port || port);
+    }
+  } else {
+    if (typeof opts.url === 'string' && /^rediss?:/.test(opts.url)) {
+      try {
+        const url = new URL(opts.url);
+        address = url.hostname || address;
+        port = Number(url.port || port);
+        db = Number(url.pathname.slice(1)) || 0;
+      } catch {
+        // the core reports a bad URL
+      }
+    }
+    if (typeof opts.path === 'string') [address, port] = [opts.path, undefined];
+    if (opts.host) address = opts.host;
+    if (opts.port !== undefined) port = Number(opts.port);
+    if (Number.isInteger(opts.db)) db = opts.db;
+  }
+  const where = { address, port, db, database: () => where.db };
+  owner[WHERE] = where;
+  return where;
+}
 
 /** The adapter's own options, beside the connection's (not a client's). */
 const ADAPTER_ONLY = ['keyPrefix', 'redlockOptions', 'redlockFilter', 'redlockTTL', 'redlockNodes', 'spreadKeys'];
@@ -164,7 +207,12 @@ function send(native, name, args, transform, buffers = false, client = undefined
   let promise;
   try {
     const flat = commandArgs(args);
-    promise = buffers ? native.callBuffer(name, flat) : native.call(name, flat);
+    promise =
+      client !== undefined && tracingCommands()
+        ? traceCommand(name, flat, client[WHERE], () => (buffers ? native.callBuffer(name, flat) : native.call(name, flat)))
+        : buffers
+          ? native.callBuffer(name, flat)
+          : native.call(name, flat);
     if (client !== undefined && client[RECONNECT_ON_ERROR] !== undefined) {
       promise = afterReplyError(client, promise, () => (buffers ? native.callBuffer(name, flat) : native.call(name, flat)));
     }
@@ -545,6 +593,7 @@ class RedisClient extends EventEmitter {
     if (options === NATIVE) return; // RedisClient.wrap
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[OPTIONS] = opts;
+    whereOf(this, opts);
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)), lookupOf(opts));
     watchReplyErrors(this, opts.reconnectOnError);
     limitBlocking(this, opts);
@@ -557,6 +606,7 @@ class RedisClient extends EventEmitter {
     client[NATIVE] = native;
     client[OPTIONS] = options;
     client[ADAPTERS] = true;
+    whereOf(client, options);
     watchReplyErrors(client, options.reconnectOnError);
     limitBlocking(client, options);
     listen(client);
@@ -621,7 +671,8 @@ class RedisClient extends EventEmitter {
     const status = this[NATIVE].status;
     if (status === 'wait') {
       this.emit('connecting');
-      promise = this[NATIVE].connect();
+      this[EPOCH] = (this[EPOCH] || 0) + 1;
+      promise = traceConnect(this[EPOCH], this[WHERE], () => this[NATIVE].connect());
     } else if (status === 'end') {
       promise = Promise.reject(codeError(Error, 'ERR_CLOSED', 'the client is closed (quit() or disconnect() was called)'));
     } else {
@@ -780,6 +831,7 @@ class RedisClient extends EventEmitter {
         promise = Promise.reject(codeError(TypeError, 'ERR_INVALID_ARG', `select(): the database must be a non-negative integer, got ${describe(db)}`));
       } else {
         promise = this[NATIVE].select(index).then((reply) => {
+          this[WHERE].db = index;
           this.emit('select', index);
           return reply;
         });
@@ -947,9 +999,32 @@ class Pipeline {
         }
         return results;
       });
+      promise = traced(client, transaction, queue, promise);
     }
     return typeof callback === 'function' ? asCallback(promise, callback) : promise;
   }
+}
+
+/**
+ * A batch's traces, as ioredis publishes them: a transaction as one `ioredis:batch`, a
+ * pipeline's commands each as an `ioredis:command` settled with its outcome.
+ */
+function traced(client, transaction, queue, promise) {
+  const where = client[WHERE];
+  if (where === undefined) return promise;
+  if (transaction) return traceBatch(queue.length, where, () => promise);
+  if (!tracingCommands()) return promise;
+  const traces = queue.map((c, i) =>
+    traceCommand(c.name, c.args, where, () =>
+      promise.then((results) => {
+        const [err, value] = results[i];
+        if (err) throw err;
+        return value;
+      })
+    )
+  );
+  // exec() settles once every command's trace ended.
+  return Promise.allSettled(traces).then(() => promise);
 }
 
 /**
@@ -1239,6 +1314,7 @@ class RedisStorageAdapter {
     for (const key of ADAPTER_ONLY) delete connectionOptions[key];
     this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client(), connectionOptions);
     this[OWN_CLIENT] = client === undefined;
+    this[WHERE] = client instanceof RedisClient ? client[WHERE] : whereOf(this, rest);
     watchReplyErrors(this, rest.reconnectOnError);
   }
 
@@ -1284,21 +1360,23 @@ class RedisStorageAdapter {
       );
     }
     const expireAt = Array.isArray(value) && typeof value[1] === 'number' ? value[1] : undefined;
-    const done = this[OPS].set(key, json, expireAt);
+    const done = tracingCommands()
+      ? traceCommand('set', [this.keyPrefix + key, json], this[WHERE], () => this[OPS].set(key, json, expireAt))
+      : this[OPS].set(key, json, expireAt);
     return this[RECONNECT_ON_ERROR] === undefined ? done : afterReplyError(this, done, () => this[OPS].set(key, json, expireAt));
   }
 
   /** The stored value, or undefined. */
   get(key) {
     if (typeof key !== 'string') return keyError(key);
-    const done = this[OPS].get(key);
+    const done = tracingCommands() ? traceCommand('get', [this.keyPrefix + key], this[WHERE], () => this[OPS].get(key)) : this[OPS].get(key);
     return this[RECONNECT_ON_ERROR] === undefined ? done : afterReplyError(this, done, () => this[OPS].get(key));
   }
 
   /** Deletes the key. */
   remove(key) {
     if (typeof key !== 'string') return keyError(key);
-    const done = this[OPS].remove(key);
+    const done = tracingCommands() ? traceCommand('del', [this.keyPrefix + key], this[WHERE], () => this[OPS].remove(key)) : this[OPS].remove(key);
     return this[RECONNECT_ON_ERROR] === undefined ? done : afterReplyError(this, done, () => this[OPS].remove(key));
   }
 
