@@ -448,6 +448,13 @@ declare namespace RedisStorageAdapter {
      */
     socketTimeout?: number;
     /**
+     * `new RedisClient`: put in front of every key of the client's commands, as ioredis does
+     * (by ioredis's own table of key positions; replies are left as they are, so `KEYS` and
+     * `SCAN` show it). For the adapter, `keyPrefix` is the prefix of its cache keys instead.
+     * @default ''
+     */
+    keyPrefix?: string;
+    /**
      * A positive number turns on a client-side limit for blocking commands (`BLPOP`,
      * `BZPOPMIN`, `BLMPOP`, `XREAD BLOCK`, ...): their own timeout plus `blockingTimeoutGrace`,
      * or this many ms for one that blocks forever; then the command resolves `null`, as when
@@ -672,6 +679,12 @@ declare namespace RedisStorageAdapter {
     showFriendlyErrorStack?: boolean;
     /** No effect. @default false */
     useSRVRecords?: boolean;
+    /**
+     * Put in front of every key of the client's commands, as ioredis does (not of the
+     * adapter's cache keys: the adapter has its own `keyPrefix`).
+     * @default ''
+     */
+    keyPrefix?: string;
     /**
      * Resolves the nodes' host names instead of the system, as `dns.lookup` does. ioredis's
      * recipe for AWS ElastiCache with TLS, `(address, callback) => callback(null, address)`,

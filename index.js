@@ -9,6 +9,7 @@ const { EventEmitter } = require('node:events');
 const { Readable } = require('node:stream');
 const { createHash } = require('node:crypto');
 const { traceCommand, traceBatch, traceConnect, tracingCommands } = require('./tracing.js');
+const { getKeyIndexes } = require('@ioredis/commands');
 
 const NATIVE = Symbol('alova.storage-redis.native');
 const LOCKER = Symbol('alova.storage-redis.locker');
@@ -23,6 +24,35 @@ const RECONNECT = Symbol('alova.storage-redis.reconnect');
 const BLOCKING_TIMEOUT = Symbol('alova.storage-redis.blocking-timeout');
 const WHERE = Symbol('alova.storage-redis.where');
 const EPOCH = Symbol('alova.storage-redis.connection-epoch');
+const KEY_PREFIX = Symbol('alova.storage-redis.key-prefix');
+
+/**
+ * ioredis's `keyPrefix` on a client: `prefix` put in front of every key of the command
+ * (`flat`, its flattened arguments; ioredis's own table of key positions), as a string or a
+ * Buffer as the key is; replies are left as they are (as in ioredis: `KEYS`, `SCAN` show the
+ * prefix).
+ */
+function prefixKeys(prefix, name, flat) {
+  let at;
+  try {
+    at = getKeyIndexes(name.toLowerCase(), flat);
+  } catch {
+    return flat; // a command the table does not know: no key to prefix
+  }
+  if (at.length === 0) return flat;
+  const out = flat.slice();
+  for (const i of at) {
+    const key = out[i];
+    out[i] = Buffer.isBuffer(key) ? Buffer.concat([Buffer.from(prefix), key]) : prefix + key;
+  }
+  return out;
+}
+
+/** The client-level `keyPrefix` of `opts` (a server's, or a cluster's `options`), or ''. */
+function clientKeyPrefixOf(opts) {
+  const prefix = 'nodes' in opts ? opts.options && (opts.options.keyPrefix ?? (opts.options.redisOptions && opts.options.redisOptions.keyPrefix)) : opts.keyPrefix;
+  return typeof prefix === 'string' ? prefix : '';
+}
 
 /**
  * Where a client's commands go, as ioredis's traces name it: the server's (or the first
@@ -206,7 +236,8 @@ function send(native, name, args, transform, buffers = false, client = undefined
   const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
   let promise;
   try {
-    const flat = commandArgs(args);
+    let flat = commandArgs(args);
+    if (client !== undefined && client[KEY_PREFIX]) flat = prefixKeys(client[KEY_PREFIX], name, flat);
     promise =
       client !== undefined && tracingCommands()
         ? traceCommand(name, flat, client[WHERE], () => (buffers ? native.callBuffer(name, flat) : native.call(name, flat)))
@@ -377,7 +408,9 @@ function runScript(client, script, args) {
   let promise;
   try {
     const native = client[NATIVE];
-    const rest = scriptArgs(script, args);
+    const prefix = client[KEY_PREFIX];
+    const plain = scriptArgs(script, args);
+    const rest = prefix ? prefixKeys(prefix, 'evalsha', [script.sha, ...plain]).slice(1) : plain;
     promise = native.call('evalsha', [script.sha, ...rest]).catch((err) => {
       if (!isNoScript(err)) throw err;
       return native.call('eval', [script.lua, ...rest]);
@@ -593,6 +626,7 @@ class RedisClient extends EventEmitter {
     if (options === NATIVE) return; // RedisClient.wrap
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[OPTIONS] = opts;
+    this[KEY_PREFIX] = clientKeyPrefixOf(opts);
     whereOf(this, opts);
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)), lookupOf(opts));
     watchReplyErrors(this, opts.reconnectOnError);
@@ -605,6 +639,7 @@ class RedisClient extends EventEmitter {
     const client = new RedisClient(NATIVE);
     client[NATIVE] = native;
     client[OPTIONS] = options;
+    client[KEY_PREFIX] = clientKeyPrefixOf(options);
     client[ADAPTERS] = true;
     whereOf(client, options);
     watchReplyErrors(client, options.reconnectOnError);
@@ -910,7 +945,9 @@ class Pipeline {
     const batch = this[BATCH];
     const callback = args.length > 0 && typeof args[args.length - 1] === 'function' ? args.pop() : undefined;
     try {
-      batch.queue.push({ name: 'evalsha', args: [script.sha, ...scriptArgs(script, args)], callback, script });
+      const flat = [script.sha, ...scriptArgs(script, args)];
+      const prefix = batch.client[KEY_PREFIX];
+      batch.queue.push({ name: 'evalsha', args: prefix ? prefixKeys(prefix, 'evalsha', flat) : flat, callback, script });
     } catch (err) {
       if (batch.failure === null) batch.failure = err;
     }
@@ -939,7 +976,9 @@ class Pipeline {
       if (typeof name !== 'string') {
         throw codeError(TypeError, 'ERR_INVALID_ARG', `the command name must be a string, got ${describe(name)}`);
       }
-      batch.queue.push({ name, args: commandArgs(args), callback, buffers });
+      const flat = commandArgs(args);
+      const prefix = batch.client[KEY_PREFIX];
+      batch.queue.push({ name, args: prefix ? prefixKeys(prefix, name, flat) : flat, callback, buffers });
     } catch (err) {
       // As ioredis: the whole exec() fails with the first bad command.
       if (batch.failure === null) batch.failure = err;

@@ -183,8 +183,10 @@ async function client(): Promise<void> {
   const c = new RedisClient('redis://localhost:6379');
   new RedisClient();
   new RedisClient({ path: '/tmp/redis.sock', db: 2, lazyConnect: true });
-  // @ts-expect-error adapter keys are not client options
+  // ioredis's client-level keyPrefix.
   new RedisClient({ keyPrefix: 'x:' });
+  // @ts-expect-error adapter keys are not client options
+  new RedisClient({ redlockTTL: 1000 });
 
   expectTrue<Equal<typeof c.status, 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end'>>();
   const reply: unknown = await c.call('GET', 'key');

@@ -31,6 +31,7 @@ const DEFAULTS = {
   redisPort: 6379,
   addon: REPO,
   reportOnly: false,
+  mockLowercase: false, // diagnostic: the mock server lowercases each command's name (argv[0])
   out: '', // report path; default <work>/report.md
 };
 
@@ -160,6 +161,16 @@ function buildSide(opts, srcDir, side) {
         const before = text;
         text = text.replace(/from\s+["']\.\.\/\.\.\/lib\/Redis["']/, 'from "ioredis/built/Redis"');
         if (text === before) throw new Error('test/helpers/global.ts: its import of lib/Redis was not found');
+      }
+      if (opts.mockLowercase && rel === path.join('helpers', 'mock_server.ts')) {
+        // Diagnostic only (--mock-lowercase): ioredis sends command names in lower case and the
+        // tests' mock handlers compare them so (argv[0] === "cluster"); Redis itself ignores case.
+        const before = text;
+        text = text.replace(
+          /(reply = convertBufferToString\(reply, "utf8"\);)/,
+          '$1\n          if (typeof reply[0] === "string") reply[0] = reply[0].toLowerCase();'
+        );
+        if (text === before) throw new Error('test/helpers/mock_server.ts: the place for --mock-lowercase was not found');
       }
       text = ts.transpileModule(text, {
         fileName: rel,
@@ -520,9 +531,14 @@ function outcomes(summary, listed) {
           const suite = h.fullTitle.replace(/\s*"(before|after) (all|each)" hook.*$/s, '');
           return suite === '' || title.startsWith(suite + ' ') || title === suite;
         });
-        why = hook
-          ? `not run: a hook failed: ${hook.fullTitle.match(/"(before|after) (all|each)" hook/)[0]}: ${cause(hook.err)}`
-          : 'not run: mocha skipped it (a hook failed or an uncaught error ended the file)';
+        // mocha ends a file's run at an uncaught error that no test or hook is running to take
+        const lastBegin = events.map((e) => e.e).lastIndexOf('begin');
+        const stopper = events.slice(lastBegin + 1).find((e) => e.e === 'fail');
+        if (hook) {
+          why = `not run: a hook failed: ${hook.fullTitle.match(/"(before|after) (all|each)" hook/)[0]}: ${cause(hook.err)}`;
+        } else if (stopper) {
+          why = `not run: mocha stopped the file at an uncaught error: ${cause(stopper.err)}`;
+        } else why = 'not run: mocha skipped it (reason unknown)';
       }
       map.set(key, { file: rel, title, state: 'not run', cause: why });
     }
@@ -550,6 +566,7 @@ function writeReport(opts, meta) {
   p();
   p(`Generated ${new Date().toISOString()} by \`scripts/ioredis-suite/run.js\`.`);
   if (meta && meta.origin) p(`Tests: ioredis \`test/functional\` from ${meta.origin}; baseline: ioredis@${opts.version} from npm.`);
+  if (meta && meta.mockLowercase) p('**Diagnostic run (`--mock-lowercase`): the mock server lowercased every command name before the tests\' handlers saw it.**');
   p(`Per-test timeout ${opts.testTimeout} ms; one mocha process and a fresh \`redis-server\` (${spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout.trim().split(' ').slice(0, 3).join(' ')}) per test file.`);
   p();
   p('## Totals');
@@ -660,7 +677,7 @@ async function main() {
     const { dest, origin } = extractTests(opts);
     log(`tests from ${origin}`);
     fs.mkdirSync(path.join(opts.work, 'results'), { recursive: true });
-    fs.writeFileSync(metaFile, JSON.stringify({ origin }));
+    fs.writeFileSync(metaFile, JSON.stringify({ origin, mockLowercase: opts.mockLowercase }));
     const sideDirs = {};
     for (const side of ['ioredis', 'ours']) sideDirs[side] = buildSide(opts, dest, side);
     const testFiles = walk(path.join(sideDirs.ioredis, 'test', 'functional')).filter(

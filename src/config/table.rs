@@ -414,6 +414,16 @@ pub static OPTIONS: &[Opt] = &[
         }),
         note: "RESP version of the connection: 2 (subscriptions use RESP3 on their own connection); 3 is refused",
     },
+    Opt {
+        name: "keyPrefix",
+        places: &[Server],
+        ty: "string",
+        default: Some("''"),
+        // Checked here, applied by the JavaScript face (ioredis's key positions). Beside the
+        // adapter's options the adapter's own `keyPrefix` (the Adapter place) is the one meant.
+        effect: conn!(|_c, r, k| r.string(k)?),
+        note: "`new RedisClient`: put in front of every key of the client's commands, as ioredis does (replies are left as they are); for the adapter, `keyPrefix` is the prefix of its cache keys (below) and the client's commands are not prefixed",
+    },
     // --- TLS -----------------------------------------------------------------------------
     Opt {
         name: "ca",
@@ -759,12 +769,11 @@ pub static OPTIONS: &[Opt] = &[
     Opt {
         name: "keyPrefix",
         places: &[Cluster],
-        ty: "never",
-        default: None,
-        effect: Effect::Refused(
-            "a connection-level keyPrefix is not supported; set the adapter's keyPrefix",
-        ),
-        note: "",
+        ty: "string",
+        default: Some("''"),
+        // Checked here, applied by the JavaScript face (ioredis's key positions).
+        effect: Effect::Applied(Apply::Cluster(|_c, r, k| r.string(k).map(|_| ()))),
+        note: "put in front of every key of the client's commands, as ioredis does (not of the adapter's cache keys: the adapter has its own `keyPrefix`)",
     },
     Opt {
         name: "resolveSrv",
