@@ -1444,7 +1444,8 @@ declare namespace RedisStorageAdapter {
     pipeline(commands?: Array<[string, ...RedisCommandArg[]]>): RedisPipeline;
     /**
      * A transaction: as a pipeline, sent as `MULTI` .. `EXEC`, atomic; `exec()` resolves `null`
-     * when a key `watch()`ed before changed. Not on a cluster yet.
+     * when a key `watch()`ed before changed. On a cluster its keys must be in one slot (one
+     * hash tag): it runs on that slot's master (`ERR_INVALID_ARG` otherwise).
      */
     multi(commands?: Array<[string, ...RedisCommandArg[]]>): RedisPipeline;
     /** True for a cluster client. */

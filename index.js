@@ -819,7 +819,7 @@ class RedisClient extends EventEmitter {
 
   /**
    * A transaction (ioredis's `client.multi()`): as a pipeline, sent as `MULTI` .. `EXEC`,
-   * atomic. Not on a cluster yet.
+   * atomic. On a cluster its keys must be in one slot: it runs on that slot's master.
    */
   multi(commands) {
     return new Pipeline(this, true, Array.isArray(commands) ? commands : undefined);

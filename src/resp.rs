@@ -142,6 +142,46 @@ pub fn args(packed: &[u8]) -> Option<Vec<&[u8]>> {
     Some(args)
 }
 
+/// The commands of `packed` when it holds several packed one after the other (a transaction
+/// sent as one entry), each borrowed whole; `None` when it is not RESP arrays of bulk strings.
+pub fn commands(packed: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < packed.len() {
+        let rest = &packed[pos..];
+        let len = command_len(rest)?;
+        out.push(&rest[..len]);
+        pos += len;
+    }
+    Some(out)
+}
+
+/// The length of the first packed command of `buf`.
+fn command_len(buf: &[u8]) -> Option<usize> {
+    fn number(buf: &[u8], pos: &mut usize, marker: u8) -> Option<usize> {
+        if buf.get(*pos) != Some(&marker) {
+            return None;
+        }
+        let end = *pos + buf.get(*pos..)?.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(&buf[*pos + 1..end])
+            .ok()?
+            .parse()
+            .ok()?;
+        *pos = end + 2;
+        Some(n)
+    }
+    let mut pos = 0;
+    let count = number(buf, &mut pos, b'*')?;
+    for _ in 0..count {
+        let len = number(buf, &mut pos, b'$')?;
+        pos += len + 2;
+        if pos > buf.len() {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
 /// The first whole reply in `buf` and the number of bytes it took, or `None` when more bytes are
 /// needed. With `None`, `need` is raised to the buffer size the reply needs at least, when that
 /// is known (a long bulk string), so the reader can grow its buffer once.

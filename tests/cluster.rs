@@ -188,3 +188,34 @@ async fn operations_resume_after_a_master_fails_over() {
         storage.set(&format!("k{i}"), "2", None).await.unwrap();
     }
 }
+
+/// A transaction entry (MULTI, commands, EXEC packed together) runs on its slot's master as one
+/// pipeline; the reply is every command's reply in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_entry_runs_on_its_slots_master() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = cluster.connect();
+    for tag in ["a", "b", "c", "d"] {
+        let key = format!("{{{tag}}}:tx");
+        let packed = [
+            alova_storage_redis::resp::encode(&[b"MULTI"]),
+            alova_storage_redis::resp::encode(&[b"SET", key.as_bytes(), tag.as_bytes()]),
+            alova_storage_redis::resp::encode(&[b"GET", key.as_bytes()]),
+            alova_storage_redis::resp::encode(&[b"EXEC"]),
+        ]
+        .concat();
+        let reply = conn.send_packed(&packed).await.unwrap();
+        let Value::Array(items) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(items.len(), 4, "{items:?}");
+        assert_eq!(items[0], Value::Okay);
+        assert_eq!(
+            items[3],
+            Value::Array(vec![
+                Value::Okay,
+                Value::BulkString(tag.as_bytes().to_vec())
+            ])
+        );
+    }
+}

@@ -506,6 +506,49 @@ pub fn submit_all<'env>(
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
 }
 
+/// Puts a cluster transaction on `conn` as one entry (`packed`: MULTI, its commands, EXEC; the
+/// link sends it to its slot's master as one pipeline) and returns a promise for the outcomes of
+/// its `count` commands, as [`submit_all`] gives them.
+///
+/// # Errors
+/// Only when napi itself fails to make the promise.
+pub fn submit_transaction<'env>(
+    env: &'env Env,
+    conn: &Connection,
+    packed: Vec<u8>,
+    count: usize,
+    shape: Shape,
+) -> napi::Result<Unknown<'env>> {
+    let (bridge, deferred, promise) = Bridge::new_promise(env)?;
+    let completes = bridge.clone();
+    let addr = conn.addr().to_owned();
+    let unflushed = conn.submit(packed, move |reply| {
+        let outcomes: Vec<crate::error::Result<Value>> = match reply {
+            Ok(Value::Array(items)) if items.len() == count => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::ServerError(e) => Err(Error::from_redis(&e.into(), &addr)),
+                    v => Ok(v),
+                })
+                .collect(),
+            Ok(_) => vec![
+                Err(Error::new(
+                    ErrorKind::Protocol,
+                    "a transaction's replies did not match its commands",
+                ));
+                count
+            ],
+            Err(e) => vec![Err(e); count],
+        };
+        completes.complete(deferred, Outcome::Batch(outcomes, shape));
+    });
+    if let Some(pipe) = unflushed {
+        bridge.flush_soon(pipe);
+    }
+    // SAFETY: `promise` is a live value of `env`.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), promise) })
+}
+
 impl Bridge {
     /// This thread's bridge and a new pending promise of it (counted, so that it holds the event
     /// loop until settled).

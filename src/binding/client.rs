@@ -531,10 +531,24 @@ impl NativeClient {
         if transaction {
             packed.push(resp::encode(&[b"EXEC"]));
             if self.conn.is_cluster() {
-                let e = crate::error::Error::invalid_argument(
-                    "multi() on a cluster is not supported yet (a transaction must run on one node); use a pipeline() or EVAL",
-                );
-                return bridge::promise(env, async move { Outcome::Error(e) });
+                // One node runs it: every key of it in one slot (as ioredis's Cluster asks).
+                let mut slots = packed
+                    .iter()
+                    .filter_map(|c| crate::cluster::command_slot(c));
+                let Some(slot) = slots.next() else {
+                    let e = crate::error::Error::invalid_argument(
+                        "multi() on a cluster needs a key, to know the node that runs it",
+                    );
+                    return bridge::promise(env, async move { Outcome::Error(e) });
+                };
+                if let Some(other) = slots.find(|s| *s != slot) {
+                    let e = crate::error::Error::invalid_argument(format!(
+                        "multi() on a cluster runs on one node: its keys must be in one slot, but they are in slots {slot} and {other} (put them under one hash tag, e.g. {{user1}}:a and {{user1}}:b)"
+                    ));
+                    return bridge::promise(env, async move { Outcome::Error(e) });
+                }
+                let count = packed.len();
+                return bridge::submit_transaction(env, &self.conn, packed.concat(), count, shape);
             }
         }
         if transaction {

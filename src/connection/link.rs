@@ -115,8 +115,34 @@ impl Backend {
         slot: Option<u16>,
     ) -> impl Future<Output = redis::RedisResult<Value>> + Send {
         let cmd = crate::resp::unpack(packed);
+        // A transaction on a cluster comes as one entry of several commands (MULTI .. EXEC):
+        // one pipeline to its slot's master, answered as an array of all the replies.
+        let transaction = match (self, slot) {
+            (Backend::Cluster { .. }, Some(slot)) if is_transaction(packed) => {
+                crate::resp::commands(packed)
+                    .filter(|c| c.len() > 1)
+                    .map(|c| {
+                        let mut pipe = redis::Pipeline::new();
+                        for one in &c {
+                            pipe.add_command(crate::resp::unpack(one));
+                        }
+                        (pipe, c.len(), slot)
+                    })
+            }
+            _ => None,
+        };
         let backend = self.clone();
         async move {
+            if let (Backend::Cluster { mut conn, .. }, Some((pipe, count, slot))) =
+                (backend.clone(), transaction)
+            {
+                use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                return conn
+                    .route_pipeline(pipe, 0, count, route)
+                    .await
+                    .map(Value::Array);
+            }
             match backend {
                 Backend::Single(mut conn) => conn.send_packed_command(&cmd).await,
                 Backend::Cluster {
@@ -163,10 +189,25 @@ impl Backend {
     fn gate(&self, packed: &[u8]) -> Option<u16> {
         match self {
             Backend::Single(_) => None,
+            Backend::Cluster { .. } if is_transaction(packed) => {
+                // A transaction (several commands in one entry): its keys' slot.
+                crate::resp::commands(packed)
+                    .filter(|c| c.len() > 1)?
+                    .into_iter()
+                    .find_map(crate::cluster::command_slot)
+            }
             Backend::Cluster { .. } => crate::cluster::command_slot(packed),
         }
     }
 }
+
+/// A transaction entry: `MULTI`, its commands and `EXEC`, packed one after the other.
+fn is_transaction(packed: &[u8]) -> bool {
+    packed.starts_with(TRANSACTION_START)
+}
+
+/// How a transaction entry starts (`MULTI` as [`crate::resp::encode`] packs it).
+pub(crate) const TRANSACTION_START: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 
 struct FedState {
     /// Set once: the link is closed.
