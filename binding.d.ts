@@ -144,6 +144,8 @@ export interface ClientEvent {
   message?: string
   /** For `reconnecting`: the delay before the next attempt, in ms. */
   delay?: number
+  /** For `+node` and `-node`: the node. */
+  node?: NodeInfo
 }
 
 /** A voting node as `redlockFilter` sees it (the face wraps it as `{ options }`). */

@@ -1142,6 +1142,11 @@ function listen(client) {
       case 'reconnecting':
         client.emit('reconnecting', event.delay);
         break;
+      case '+node':
+      case '-node':
+        // ioredis gives the node's client; this gives what nodes() gives for it.
+        client.emit(event.name, { options: { host: event.node.host, port: event.node.port }, role: event.node.role });
+        break;
       default:
         client.emit(event.name);
     }

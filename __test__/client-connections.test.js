@@ -52,6 +52,20 @@ for (const topo of topologies()) describe(`RedisClient duplicate(), monitor(), s
   });
 
   if (topo.cluster) {
+    it("a cluster client emits +node for each node of the topology, shaped as nodes() gives them", { timeout: 20000 }, async () => {
+      const c = new RedisClient({ ...topo.clientOptions(target), options: { lazyConnect: true } });
+      registry.push(c);
+      const told = [];
+      c.on('+node', (node) => told.push(node));
+      await c.connect();
+      await waitFor(() => told.filter((n) => n.role === 'master').length >= 3, { what: 'three masters told' });
+      for (const node of told) {
+        assert.deepEqual(Object.keys(node).sort(), ['options', 'role']);
+        assert.equal(typeof node.options.host, 'string');
+        assert.equal(typeof node.options.port, 'number');
+      }
+    });
+
     it('monitor() and select() on a cluster are refused with ERR_INVALID_ARG', async () => {
       const c = client();
       await assert.rejects(c.monitor(), (err) => err.code === 'ERR_INVALID_ARG');

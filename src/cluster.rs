@@ -59,6 +59,8 @@ pub struct ClusterTarget {
     settings: redis::cluster::ClusterConfig,
     nat: HashMap<(String, u16), (String, u16)>,
     topology: Mutex<Vec<ClusterNode>>,
+    /// Topology changes not yet told (see [`ClusterTarget::take_changes`]).
+    changes: Mutex<Vec<(bool, ClusterNode)>>,
     scale_reads: ScaleReads,
     config: ClusterConfig,
     resolver: Option<Resolver>,
@@ -164,6 +166,7 @@ impl ClusterTarget {
             settings,
             nat: config.nat_map.iter().cloned().collect(),
             topology: Mutex::new(Vec::new()),
+            changes: Mutex::new(Vec::new()),
             scale_reads: config.scale_reads,
             config: config.clone(),
             resolver,
@@ -263,9 +266,28 @@ impl ClusterTarget {
             })
             .collect();
         if let Ok(mut t) = self.topology.lock() {
+            let same = |a: &ClusterNode, b: &ClusterNode| a.host == b.host && a.port == b.port;
+            let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+            changes.extend(
+                nodes
+                    .iter()
+                    .filter(|n| !t.iter().any(|o| same(o, n)))
+                    .map(|n| (true, n.clone())),
+            );
+            changes.extend(
+                t.iter()
+                    .filter(|o| !nodes.iter().any(|n| same(o, n)))
+                    .map(|o| (false, o.clone())),
+            );
             t.clone_from(&nodes);
         }
         Ok(nodes)
+    }
+
+    /// The nodes that appeared (`true`) or went (`false`) in the topology reads since the last
+    /// call, in order: for ioredis's `+node` and `-node` events.
+    pub fn take_changes(&self) -> Vec<(bool, ClusterNode)> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// True when every command goes to a master (`scaleReads: 'master'`).

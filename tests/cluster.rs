@@ -219,3 +219,49 @@ async fn a_transaction_entry_runs_on_its_slots_master() {
         );
     }
 }
+
+/// The nodes of the topology are told as they appear and go (ioredis's `+node`, `-node`): a
+/// node is never told twice in a row the same way, and what was told adds up to the topology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_told_as_they_appear_and_go() {
+    use alova_storage_redis::connection::Event;
+    use std::collections::BTreeMap;
+    let cluster = RedisCluster::start(3, 1);
+    let conn = cluster.connect();
+    let mut events = conn.events();
+    conn.connect().await.unwrap();
+    // Reads from random nodes (gossip may lag on a cluster this young) until the topology is
+    // whole.
+    let mut whole = false;
+    for _ in 0..100 {
+        conn.masters().await.unwrap();
+        if conn.cluster_nodes().len() == 6 {
+            whole = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(whole, "the topology never showed 6 nodes");
+    let mut told: BTreeMap<u16, bool> = BTreeMap::new();
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+    {
+        let (port, added) = match event {
+            Event::NodeAdded(n) => (n.port, true),
+            Event::NodeRemoved(n) => (n.port, false),
+            _ => continue,
+        };
+        let before = told.insert(port, added);
+        assert_ne!(before, Some(added), "port {port} told the same way twice");
+        if before.is_none() {
+            assert!(added, "port {port} went before it came");
+        }
+    }
+    let now: Vec<u16> = told
+        .iter()
+        .filter(|(_, added)| **added)
+        .map(|(p, _)| *p)
+        .collect();
+    let mut topology: Vec<u16> = conn.cluster_nodes().iter().map(|n| n.port).collect();
+    topology.sort_unstable();
+    assert_eq!(now, topology);
+}

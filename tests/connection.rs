@@ -262,6 +262,8 @@ async fn next_event(
         Event::Close => "close",
         Event::Reconnecting(_) => "reconnecting",
         Event::End => "end",
+        Event::NodeAdded(_) => "+node",
+        Event::NodeRemoved(_) => "-node",
     }
 }
 

@@ -23,23 +23,33 @@ pub struct ClientEvent {
     pub message: Option<String>,
     /// For `reconnecting`: the delay before the next attempt, in ms.
     pub delay: Option<f64>,
+    /// For `+node` and `-node`: the node.
+    pub node: Option<NodeInfo>,
 }
 
 impl From<Event> for ClientEvent {
     fn from(event: Event) -> Self {
-        let (name, error, delay) = match event {
-            Event::Connect => ("connect", None, None),
-            Event::Ready => ("ready", None, None),
-            Event::Error(e) => ("error", Some(e), None),
-            Event::Close => ("close", None, None),
-            Event::Reconnecting(d) => ("reconnecting", None, Some(d.as_secs_f64() * 1000.0)),
-            Event::End => ("end", None, None),
+        let node_info = |n: crate::cluster::ClusterNode| NodeInfo {
+            host: n.host,
+            port: u32::from(n.port),
+            role: if n.master { "master" } else { "slave" }.to_owned(),
+        };
+        let (name, error, delay, node) = match event {
+            Event::Connect => ("connect", None, None, None),
+            Event::Ready => ("ready", None, None, None),
+            Event::Error(e) => ("error", Some(e), None, None),
+            Event::Close => ("close", None, None, None),
+            Event::Reconnecting(d) => ("reconnecting", None, Some(d.as_secs_f64() * 1000.0), None),
+            Event::End => ("end", None, None, None),
+            Event::NodeAdded(n) => ("+node", None, None, Some(node_info(n))),
+            Event::NodeRemoved(n) => ("-node", None, None, Some(node_info(n))),
         };
         ClientEvent {
             name: name.to_owned(),
             code: error.as_ref().map(|e| e.code().to_owned()),
             message: error.map(|e| e.message().to_owned()),
             delay,
+            node,
         }
     }
 }

@@ -55,6 +55,10 @@ pub enum Event {
     Reconnecting(Duration),
     /// Closed for good: no more attempts.
     End,
+    /// A cluster node appeared in the topology (ioredis's `+node`).
+    NodeAdded(ClusterNode),
+    /// A cluster node left the topology (ioredis's `-node`).
+    NodeRemoved(ClusterNode),
 }
 
 /// The connection's life, named as ioredis names it.
@@ -219,6 +223,19 @@ impl Inner {
 
     fn is_cluster(&self) -> bool {
         matches!(self.target, Target::Cluster(_))
+    }
+
+    /// Emits `+node`/`-node` for what the last topology reads changed.
+    fn tell_node_changes(&self) {
+        if let Target::Cluster(target) = &self.target {
+            for (added, node) in target.take_changes() {
+                self.emit(if added {
+                    Event::NodeAdded(node)
+                } else {
+                    Event::NodeRemoved(node)
+                });
+            }
+        }
     }
 }
 
@@ -511,9 +528,9 @@ impl Connection {
             });
         };
         let mut conn = self.cluster_link().await?;
-        Ok(target
-            .refresh(&mut conn, &self.inner.addr)
-            .await?
+        let nodes = target.refresh(&mut conn, &self.inner.addr).await?;
+        self.inner.tell_node_changes();
+        Ok(nodes
             .into_iter()
             .filter(|n| n.master)
             .map(|n| (n.host, n.port))

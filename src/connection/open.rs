@@ -37,6 +37,7 @@ pub(super) async fn connect(
             } => open(inner, client, async_config, &reached, on_lost).await?,
             Target::Cluster(target) => {
                 let conn = target.connect(&inner.addr).await?;
+                inner.tell_node_changes();
                 let backend = Backend::Cluster {
                     conn,
                     retries: target.max_redirections,
