@@ -95,7 +95,7 @@ describe('RedisClient events (standalone: faults)', () => {
     assert.ok(logged.some((l) => l.includes('Unhandled error event')), logged.join('\n'));
   });
 
-  it('a restart: close and reconnecting (with its delay), then connect and ready again', { timeout: 30000 }, async () => {
+  it('a restart: close and reconnecting (with its delay), then connecting, connect and ready again', { timeout: 30000 }, async () => {
     const server = await startRedis();
     const client = new RedisClient({ host: server.host, port: server.port });
     const seen = record(client);
@@ -110,8 +110,13 @@ describe('RedisClient events (standalone: faults)', () => {
       assert.equal(typeof reconnecting[1], 'number');
       await server.restart();
       await waitFor(() => names(seen).includes('ready'), { what: 'ready again', timeout: 15000 });
-      const tail = names(seen).slice(-2);
-      assert.deepEqual(tail, ['connect', 'ready']);
+      // As ioredis: each attempt after a pause starts with 'connecting'.
+      const tail = names(seen).slice(-3);
+      assert.deepEqual(tail, ['connecting', 'connect', 'ready']);
+      const order = names(seen);
+      order.forEach((name, i) => {
+        if (name === 'connecting') assert.equal(order[i - 1], 'reconnecting', order.join(' '));
+      });
       assert.equal(await client.call('PING'), 'PONG');
     } finally {
       client.disconnect();

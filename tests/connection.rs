@@ -262,6 +262,7 @@ async fn next_event(
         Event::Close => "close",
         Event::Reconnecting(_) => "reconnecting",
         Event::End => "end",
+        Event::Connecting => "connecting",
         Event::NodeAdded(_) => "+node",
         Event::NodeRemoved(_) => "-node",
     }
@@ -285,15 +286,27 @@ async fn events_come_in_ioredis_order_and_connect_resolves_when_ready() {
     server.kill();
     assert_eq!(next_event(&mut events).await, "close");
     assert_eq!(next_event(&mut events).await, "reconnecting");
-    // Attempts against the dead port: error, close, reconnecting, until it is back.
+    // Attempts against the dead port (ioredis's order): connecting, error, close,
+    // reconnecting, until it is back.
+    assert_eq!(next_event(&mut events).await, "connecting");
     assert_eq!(next_event(&mut events).await, "error");
     assert_eq!(next_event(&mut events).await, "close");
     server.restart();
+    let mut last = "close";
     loop {
-        match next_event(&mut events).await {
-            "connect" => break,
-            "reconnecting" | "error" | "close" => {}
+        let event = next_event(&mut events).await;
+        let expected_after = match event {
+            "connect" => "connecting",
+            "reconnecting" => "close",
+            "connecting" => "reconnecting",
+            "error" => "connecting",
+            "close" => "error",
             other => panic!("unexpected {other}"),
+        };
+        assert_eq!(last, expected_after, "{event} after {last}");
+        last = event;
+        if event == "connect" {
+            break;
         }
     }
     assert_eq!(next_event(&mut events).await, "ready");

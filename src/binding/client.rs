@@ -41,6 +41,7 @@ impl From<Event> for ClientEvent {
             Event::Close => ("close", None, None, None),
             Event::Reconnecting(d) => ("reconnecting", None, Some(d.as_secs_f64() * 1000.0), None),
             Event::End => ("end", None, None, None),
+            Event::Connecting => ("connecting", None, None, None),
             Event::NodeAdded(n) => ("+node", None, None, Some(node_info(n))),
             Event::NodeRemoved(n) => ("-node", None, None, Some(node_info(n))),
         };

@@ -53,6 +53,9 @@ pub enum Event {
     Close,
     /// The next attempt comes after this delay.
     Reconnecting(Duration),
+    /// An attempt after a pause starts (ioredis's `connecting`; the first one is the client's
+    /// own, at construction or `connect()`).
+    Connecting,
     /// Closed for good: no more attempts.
     End,
     /// A cluster node appeared in the topology (ioredis's `+node`).
@@ -1498,6 +1501,9 @@ async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
                 Connection { inner }.connection_lost(generation);
             }
         };
+        if times > 0 {
+            inner.emit(Event::Connecting);
+        }
         // A close stops the attempt at once.
         let attempt = tokio::select! {
             attempt = open::connect(&inner, on_lost) => attempt,
