@@ -208,6 +208,12 @@ declare namespace RedisStorageAdapter {
      * @default the value of `host`
      */
     servername?: string;
+    /**
+     * Refused (`ERR_INVALID_OPTION`): the TLS handshake runs in Rust and cannot call a
+     * JavaScript function during it; `servername` covers a certificate issued for another name.
+     * @default undefined
+     */
+    checkServerIdentity?: never;
   }
 
   /**

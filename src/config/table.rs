@@ -467,6 +467,16 @@ pub static OPTIONS: &[Opt] = &[
         effect: tls!(|t, r, k| t.servername = r.string(k)?),
         note: "the name the certificate is verified against (and SNI), when not the host; the socket still goes to `host`",
     },
+    Opt {
+        name: "checkServerIdentity",
+        places: &[Tls],
+        ty: "never",
+        default: None,
+        effect: Effect::Refused(
+            "the TLS handshake runs in Rust and cannot call a JavaScript function during it; use tls.servername for a certificate issued for another name (and a cluster's dnsLookup)",
+        ),
+        note: "",
+    },
     // --- Accepted without effect -------------------------------------------------------------
     Opt {
         name: "family",
