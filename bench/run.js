@@ -112,11 +112,15 @@ function machineInfo() {
  * report. Checks that the copy loads; retries while a build may be writing the addon.
  */
 async function snapshotProduct() {
-  const names = fs.readdirSync(ROOT).filter((n) => n.endsWith('.node') || ['index.js', 'binding.js', 'commands.js', 'package.json'].includes(n));
+  // The package's own files (package.json's `files`) and the addon; its dependencies resolve
+  // from the repository's node_modules.
+  const files = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).files || [];
+  const names = fs.readdirSync(ROOT).filter((n) => n.endsWith('.node') || n === 'package.json' || (files.includes(n) && n.endsWith('.js')));
   if (!names.some((n) => n.endsWith('.node'))) throw new Error('the addon is not built: run `npm run build` first');
   for (let attempt = 1; ; attempt += 1) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'alova-bench-product-'));
     for (const n of names) fs.copyFileSync(path.join(ROOT, n), path.join(dir, n));
+    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
     const addon = names.find((n) => n.endsWith('.node'));
     const bytes = fs.readFileSync(path.join(dir, addon));
     const sha = require('node:crypto').createHash('sha256').update(bytes).digest('hex').slice(0, 12);
