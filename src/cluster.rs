@@ -91,7 +91,7 @@ fn builder(config: &ClusterConfig, resolver: Option<&Resolver>) -> Result<Cluste
         .retries(config.max_redirections)
         .min_retry_wait(config.retry_delay.as_millis() as u64)
         .max_retry_wait(2000)
-        .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(r.no_delay));
+        .tcp_settings(crate::settings::tcp_settings(r));
     if let Some(user) = &r.username {
         builder = builder.username(user);
     }

@@ -42,10 +42,7 @@ pub(crate) fn build_client_as(
         },
         (Addr::Unix(path), _) => redis::ConnectionAddr::Unix(path.clone()),
     };
-    let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(config.no_delay);
-    if let Some(delay) = config.keep_alive {
-        tcp = tcp.set_keepalive(redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay));
-    }
+    let tcp = tcp_settings(config);
     let info = redis::IntoConnectionInfo::into_connection_info(addr)
         .map_err(|_| Error::config("invalid address"))?
         .set_redis_settings(redis_settings)
@@ -58,6 +55,16 @@ pub(crate) fn build_client_as(
         }
         _ => redis::Client::open(info).map_err(|_| Error::config("invalid connection settings")),
     }
+}
+
+/// The socket options of `config` (`noDelay`, `keepAlive`) as redis-rs takes them, for one
+/// server and for every node of a cluster.
+pub(crate) fn tcp_settings(config: &ConnectionConfig) -> redis::io::tcp::TcpSettings {
+    let mut tcp = redis::io::tcp::TcpSettings::default().set_nodelay(config.no_delay);
+    if let Some(delay) = config.keep_alive {
+        tcp = tcp.set_keepalive(redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay));
+    }
+    tcp
 }
 
 /// The TLS material of `tls` as redis-rs takes it.

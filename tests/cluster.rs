@@ -265,3 +265,66 @@ async fn nodes_are_told_as_they_appear_and_go() {
     topology.sort_unstable();
     assert_eq!(now, topology);
 }
+
+/// This process's established TCP connections to `ports`, as `ss` shows them (one line each,
+/// with `timer:(keepalive,...)` when SO_KEEPALIVE is on).
+fn own_sockets_to(ports: &[u16]) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnop", "state", "established"])
+        .output()
+        .expect("ss");
+    let pid = format!("pid={},", std::process::id());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&pid))
+        .filter(|l| {
+            ports.iter().any(|p| {
+                l.split_whitespace()
+                    .nth(3)
+                    .is_some_and(|peer| peer.ends_with(&format!(":{p}")))
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `keepAlive` reaches every node connection of a cluster (the socket option, seen by `ss`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_is_set_on_the_node_connections() {
+    let cluster = RedisCluster::start(3, 0);
+    let ports = cluster.master_ports();
+    let plain = cluster.connect();
+    for i in 0..30 {
+        plain
+            .send(&cmd(&["SET", &format!("ka{i}"), "1"]))
+            .await
+            .unwrap();
+    }
+    let before = own_sockets_to(&ports);
+    assert!(!before.is_empty(), "no connection to the nodes seen");
+    assert!(
+        before.iter().all(|l| !l.contains("keepalive")),
+        "keep-alive is on without the option: {before:?}"
+    );
+    plain.disconnect();
+
+    let mut config = cluster.config();
+    config.redis.keep_alive = Some(Duration::from_secs(30));
+    let conn = common::connect_cluster(config);
+    for i in 0..30 {
+        conn.send(&cmd(&["SET", &format!("ka{i}"), "1"]))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after: Vec<String> = own_sockets_to(&ports)
+        .into_iter()
+        .filter(|l| l.contains("keepalive"))
+        .collect();
+    // One connection per master at least (redis-rs may keep a management connection too).
+    let peers: std::collections::BTreeSet<String> = after
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect();
+    assert!(peers.len() >= 3, "keep-alive on {peers:?} only: {after:?}");
+}

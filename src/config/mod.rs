@@ -535,6 +535,10 @@ mod tests {
                 "redlockOptions.db",
             ),
             (r#"{"options":{}}"#, "`options`"),
+            (
+                r#"{"nodes":[7000],"options":{"redisOptions":{"tls":{"servername":"x"}}}}"#,
+                "tls.servername",
+            ),
             (r#"{"nodes":[{"port":70000}]}"#, "`nodes[0]`: option `port`"),
             (
                 r#"{"nodes":[7000],"options":{"clusterRetryStrategy":5}}"#,

@@ -257,6 +257,14 @@ impl ClusterConfig {
                 "option `options.redisOptions.db` must be 0: Redis Cluster has only database 0",
             ));
         }
+        if redis.tls.as_ref().is_some_and(|t| t.servername.is_some()) {
+            // redis-rs connects to each node by the address the cluster announces and checks
+            // the node's certificate against that name; it has no other name to check it
+            // against, so the option would be silently ignored.
+            return Err(Error::config(
+                "option `options.redisOptions.tls.servername` is not supported for cluster nodes: each node's certificate is checked against the name the cluster announces for it (use cluster-announce-hostname, or natMap)",
+            ));
+        }
         let mut c = ClusterConfig {
             nodes,
             redis,

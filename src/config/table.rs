@@ -465,7 +465,7 @@ pub static OPTIONS: &[Opt] = &[
         ty: "string",
         default: None,
         effect: tls!(|t, r, k| t.servername = r.string(k)?),
-        note: "the name the certificate is verified against (and SNI), when not the host; the socket still goes to `host`",
+        note: "the name the certificate is verified against (and SNI), when not the host; the socket still goes to `host`. Not for cluster nodes (refused there: each node's certificate is checked against the name the cluster announces for it)",
     },
     Opt {
         name: "checkServerIdentity",

@@ -220,13 +220,7 @@ impl RedisCluster {
 
     /// A cluster connection on the current runtime.
     pub fn connect(&self) -> Connection {
-        Connection::new_cluster(
-            &self.config(),
-            alova_storage_redis::retry::default_cluster_retry_strategy(),
-            tokio::runtime::Handle::current(),
-            std::sync::Arc::new(alova_storage_redis::connection::Plain),
-        )
-        .unwrap()
+        connect_cluster(self.config())
     }
 
     /// The ports of the servers that are masters now.
@@ -323,4 +317,16 @@ pub fn make_certificates(dir: &Path) {
             "ext",
         ],
     );
+}
+
+/// A connection to the cluster `config` describes, on the current runtime.
+#[allow(dead_code)] // not every test file uses it
+pub fn connect_cluster(config: alova_storage_redis::config::ClusterConfig) -> Connection {
+    Connection::new_cluster(
+        &config,
+        alova_storage_redis::retry::default_cluster_retry_strategy(),
+        tokio::runtime::Handle::current(),
+        std::sync::Arc::new(alova_storage_redis::connection::Plain),
+    )
+    .unwrap()
 }
