@@ -550,6 +550,21 @@ function mdEscape(text) {
   return String(text).replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');
 }
 
+/** Which build of the package was tested: its git commit (and whether the tree differs) and the addon's time. */
+function addonVersion(opts) {
+  let commit = 'unknown commit';
+  try {
+    commit = sh('git', ['-C', opts.addon, 'log', '-1', '--format=%h (%cI) %s']).trim().slice(0, 140);
+    const dirty = sh('git', ['-C', opts.addon, 'status', '--porcelain', '--', 'index.js', 'binding.js', 'commands.js', 'src']).trim();
+    if (dirty) commit += ', with uncommitted changes to index.js/src';
+  } catch {
+    // not a git checkout
+  }
+  const addon = fs.readdirSync(opts.addon).find((f) => f.endsWith('.node'));
+  const mtime = addon ? fs.statSync(path.join(opts.addon, addon)).mtime.toISOString() : 'none';
+  return `${opts.addon} at ${commit}; ${addon || 'no .node file'} built ${mtime}`;
+}
+
 function writeReport(opts, meta) {
   const listed = readJson(path.join(opts.work, 'results', 'dry-run', 'tests.json')) || {};
   const sum = (side) => readJson(path.join(opts.work, 'results', side, 'summary.json'));
@@ -566,6 +581,7 @@ function writeReport(opts, meta) {
   p();
   p(`Generated ${new Date().toISOString()} by \`scripts/ioredis-suite/run.js\`.`);
   if (meta && meta.origin) p(`Tests: ioredis \`test/functional\` from ${meta.origin}; baseline: ioredis@${opts.version} from npm.`);
+  p(`RedisClient: ${(meta && meta.addon) || addonVersion(opts)}.`);
   if (meta && meta.mockLowercase) p('**Diagnostic run (`--mock-lowercase`): the mock server lowercased every command name before the tests\' handlers saw it.**');
   p(`Per-test timeout ${opts.testTimeout} ms; one mocha process and a fresh \`redis-server\` (${spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout.trim().split(' ').slice(0, 3).join(' ')}) per test file.`);
   p();
@@ -698,6 +714,10 @@ async function main() {
     await listTests(opts, sideDirs.ioredis, testFiles);
     for (const side of opts.sides) {
       log(`running the suite against ${side === 'ours' ? `RedisClient (${opts.addon})` : `ioredis@${opts.version}`}`);
+      if (side === 'ours') {
+        const meta = readJson(metaFile);
+        fs.writeFileSync(metaFile, JSON.stringify({ ...meta, addon: addonVersion(opts) }));
+      }
       const s = await runSide(opts, side, sideDirs[side], testFiles, deadlineAt);
       log(`${side} done in ${Math.round(s.ms / 1000)} s`);
     }
