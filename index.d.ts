@@ -1417,6 +1417,8 @@ declare namespace RedisStorageAdapter {
     );
     /** The connection's state, named as in ioredis. */
     readonly status: RedisClientStatus;
+    /** `'subscriber'` while the client has subscriptions (its other commands go on), else `'normal'`. */
+    readonly mode: 'normal' | 'subscriber';
     /**
      * Connects a `lazyConnect` client; resolves once it is ready, rejects with the connection's
      * error. As in ioredis, a client that is connecting or connected already rejects.
@@ -1566,6 +1568,7 @@ declare namespace RedisStorageAdapter {
    * alive until `disconnect()`.
    */
   interface RedisMonitor {
+    readonly mode: 'monitor';
     readonly status: 'connecting' | 'ready' | 'end';
     on(event: 'monitor', listener: (time: string, args: string[], source: string, database: string) => void): this;
     on(event: 'end', listener: () => void): this;

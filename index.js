@@ -554,6 +554,8 @@ function endSubscriptions(client) {
 class RedisMonitor extends EventEmitter {
   constructor() {
     super();
+    /** ioredis's mode of a monitoring client. */
+    this.mode = 'monitor';
     this.status = 'connecting';
     this[SUBS] = null;
   }
@@ -714,6 +716,15 @@ class RedisClient extends EventEmitter {
       promise = Promise.reject(new Error('Redis is already connecting/connected'));
     }
     return typeof callback === 'function' ? asCallback(promise, callback) : promise;
+  }
+
+  /**
+   * ioredis's `mode`: 'subscriber' while the client has subscriptions (on their own connection:
+   * its other commands go on all the same), 'normal' otherwise.
+   */
+  get mode() {
+    const subs = this[SUBS];
+    return subs.plain + subs.shard > 0 ? 'subscriber' : 'normal';
   }
 
   /** ioredis's status: 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end'. */
@@ -995,6 +1006,7 @@ class Pipeline {
     else {
       const { loads, commands } = withScriptLoads(client, queue);
       const skip = loads.length;
+      let queuedOutcomes = null;
       // Which replies come as Buffers, by position in `commands` (the SCRIPT LOADs first).
       const buffers = queue.some((c) => c.buffers) ? [...loads.map(() => false), ...queue.map((c) => c.buffers === true)] : undefined;
       promise = client[NATIVE].batch(commands, transaction, buffers).then((all) => {
@@ -1019,6 +1031,9 @@ class Pipeline {
         if (!transaction) return outcomes.map((o, i) => transformed(o[0] !== null ? [loadError(o[0], i)] : o, queue[i].name));
         const execReply = outcomes[outcomes.length - 1];
         const queued = outcomes.slice(1, -1);
+        // As ioredis: a command's callback in a transaction gets what queueing it gave
+        // ('QUEUED', or the error that aborts the transaction).
+        queuedOutcomes = queued;
         const refused = queued.filter(([err]) => err !== null).map(([err]) => err);
         if (execReply[0] !== null) {
           if (refused.length > 0) execReply[0].previousErrors = refused;
@@ -1029,15 +1044,22 @@ class Pipeline {
           value instanceof Error ? [loadError(value, i)] : transformed([null, value], queue[i].name)
         );
       });
-      promise = promise.then((results) => {
-        if (results) {
-          results.forEach(([err, value], i) => {
-            const cb = queue[i] && queue[i].callback;
-            if (cb) asCallback(err ? Promise.reject(err) : Promise.resolve(value), cb);
-          });
+      const settleCallbacks = (list) =>
+        list.forEach(([err, value], i) => {
+          const cb = queue[i] && queue[i].callback;
+          if (cb) asCallback(err ? Promise.reject(err) : Promise.resolve(value), cb);
+        });
+      promise = promise.then(
+        (results) => {
+          if (queuedOutcomes !== null) settleCallbacks(queuedOutcomes);
+          else if (results) settleCallbacks(results);
+          return results;
+        },
+        (err) => {
+          if (queuedOutcomes !== null) settleCallbacks(queuedOutcomes);
+          throw err;
         }
-        return results;
-      });
+      );
       promise = traced(client, transaction, queue, promise);
     }
     return typeof callback === 'function' ? asCallback(promise, callback) : promise;

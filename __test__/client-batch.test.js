@@ -73,6 +73,22 @@ for (const topo of topologies()) describe(`RedisClient pipeline and multi (${top
     });
   }
 
+  it("multi(): a command's callback gets what queueing it gave ('QUEUED'), as in ioredis", { timeout: 20000 }, async () => {
+    const seen = [];
+    const results = await client
+      .multi()
+      .set(k('cb'), 'v', (err, r) => seen.push([err, r]))
+      .get(k('cb'), (err, r) => seen.push([err, r]))
+      .exec();
+    assert.deepEqual(results, [[null, 'OK'], [null, 'v']]);
+    assert.deepEqual(seen, [[null, 'QUEUED'], [null, 'QUEUED']]);
+    // A command the server refuses: its callback gets the error, exec() rejects EXECABORT.
+    const refused = [];
+    await assert.rejects(client.multi().set(k('cb'), 'w').call('NOSUCHCMD', (err) => refused.push(err)).exec(), /EXECABORT/);
+    assert.equal(refused.length, 1);
+    assert.match(refused[0].message, /unknown command/);
+  });
+
   it('multi(): results as ioredis; a runtime error is [err] inside', { timeout: 20000 }, async () => {
     const build = (c) => c.multi().set(k('m'), 'v2').get(k('m')).incr(k('m')).exec();
     const ours = await build(client);

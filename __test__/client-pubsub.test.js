@@ -59,7 +59,9 @@ for (const topo of topologies()) describe(`RedisClient pub/sub (${topo.name})`, 
 
   it('a subscribed client goes on with its other commands (unlike ioredis)', { timeout: 20000 }, async () => {
     const sub = client();
+    assert.equal(sub.mode, 'normal');
     await sub.subscribe('ps:busy');
+    assert.equal(sub.mode, 'subscriber');
     await sub.set('{ps}k', 'v');
     assert.equal(await sub.get('{ps}k'), 'v');
     const got = next(sub, 'message');

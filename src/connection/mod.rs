@@ -736,7 +736,7 @@ impl Connection {
         }
         let before = self.inner.db.swap(db, Ordering::AcqRel);
         let text = db.to_string();
-        let packed = crate::resp::encode(&[b"SELECT", text.as_bytes()]);
+        let packed = crate::resp::encode(&[b"select", text.as_bytes()]);
         let side = self.inner.side.get();
         if let Some(side) = side {
             // In its call order now, not waited for: a blocking command may hold it.
@@ -1196,7 +1196,7 @@ impl Connection {
             if self.status() == Status::Ready {
                 // Behind every command issued before it, in order.
                 let _ = self
-                    .send_bytes(crate::resp::encode(&[b"QUIT"]), false)
+                    .send_bytes(crate::resp::encode(&[b"quit"]), false)
                     .await;
             }
         };
@@ -1214,7 +1214,7 @@ impl Connection {
     async fn quit_own(&self) {
         self.begin_quit();
         if self.status() == Status::Ready {
-            let quit = self.send_bytes(crate::resp::encode(&[b"QUIT"]), false);
+            let quit = self.send_bytes(crate::resp::encode(&[b"quit"]), false);
             let _ = tokio::time::timeout(QUIT_WAIT, quit).await;
         }
         self.disconnect();

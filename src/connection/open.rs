@@ -53,7 +53,7 @@ pub(super) async fn connect(
         if db != inner.config.db {
             let text = db.to_string();
             let selected = link
-                .send_now(crate::resp::encode(&[b"SELECT", text.as_bytes()]))
+                .send_now(crate::resp::encode(&[b"select", text.as_bytes()]))
                 .await;
             let failed = match selected {
                 Ok(Value::ServerError(err)) => Some(Error::from_redis(&err.into(), &inner.addr)),
@@ -68,8 +68,8 @@ pub(super) async fn connect(
         // One round trip before the link counts as connected, so that a server that accepts and
         // never answers is caught by connectTimeout instead of hanging the first command.
         let hello = match &inner.config.connection_name {
-            Some(name) => crate::resp::encode(&[b"CLIENT", b"SETNAME", name.as_bytes()]),
-            None => crate::resp::encode(&[b"PING"]),
+            Some(name) => crate::resp::encode(&[b"client", b"setname", name.as_bytes()]),
+            None => crate::resp::encode(&[b"ping"]),
         };
         let answer = link.send_now(hello).await;
         let answer = match answer {
@@ -165,7 +165,9 @@ async fn open(
     Ok(Link::Pipe(pipe))
 }
 
-/// AUTH and SELECT on a new pipe, as configured.
+/// AUTH and SELECT on a new pipe, as configured. The handshake's command names are in lower
+/// case, as ioredis sends them (Redis takes either; servers that stand in for Redis in tests,
+/// ioredis's own among them, may compare them as sent).
 async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
     let config = &inner.config;
     let send = |cmd: Vec<u8>| async move {
@@ -175,7 +177,7 @@ async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
         }
     };
     if let Some(password) = &config.password {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        let mut args: Vec<&[u8]> = vec![b"auth"];
         if let Some(user) = &config.username {
             args.push(user.as_bytes());
         }
@@ -194,7 +196,7 @@ async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
     }
     if config.db != 0 {
         let db = config.db.to_string();
-        send(crate::resp::encode(&[b"SELECT", db.as_bytes()]))
+        send(crate::resp::encode(&[b"select", db.as_bytes()]))
             .await
             .map_err(|e| Error::from_redis(&e, &inner.addr))?;
     }
@@ -202,14 +204,14 @@ async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
         // As ioredis: the library's name and version for CLIENT LIST (Redis >= 7.2); an older
         // server's error is no failure. Sent together, answered before the link is used.
         let lib = pipe.send(crate::resp::encode(&[
-            b"CLIENT",
-            b"SETINFO",
+            b"client",
+            b"setinfo",
             b"LIB-NAME",
             name.as_bytes(),
         ]));
         let ver = pipe.send(crate::resp::encode(&[
-            b"CLIENT",
-            b"SETINFO",
+            b"client",
+            b"setinfo",
             b"LIB-VER",
             env!("CARGO_PKG_VERSION").as_bytes(),
         ]));
