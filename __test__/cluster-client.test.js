@@ -319,9 +319,10 @@ describe('RedisClient on a Redis Cluster', () => {
     const refused = [
       ['a connection option beside nodes', () => ({ nodes: nodes(), host: '127.0.0.1' }), ['host']],
       ['port beside nodes', () => ({ nodes: nodes(), port: 7000 }), ['port']],
-      ['options.dnsLookup', () => ({ nodes: nodes(), options: { dnsLookup: (h, cb) => cb(null, h) } }), ['dnsLookup']],
+      ['an options.dnsLookup that is not a function', () => ({ nodes: nodes(), options: { dnsLookup: 5 } }), ['dnsLookup']],
       ['options.scripts', () => ({ nodes: nodes(), options: { scripts: { x: { lua: 'return 1', numberOfKeys: 0 } } } }), ['scripts']],
-      ['options.keyPrefix', () => ({ nodes: nodes(), options: { keyPrefix: 'x:' } }), ['keyPrefix']],
+      ['an options.keyPrefix that is not a string', () => ({ nodes: nodes(), options: { keyPrefix: 5 } }), ['keyPrefix']],
+      ['redisOptions.tls.servername (not applicable to cluster nodes)', () => ({ nodes: nodes(), options: { redisOptions: { tls: { servername: 'x' } } } }), ['servername']],
       ['options.resolveSrv', () => ({ nodes: nodes(), options: { resolveSrv: () => {} } }), ['resolveSrv']],
       ['an unknown cluster option', () => ({ nodes: nodes(), options: { maxRedirectionz: 3 } }), ['maxRedirectionz']],
       ['an unknown redisOptions key', () => ({ nodes: nodes(), options: { redisOptions: { hots: 'x' } } }), ['hots']],
