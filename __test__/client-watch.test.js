@@ -82,16 +82,20 @@ for (const topo of topologies()) describe(`RedisClient watch() and multi() (${to
   });
 
   it('a watch lost with its connection makes exec() reject ERR_CONNECTION, not run unwatched', { timeout: 20000 }, async () => {
-    const c = client();
+    // Named, so that its connections are told apart from the other tests' in CLIENT LIST.
+    const c = new RedisClient({ ...topo.clientOptions(target), connectionName: 'watch-lost' });
+    registry.push(c);
     const admin = client();
+    /** Kills c's watch connection: c's connection whose last command was WATCH. */
+    const killWatchConnection = async () => {
+      const list = String(await admin.call('CLIENT', 'LIST'));
+      const line = list.split('\n').find((l) => / name=watch-lost /.test(l) && / cmd=watch /.test(l));
+      assert.ok(line, `no connection of c ran WATCH:\n${list}`);
+      await admin.call('CLIENT', 'KILL', 'ID', /\bid=(\d+)/.exec(line)[1]);
+    };
     await c.set('w:lost', 'before');
     await c.watch('w:lost');
-    // The watch connection is the one whose last command was WATCH.
-    const list = String(await admin.call('CLIENT', 'LIST'));
-    const line = list.split('\n').find((l) => / cmd=watch /.test(l));
-    assert.ok(line, `no connection ran WATCH:\n${list}`);
-    const id = /\bid=(\d+)/.exec(line)[1];
-    await admin.call('CLIENT', 'KILL', 'ID', id);
+    await killWatchConnection();
     // The watch connection is made again; meanwhile the key changes, unseen by any watch.
     await admin.set('w:lost', 'changed');
     await waitFor(async () => {
@@ -103,5 +107,21 @@ for (const topo of topologies()) describe(`RedisClient watch() and multi() (${to
     // A new watch works again.
     await c.watch('w:lost');
     assert.deepEqual(await c.multi().set('w:lost', 'tx').exec(), [[null, 'OK']]);
+
+    // A watch() after the connection holding earlier ones was lost says so once (it does not
+    // watch the new keys alone), then starts over.
+    await c.watch('w:lost');
+    await killWatchConnection();
+    await waitFor(async () => {
+      try {
+        await c.watch('w:other');
+        return false;
+      } catch (err) {
+        assert.equal(err.code, 'ERR_CONNECTION');
+        return true;
+      }
+    }, { what: 'the lost watch to be told' });
+    assert.equal(await c.watch('w:other'), 'OK');
+    assert.deepEqual(await c.multi().set('w:other', '1').exec(), [[null, 'OK']]);
   });
 });

@@ -408,3 +408,52 @@ async fn socket_timeout_gives_up_a_silent_link_and_the_command_goes_on_after() {
         Value::BulkString(b"after".to_vec())
     );
 }
+
+/// Commands put on one link (`submit_all_on` with its generation: a transaction under WATCH)
+/// are never sent again on another when that link is lost; others are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_pinned_to_a_link_are_not_sent_again_on_the_next() {
+    let server = RedisServer::start(&[]);
+    let conn = server.connect();
+    conn.send(&cmd(&["PING"])).await.unwrap();
+    let generation = conn.link_generation().expect("a live link");
+    server.signal("STOP");
+    let (pinned_tx, pinned_rx) = tokio::sync::oneshot::channel();
+    let (free_tx, free_rx) = tokio::sync::oneshot::channel();
+    let pinned = alova_storage_redis::resp::encode(&[b"SET", b"pinned", b"1"]);
+    let free = alova_storage_redis::resp::encode(&[b"SET", b"free", b"1"]);
+    if let Some(pipe) = conn.submit_all_on(
+        vec![(
+            pinned,
+            move |r: alova_storage_redis::error::Result<Value>| {
+                let _ = pinned_tx.send(r);
+            },
+        )],
+        Some(generation),
+    ) {
+        pipe.flush();
+    }
+    if let Some(pipe) = conn.submit_all_on(
+        vec![(free, move |r: alova_storage_redis::error::Result<Value>| {
+            let _ = free_tx.send(r);
+        })],
+        None,
+    ) {
+        pipe.flush();
+    }
+    // The link is given up while both wait on it.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    conn.reconnect();
+    server.signal("CONT");
+    let pinned = tokio::time::timeout(std::time::Duration::from_secs(10), pinned_rx)
+        .await
+        .expect("the pinned command settles")
+        .unwrap();
+    assert_eq!(pinned.unwrap_err().code(), "ERR_CONNECTION");
+    let free = tokio::time::timeout(std::time::Duration::from_secs(10), free_rx)
+        .await
+        .expect("the free command settles")
+        .unwrap();
+    assert_eq!(free.unwrap(), Value::Okay);
+    assert_ne!(conn.link_generation(), Some(generation));
+}

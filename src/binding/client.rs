@@ -602,6 +602,16 @@ impl NativeClient {
                     Err(e) => return bridge::promise(env, async move { Outcome::Error(e) }),
                 },
             };
+            if watch.on.is_some() && watch.on != conn.link_generation() {
+                // Keys watched before were forgotten with their connection: say so once (and
+                // start over), rather than watch the new keys alone.
+                watch.on = None;
+                let e = crate::error::Error::new(
+                    crate::error::ErrorKind::Connection,
+                    "the connection that held the earlier WATCH was lost (and made again): the server forgot those keys; WATCH them again",
+                );
+                return bridge::promise(env, async move { Outcome::Error(e) });
+            }
             (conn, watch.on)
         };
         let mut parts: Vec<&[u8]> = vec![b"WATCH"];

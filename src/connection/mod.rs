@@ -877,6 +877,7 @@ impl Connection {
             born: 0,
             generation: 0,
             watched: false,
+            pinned: false,
             resends: 0,
             packed,
             done,
@@ -913,7 +914,13 @@ impl Connection {
         let mut entries = Vec::with_capacity(cmds.len());
         for (bytes, done) in cmds {
             match self.track() {
-                Ok(in_flight) => entries.push(self.entry(bytes, done, Some(in_flight))),
+                Ok(in_flight) => {
+                    let mut entry = self.entry(bytes, done, Some(in_flight));
+                    if generation.is_some() {
+                        entry.pin();
+                    }
+                    entries.push(entry)
+                }
                 Err(e) => done(Err(e)),
             }
         }
@@ -967,7 +974,15 @@ impl Connection {
                             .cloned(),
                     },
                     // The link died and its end is not seen yet: whoever killed it starts the
-                    // reconnection, which takes the offline queue.
+                    // reconnection, which takes the offline queue (a command pinned to this
+                    // link fails instead).
+                    Err(cmd) if cmd.pinned() => Placed::Refused(
+                        cmd,
+                        Error::new(
+                            ErrorKind::Connection,
+                            "the connection that held the WATCH was lost: the transaction was not sent; WATCH again",
+                        ),
+                    ),
                     Err(cmd) => {
                         core.offline.push_back(cmd);
                         Placed::Waiting
@@ -1078,7 +1093,10 @@ impl Connection {
             .unwrap_or(u32::MAX);
         let failure = match &core.phase {
             Phase::End(e) => Some(e.clone()),
-            _ if !self.inner.config.resend_unfulfilled || cmd.resends() >= max.max(1) => {
+            _ if !self.inner.config.resend_unfulfilled
+                || cmd.resends() >= max.max(1)
+                || cmd.pinned() =>
+            {
                 Some(Error::from_redis(err, &self.inner.addr))
             }
             _ => None,
@@ -1323,6 +1341,10 @@ trait Queued: pipe::Command {
     fn generation(&self) -> u64;
     fn resends(&self) -> u32;
     fn resent(&mut self);
+    /// Only for the link it was put on (see [`Connection::submit_all_on`]): never sent again
+    /// on another.
+    fn pinned(&self) -> bool;
+    fn pin(&mut self);
     /// True once it timed out: it is not sent any more.
     fn is_settled(&self) -> bool;
     /// Fails it with `err`.
@@ -1374,6 +1396,8 @@ struct Entry<F> {
     generation: u64,
     /// Counted by the `socketTimeout` watch as on the link.
     watched: bool,
+    /// See [`Queued::pinned`].
+    pinned: bool,
     resends: u32,
     packed: Vec<u8>,
     done: Done<F>,
@@ -1463,6 +1487,12 @@ where
     }
     fn resent(&mut self) {
         self.resends += 1;
+    }
+    fn pinned(&self) -> bool {
+        self.pinned
+    }
+    fn pin(&mut self) {
+        self.pinned = true;
     }
     fn is_settled(&self) -> bool {
         match &self.done {
