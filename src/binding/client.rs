@@ -629,7 +629,13 @@ impl NativeClient {
                     }
                     Outcome::Reply(reply)
                 }
-                Err(e) => Outcome::Error(e),
+                Err(e) => {
+                    if e.kind() == crate::error::ErrorKind::Connection {
+                        // The link went, and the earlier watches with it: this error tells it.
+                        state.lock().expect("watch").on = None;
+                    }
+                    Outcome::Error(e)
+                }
             }
         })
     }
