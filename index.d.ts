@@ -1560,6 +1560,11 @@ declare namespace RedisStorageAdapter {
     hscanStream(key: string, options?: RedisScanStreamOptions): RedisScanStream;
     /** ioredis's `zscanStream`: `[member, score, ...]` per `ZSCAN` step. */
     zscanStream(key: string, options?: RedisScanStreamOptions): RedisScanStream;
+    /** The Buffer forms of the scan streams: each step's array holds Buffers. */
+    scanBufferStream(options?: RedisScanStreamOptions): RedisScanStream;
+    sscanBufferStream(key: string | Uint8Array, options?: RedisScanStreamOptions): RedisScanStream;
+    hscanBufferStream(key: string | Uint8Array, options?: RedisScanStreamOptions): RedisScanStream;
+    zscanBufferStream(key: string | Uint8Array, options?: RedisScanStreamOptions): RedisScanStream;
   }
 
   /**

@@ -426,10 +426,11 @@ function runScript(client, script, args) {
  * cursor is back to '0'; `close()` ends it after the step under way.
  */
 class ScanStream extends Readable {
-  constructor(client, command, key, options) {
+  constructor(client, command, key, options, buffers = false) {
     const opt = options && typeof options === 'object' ? options : {};
     super({ ...opt, objectMode: true });
     this._client = client;
+    this._buffers = buffers;
     this._command = command;
     this._key = key;
     this._opt = opt;
@@ -449,7 +450,7 @@ class ScanStream extends Readable {
     if (opt.type) args.push('TYPE', opt.type);
     if (opt.count) args.push('COUNT', String(opt.count));
     if (opt.noValues) args.push('NOVALUES');
-    send(this._client[NATIVE], this._command, args).then(
+    send(this._client[NATIVE], this._command, args, undefined, this._buffers, this._client).then(
       (res) => {
         this._redisCursor = Buffer.isBuffer(res[0]) ? res[0].toString() : String(res[0]);
         if (this._redisCursor === '0') this._redisDrained = true;
@@ -684,9 +685,30 @@ class RedisClient extends EventEmitter {
     return new ScanStream(this, 'scan', undefined, options);
   }
 
+  /** ioredis's `scanBufferStream`: as `scanStream`, the keys as Buffers. */
+  scanBufferStream(options) {
+    if (this.isCluster) return this.scanStream(options);
+    return new ScanStream(this, 'scan', undefined, options, true);
+  }
+
   /** ioredis's `sscanStream`: the set's members, an array per `SSCAN` step. */
   sscanStream(key, options) {
     return new ScanStream(this, 'sscan', key, options);
+  }
+
+  /** As `sscanStream`, the members as Buffers. */
+  sscanBufferStream(key, options) {
+    return new ScanStream(this, 'sscan', key, options, true);
+  }
+
+  /** As `hscanStream`, fields and values as Buffers. */
+  hscanBufferStream(key, options) {
+    return new ScanStream(this, 'hscan', key, options, true);
+  }
+
+  /** As `zscanStream`, members and scores as Buffers. */
+  zscanBufferStream(key, options) {
+    return new ScanStream(this, 'zscan', key, options, true);
   }
 
   /** ioredis's `hscanStream`: `[field, value, field, value, ...]` per `HSCAN` step. */

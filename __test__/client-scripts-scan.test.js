@@ -183,6 +183,19 @@ for (const topo of topologies()) describe(`RedisClient scripts and scan streams 
       assert.equal(all.length, strings.length + sets.length + 1);
     });
 
+    it('the Buffer forms of the scan streams give Buffers', { timeout: 20000 }, async () => {
+      await observer.sadd('scanbuf:set', 'a', 'b');
+      await observer.hset('scanbuf:hash', 'f', 'v');
+      const keys = (await collect(client.scanBufferStream({ match: 'scanbuf:*' }))).flat();
+      assert.ok(keys.length === 2 && keys.every(Buffer.isBuffer));
+      assert.deepEqual(keys.map(String).sort(), ['scanbuf:hash', 'scanbuf:set']);
+      const members = (await collect(client.sscanBufferStream('scanbuf:set'))).flat();
+      assert.deepEqual(members.map(String).sort(), ['a', 'b']);
+      assert.ok(members.every(Buffer.isBuffer));
+      const pairs = (await collect(client.hscanBufferStream('scanbuf:hash'))).flat();
+      assert.deepEqual(pairs, [Buffer.from('f'), Buffer.from('v')]);
+    });
+
     it('scanStream(): close() ends it, a server error destroys it with the error', { timeout: 20000 }, async () => {
       const stream = client.scanStream({ count: 10 });
       const chunks = [];
