@@ -102,6 +102,10 @@ describe('reconnectOnError and socketTimeout', () => {
     assert.match(errors[0].message, /Socket timeout/);
     assert.equal(await within(10000, set, 'the SET sent again'), 'OK');
     assert.equal(await c.get('st:k'), 'after');
+    // A blocking command waits longer than the limit, on its own connection, untouched.
+    const before = errors.length;
+    assert.equal(await within(10000, c.blpop('st:never', 1), 'BLPOP 1'), null);
+    assert.equal(errors.length, before, 'a blocking command tripped socketTimeout');
   });
 
   it('blockingTimeout: a blocking command that outlives its limit resolves null, as a server timeout', { timeout: 20000 }, async () => {

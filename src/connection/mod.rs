@@ -242,8 +242,9 @@ impl Inner {
     }
 }
 
-/// Makes a connection like this one, on the database given (for [`Connection::side`]).
-type Twin = Arc<dyn Fn(i64) -> Result<Connection> + Send + Sync>;
+/// Makes a connection like this one, on the database given; `blocking`: for blocking commands
+/// (see [`Connection::side`]), whose replies may rightly take longer than `socketTimeout`.
+type Twin = Arc<dyn Fn(i64, bool) -> Result<Connection> + Send + Sync>;
 
 /// What the host of a connection does for it, given at construction: the binding reads replies
 /// on the JavaScript thread and writes the commands of one turn of its event loop together.
@@ -322,11 +323,12 @@ impl Connection {
         let twin: Twin = {
             let (config, retry, runtime, host) =
                 (config.clone(), retry.clone(), runtime.clone(), host.clone());
-            Arc::new(move |db| {
+            Arc::new(move |db, blocking| {
                 Self::hosted(
                     ConnectionConfig {
                         lazy_connect: false,
                         db,
+                        socket_timeout: config.socket_timeout.filter(|_| !blocking),
                         ..config.clone()
                     },
                     retry.clone(),
@@ -385,11 +387,14 @@ impl Connection {
                 runtime.clone(),
                 host.clone(),
             );
-            Arc::new(move |_db| {
-                let cluster = ClusterConfig {
+            Arc::new(move |_db, blocking| {
+                let mut cluster = ClusterConfig {
                     lazy_connect: false,
                     ..cluster.clone()
                 };
+                if blocking {
+                    cluster.redis.socket_timeout = None;
+                }
                 Self::new_cluster_resolving(
                     &cluster,
                     retry.clone(),
@@ -697,7 +702,7 @@ impl Connection {
         if let Some(side) = self.inner.side.get() {
             return Ok(side.clone());
         }
-        let made = (self.inner.twin)(self.db())?;
+        let made = (self.inner.twin)(self.db(), true)?;
         // Two callers at once: one connection wins, the other is closed.
         let side = self.inner.side.get_or_init(|| made.clone());
         if !Arc::ptr_eq(&side.inner, &made.inner) {
@@ -713,7 +718,7 @@ impl Connection {
     /// # Errors
     /// The settings' errors.
     pub fn twin(&self) -> Result<Connection> {
-        (self.inner.twin)(self.db())
+        (self.inner.twin)(self.db(), false)
     }
 
     /// The database selected: the `db` option, or the last `select()`.
