@@ -328,3 +328,39 @@ async fn keep_alive_is_set_on_the_node_connections() {
         .collect();
     assert!(peers.len() >= 3, "keep-alive on {peers:?} only: {after:?}");
 }
+
+/// On a cluster too: a caller that gave up leaves the line of waiters before its next lock()
+/// is sent (its LEAVE is put on the connection in call order, not from a task of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gave_up_is_out_of_the_line_for_its_next_lock_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    let handle = tokio::runtime::Handle::current();
+    let holder = Locker::new(
+        vec![cluster.connect()],
+        LockConfig::default(),
+        handle.clone(),
+    )
+    .unwrap();
+    let ours = Locker::new(
+        vec![cluster.connect()],
+        LockConfig {
+            retry_count: Some(0),
+            ..LockConfig::default()
+        },
+        handle,
+    )
+    .unwrap();
+    for round in 0..30 {
+        let resource = vec![format!("gave-up-{round}")];
+        holder.lock(&resource).await.unwrap();
+        assert_eq!(
+            ours.lock(&resource).await.unwrap_err().code(),
+            "ERR_LOCK_NOT_ACQUIRED"
+        );
+        holder.unlock(&resource).await.unwrap();
+        ours.lock(&resource)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        ours.unlock(&resource).await.unwrap();
+    }
+}

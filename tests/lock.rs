@@ -703,3 +703,32 @@ async fn turns_are_not_reordered_when_the_server_forgets_its_scripts() {
     .await;
     assert_eq!(int(&data, &["EXISTS", "busy"]).await, 0);
 }
+
+/// A caller that gave up (retryCount 0) leaves the line of waiters before its next lock() is
+/// sent: once the holder released, that next lock() takes the lock at its first attempt (it
+/// would find its own old place first in line otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gave_up_is_out_of_the_line_for_its_next_lock() {
+    let server = RedisServer::start(&[]);
+    let holder = locker(vec![server.connect()], LockConfig::default());
+    let ours = locker(
+        vec![server.connect()],
+        LockConfig {
+            retry_count: Some(0),
+            ..LockConfig::default()
+        },
+    );
+    for round in 0..20 {
+        let resource = res(&[&format!("gave-up-{round}")]);
+        holder.lock(&resource).await.unwrap();
+        assert_eq!(
+            ours.lock(&resource).await.unwrap_err().code(),
+            "ERR_LOCK_NOT_ACQUIRED"
+        );
+        holder.unlock(&resource).await.unwrap();
+        ours.lock(&resource)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        ours.unlock(&resource).await.unwrap();
+    }
+}

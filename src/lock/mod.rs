@@ -329,12 +329,18 @@ impl Locker {
             }
             if max_attempts.is_some_and(|max| attempt >= max) {
                 if let Some(line) = line {
-                    // Nobody should wait for a waiter that gave up.
+                    // Nobody should wait for a waiter that gave up. Its LEAVE is put on the
+                    // connection now, in call order, so that this caller's next lock() (which
+                    // may follow at once) finds it gone from the line; its reply is not waited
+                    // for.
                     let inner = self.inner.clone();
                     let (line, value) = (line.clone(), value.to_owned());
-                    self.inner.runtime.spawn(async move {
+                    let mut leave = Box::pin(async move {
                         inner.vote_line(&LEAVE_SCRIPT, &line, &value, &[]).await;
                     });
+                    if poll_once(leave.as_mut()).await.is_none() {
+                        self.inner.runtime.spawn(leave);
+                    }
                 }
                 return Err(Error::new(
                     ErrorKind::LockNotAcquired,
