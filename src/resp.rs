@@ -116,21 +116,24 @@ pub fn unpack(packed: &[u8]) -> redis::Cmd {
     cmd
 }
 
+/// The number after `marker` at `pos` (a RESP array or bulk string header), moving `pos` past
+/// its line.
+fn number(buf: &[u8], pos: &mut usize, marker: u8) -> Option<usize> {
+    if buf.get(*pos) != Some(&marker) {
+        return None;
+    }
+    let end = *pos + buf.get(*pos..)?.windows(2).position(|w| w == b"\r\n")?;
+    let n = std::str::from_utf8(&buf[*pos + 1..end])
+        .ok()?
+        .parse()
+        .ok()?;
+    *pos = end + 2;
+    Some(n)
+}
+
 /// The arguments of a command packed as RESP (an array of bulk strings), borrowed from it;
 /// `None` when it is not one.
 pub fn args(packed: &[u8]) -> Option<Vec<&[u8]>> {
-    fn number(buf: &[u8], pos: &mut usize, marker: u8) -> Option<usize> {
-        if buf.get(*pos) != Some(&marker) {
-            return None;
-        }
-        let end = *pos + buf.get(*pos..)?.windows(2).position(|w| w == b"\r\n")?;
-        let n = std::str::from_utf8(&buf[*pos + 1..end])
-            .ok()?
-            .parse()
-            .ok()?;
-        *pos = end + 2;
-        Some(n)
-    }
     let mut pos = 0;
     let count = number(packed, &mut pos, b'*')?;
     let mut args = Vec::with_capacity(count);
@@ -158,18 +161,6 @@ pub fn commands(packed: &[u8]) -> Option<Vec<&[u8]>> {
 
 /// The length of the first packed command of `buf`.
 fn command_len(buf: &[u8]) -> Option<usize> {
-    fn number(buf: &[u8], pos: &mut usize, marker: u8) -> Option<usize> {
-        if buf.get(*pos) != Some(&marker) {
-            return None;
-        }
-        let end = *pos + buf.get(*pos..)?.windows(2).position(|w| w == b"\r\n")?;
-        let n = std::str::from_utf8(&buf[*pos + 1..end])
-            .ok()?
-            .parse()
-            .ok()?;
-        *pos = end + 2;
-        Some(n)
-    }
     let mut pos = 0;
     let count = number(buf, &mut pos, b'*')?;
     for _ in 0..count {
