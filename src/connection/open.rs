@@ -202,24 +202,16 @@ async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
     }
     if let Some(name) = &config.client_info {
         // As ioredis: the library's name and version for CLIENT LIST (Redis >= 7.2); an older
-        // server's error is no failure. Sent together, answered before the link is used.
-        let lib = pipe.send(crate::resp::encode(&[
-            b"client",
-            b"setinfo",
-            b"LIB-NAME",
-            name.as_bytes(),
-        ]));
-        let ver = pipe.send(crate::resp::encode(&[
-            b"client",
-            b"setinfo",
-            b"LIB-VER",
-            env!("CARGO_PKG_VERSION").as_bytes(),
-        ]));
-        let (lib, ver) = futures_util::future::join(lib, ver).await;
-        for answer in [lib, ver] {
-            if let Err(err) = answer {
-                return Err(Error::from_redis(&err, &inner.addr));
-            }
+        // server's error is no failure, so their replies are not waited for. They go out with
+        // the ready check that follows (one round trip), whose reply comes after theirs: a
+        // socket that fails meanwhile fails that check.
+        for (field, value) in [
+            (&b"LIB-NAME"[..], name.as_bytes()),
+            (&b"LIB-VER"[..], env!("CARGO_PKG_VERSION").as_bytes()),
+        ] {
+            let (ignored, _) = tokio::sync::oneshot::channel();
+            let packed = crate::resp::encode(&[b"client", b"setinfo", field, value]);
+            pipe.submit(Box::new(crate::pipe::Oneshot::new(packed, ignored)));
         }
     }
     Ok(())
