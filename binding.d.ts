@@ -101,6 +101,13 @@ export declare class NativeClient {
   select(db: number): Promise<string>
   /** `UNWATCH`: forgets every watched key; resolves `'OK'`. */
   unwatch(): Promise<string>
+  /**
+   * Where the commands go, as ioredis's traces name it: the server (or a cluster's first
+   * startup node) and, for TCP, its port.
+   */
+  get server(): ServerAddress
+  /** The database selected: the `db` option, or the last `select()`. */
+  get db(): number
   /** ioredis's status name. */
   get status(): string
   /** Sends QUIT and closes; resolves `'OK'`. */
@@ -191,4 +198,12 @@ export interface PubSubMessage {
   pattern?: Buffer
   channel: Buffer
   message: Buffer
+}
+
+/** A client's server address (see `NativeClient.server`). */
+export interface ServerAddress {
+  /** Host, or the unix socket path. */
+  address: string
+  /** Port, for TCP. */
+  port?: number
 }

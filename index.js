@@ -55,41 +55,12 @@ function clientKeyPrefixOf(opts) {
 }
 
 /**
- * Where a client's commands go, as ioredis's traces name it: the server's (or the first
- * cluster node's) address and port, and the database selected.
+ * Where a client's commands go, as ioredis's traces name it: the server (or the first cluster
+ * node) and port, as the core parsed them, and the database selected now.
  */
-function whereOf(owner, opts) {
-  let address = 'localhost';
-  let port = 6379;
-  let db = 0;
-  if ('nodes' in opts && Array.isArray(opts.nodes) && opts.nodes.length > 0) {
-    const first = opts.nodes[0];
-    if (typeof first === 'number') port = first;
-    else if (typeof first === 'string') {
-      const at = first.lastIndexOf(':');
-      if (at > 0) [address, port] = [first.slice(0, at), Number(first.slice(at + 1))];
-      else port = Number(first);
-    } else if (first && typeof first === 'object') {
-      address = first.host || address;
-      port = Number(first.port || port);
-    }
-  } else {
-    if (typeof opts.url === 'string' && /^rediss?:/.test(opts.url)) {
-      try {
-        const url = new URL(opts.url);
-        address = url.hostname || address;
-        port = Number(url.port || port);
-        db = Number(url.pathname.slice(1)) || 0;
-      } catch {
-        // the core reports a bad URL
-      }
-    }
-    if (typeof opts.path === 'string') [address, port] = [opts.path, undefined];
-    if (opts.host) address = opts.host;
-    if (opts.port !== undefined) port = Number(opts.port);
-    if (Number.isInteger(opts.db)) db = opts.db;
-  }
-  const where = { address, port, db, database: () => where.db };
+function whereOf(owner, native) {
+  const { address, port } = native.server;
+  const where = { address, port: port == null ? undefined : port, database: () => native.db };
   owner[WHERE] = where;
   return where;
 }
@@ -630,8 +601,8 @@ class RedisClient extends EventEmitter {
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[OPTIONS] = opts;
     this[KEY_PREFIX] = clientKeyPrefixOf(opts);
-    whereOf(this, opts);
     this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)), lookupOf(opts));
+    whereOf(this, this[NATIVE]);
     watchReplyErrors(this, opts.reconnectOnError);
     limitBlocking(this, opts);
     listen(this);
@@ -644,7 +615,7 @@ class RedisClient extends EventEmitter {
     client[OPTIONS] = options;
     client[KEY_PREFIX] = clientKeyPrefixOf(options);
     client[ADAPTERS] = true;
-    whereOf(client, options);
+    whereOf(client, native);
     watchReplyErrors(client, options.reconnectOnError);
     limitBlocking(client, options);
     listen(client);
@@ -899,7 +870,6 @@ class RedisClient extends EventEmitter {
         promise = Promise.reject(codeError(TypeError, 'ERR_INVALID_ARG', `select(): the database must be a non-negative integer, got ${describe(db)}`));
       } else {
         promise = this[NATIVE].select(index).then((reply) => {
-          this[WHERE].db = index;
           this.emit('select', index);
           return reply;
         });
@@ -1402,7 +1372,7 @@ class RedisStorageAdapter {
     for (const key of ADAPTER_ONLY) delete connectionOptions[key];
     this.client = client !== undefined ? client : RedisClient.wrap(this[NATIVE].client(), connectionOptions);
     this[OWN_CLIENT] = client === undefined;
-    this[WHERE] = client instanceof RedisClient ? client[WHERE] : whereOf(this, rest);
+    this[WHERE] = client instanceof RedisClient ? client[WHERE] : whereOf(this, this[NATIVE].client());
     watchReplyErrors(this, rest.reconnectOnError);
   }
 

@@ -55,6 +55,15 @@ impl From<Event> for ClientEvent {
     }
 }
 
+/// A client's server address (see `NativeClient.server`).
+#[napi(object)]
+pub struct ServerAddress {
+    /// Host, or the unix socket path.
+    pub address: String,
+    /// Port, for TCP.
+    pub port: Option<u32>,
+}
+
 /// A node of a cluster, as `client.nodes()` gives it.
 #[napi(object)]
 pub struct NodeInfo {
@@ -679,6 +688,33 @@ impl NativeClient {
             }),
             _ => bridge::promise(env, async { Outcome::Str(b"OK".to_vec()) }),
         }
+    }
+
+    /// Where the commands go, as ioredis's traces name it: the server (or a cluster's first
+    /// startup node) and, for TCP, its port.
+    #[napi(getter)]
+    pub fn server(&self) -> ServerAddress {
+        let first = self.conn.given_nodes().into_iter().next();
+        match first {
+            Some(crate::config::Addr::Tcp { host, port }) => ServerAddress {
+                address: host,
+                port: Some(u32::from(port)),
+            },
+            Some(crate::config::Addr::Unix(path)) => ServerAddress {
+                address: path.display().to_string(),
+                port: None,
+            },
+            None => ServerAddress {
+                address: String::new(),
+                port: None,
+            },
+        }
+    }
+
+    /// The database selected: the `db` option, or the last `select()`.
+    #[napi(getter)]
+    pub fn db(&self) -> i64 {
+        self.conn.db()
     }
 
     /// ioredis's status name.
