@@ -350,17 +350,5 @@ async fn a_caller_that_gave_up_is_out_of_the_line_for_its_next_lock_on_a_cluster
         handle,
     )
     .unwrap();
-    for round in 0..30 {
-        let resource = vec![format!("gave-up-{round}")];
-        holder.lock(&resource).await.unwrap();
-        assert_eq!(
-            ours.lock(&resource).await.unwrap_err().code(),
-            "ERR_LOCK_NOT_ACQUIRED"
-        );
-        holder.unlock(&resource).await.unwrap();
-        ours.lock(&resource)
-            .await
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        ours.unlock(&resource).await.unwrap();
-    }
+    common::give_up_then_lock_at_once(&holder, &ours, 30).await;
 }

@@ -330,3 +330,27 @@ pub fn connect_cluster(config: alova_storage_redis::config::ClusterConfig) -> Co
     )
     .unwrap()
 }
+
+/// A holder takes each of `rounds` resources; `ours` (with `retryCount: 0`) gives up on it,
+/// then, once it is released, must take it at its first attempt: its old place in the line of
+/// waiters is gone before its next lock() is sent.
+#[allow(dead_code)] // not every test file uses it
+pub async fn give_up_then_lock_at_once(
+    holder: &alova_storage_redis::lock::Locker,
+    ours: &alova_storage_redis::lock::Locker,
+    rounds: usize,
+) {
+    for round in 0..rounds {
+        let resource = vec![format!("gave-up-{round}")];
+        holder.lock(&resource).await.unwrap();
+        assert_eq!(
+            ours.lock(&resource).await.unwrap_err().code(),
+            "ERR_LOCK_NOT_ACQUIRED"
+        );
+        holder.unlock(&resource).await.unwrap();
+        ours.lock(&resource)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        ours.unlock(&resource).await.unwrap();
+    }
+}
