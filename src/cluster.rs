@@ -295,6 +295,13 @@ impl ClusterTarget {
         self.scale_reads == ScaleReads::Master
     }
 
+    /// For a cluster whose commands can go on our own pipes to its masters (plain TCP, no
+    /// `dnsLookup`, every command to a master): its `natMap`. `None` otherwise.
+    pub(crate) fn direct_lane(&self) -> Option<HashMap<(String, u16), (String, u16)>> {
+        let plain = self.config.redis.tls.is_none() && self.resolver.is_none();
+        (plain && self.reads_from_masters()).then(|| self.nat.clone())
+    }
+
     /// The topology of the last read.
     pub fn topology(&self) -> Vec<ClusterNode> {
         self.topology.lock().map(|t| t.clone()).unwrap_or_default()

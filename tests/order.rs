@@ -237,3 +237,131 @@ async fn a_cluster_keeps_call_order() {
     let conn = cluster.connect();
     check_order(&conn, seed(), 40, |_| {}).await;
 }
+
+/// Moves `slot` from the master at `from` to the one at `to`, as `redis-cli --cluster reshard`
+/// does: IMPORTING and MIGRATING, its keys moved one MIGRATE at a time (commands for a moved key
+/// meanwhile get `ASK`), then the slot given to `to` on every master (then `MOVED`).
+fn move_slot(masters: &[u16], slot: u16, from: u16, to: u16) {
+    use common::redis_cli;
+    let id = |port: u16| redis_cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+    let (from_id, to_id) = (id(from), id(to));
+    let slot = slot.to_string();
+    redis_cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+    redis_cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+    loop {
+        let keys = redis_cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "10"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        let port = to.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys);
+        redis_cli(from, &args);
+    }
+    for port in [to, from] {
+        redis_cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+    for &port in masters.iter().filter(|p| **p != to && **p != from) {
+        redis_cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moving_between_masters_under_traffic_keeps_call_order() {
+    let cluster = RedisCluster::start(3, 0);
+    let conn = cluster.connect();
+    let key = format!("order:moving:{}", seed());
+    let slot = alova_storage_redis::codec::key_slot(key.as_bytes());
+    // Connected, and the slot map read (commands go on the pipes to the masters).
+    conn.send(&common::cmd(&["SET", "warm", "1"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let masters = cluster.master_ports();
+    // The master whose own line in CLUSTER NODES lists the slot.
+    let serves = |port: u16| {
+        common::redis_cli(port, &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|l| l.contains("myself"))
+            .flat_map(|l| l.split(' ').skip(8).map(str::to_owned).collect::<Vec<_>>())
+            .any(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((&range, &range));
+                a.parse::<u16>().is_ok_and(|a| a <= slot)
+                    && b.parse::<u16>().is_ok_and(|b| slot <= b)
+            })
+    };
+    let first = masters
+        .iter()
+        .copied()
+        .find(|p| serves(*p))
+        .expect("the slot's master");
+    let others: Vec<u16> = masters.iter().copied().filter(|p| *p != first).collect();
+    // RPUSH answers the list's length: call i must see i + 1, whatever moved meanwhile.
+    const CALLS: usize = 6000;
+    let (tx, rx) = mpsc::channel();
+    let submitter = {
+        let conn = conn.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            for burst in 0..CALLS / 20 {
+                let mut pipes = Vec::new();
+                for j in 0..20 {
+                    let i = burst * 20 + j;
+                    let tx = tx.clone();
+                    let packed = alova_storage_redis::resp::encode(&[
+                        b"RPUSH",
+                        key.as_bytes(),
+                        i.to_string().as_bytes(),
+                    ]);
+                    if let Some(pipe) = conn.submit(packed, move |reply| {
+                        let _ = tx.send((i, reply));
+                    }) {
+                        pipes.push(pipe);
+                    }
+                }
+                for pipe in pipes {
+                    pipe.flush();
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        })
+    };
+    let path = [
+        others[0], others[1], first, others[0], first, others[1], others[0], first,
+    ];
+    let mover = {
+        let masters = masters.clone();
+        std::thread::spawn(move || {
+            let mut at = first;
+            for to in path {
+                std::thread::sleep(Duration::from_millis(60));
+                move_slot(&masters, slot, at, to);
+                at = to;
+            }
+        })
+    };
+    submitter.await.unwrap();
+    let mut replies = vec![None; CALLS];
+    for _ in 0..CALLS {
+        let (i, reply) = tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(30)))
+            .expect("every call settles");
+        replies[i] = Some(reply.unwrap_or_else(|e| panic!("call {i} failed: {e}")));
+    }
+    tokio::task::block_in_place(|| mover.join()).unwrap();
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(
+            reply,
+            Some(Value::Int(i as i64 + 1)),
+            "call {i}: RPUSH answered another length than call order gives"
+        );
+    }
+    let list = conn
+        .send(&common::cmd(&["LRANGE", &key, "0", "-1"]))
+        .await
+        .unwrap();
+    let expected: Vec<Value> = (0..CALLS)
+        .map(|i| Value::BulkString(i.to_string().into_bytes()))
+        .collect();
+    assert_eq!(list, Value::Array(expected));
+}

@@ -23,17 +23,21 @@ use redis::{RedisError, Value};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::slots::Slots;
 use super::Queued;
 use crate::pipe::{Command, Pipe};
 
-/// A command handed to a link, or given back when the link is already dead.
-pub(super) type Given = Result<bool, Box<dyn Queued>>;
+/// A command handed to a link: whether the pipe it went on must be flushed soon, and that pipe
+/// when the caller must flush it or its host may adopt it; or the command given back when the
+/// link is already dead.
+pub(super) type Given = Result<(bool, Option<Pipe>), Box<dyn Queued>>;
 
 /// A live link.
 #[derive(Clone)]
 pub(super) enum Link {
     Pipe(Pipe),
     Fed(Fed),
+    Slots(Slots),
 }
 
 impl Link {
@@ -41,8 +45,15 @@ impl Link {
     /// caller to flush the pipe soon; a dead link gives the command back.
     pub(super) fn put(&self, cmd: Box<dyn Queued>) -> Given {
         match self {
-            Link::Pipe(pipe) => pipe.submit_as(cmd, |cmd| cmd as Box<dyn Command>),
-            Link::Fed(fed) => fed.put(cmd).map(|()| false),
+            Link::Pipe(pipe) => {
+                pipe.submit_as(cmd, |cmd| cmd as Box<dyn Command>)
+                    .map(|must_flush| {
+                        let adopt = must_flush || !pipe.is_external();
+                        (must_flush, adopt.then(|| pipe.clone()))
+                    })
+            }
+            Link::Fed(fed) => fed.put(cmd).map(|()| (false, None)),
+            Link::Slots(slots) => slots.put(cmd),
         }
     }
 
@@ -51,6 +62,7 @@ impl Link {
         match self {
             Link::Pipe(pipe) => pipe.close(),
             Link::Fed(fed) => fed.close(),
+            Link::Slots(slots) => slots.close(),
         }
     }
 
@@ -59,6 +71,7 @@ impl Link {
         match self {
             Link::Pipe(pipe) => pipe.finished().await,
             Link::Fed(fed) => fed.finished().await,
+            Link::Slots(slots) => slots.finished().await,
         }
     }
 
@@ -67,25 +80,29 @@ impl Link {
         match self {
             Link::Pipe(pipe) => pipe.send(packed).await,
             Link::Fed(fed) => fed.backend.send(&packed, None).await,
+            Link::Slots(slots) => slots.fed().backend.send(&packed, None).await,
         }
     }
 
-    /// The pipe, for a link that is one.
-    pub(super) fn pipe(&self) -> Option<&Pipe> {
+    /// Every pipe of the link.
+    pub(super) fn pipes(&self) -> Vec<Pipe> {
         match self {
-            Link::Pipe(pipe) => Some(pipe),
-            Link::Fed(_) => None,
+            Link::Pipe(pipe) => vec![pipe.clone()],
+            Link::Fed(_) => Vec::new(),
+            Link::Slots(slots) => slots.pipes(),
         }
     }
 
     /// The cluster connection, for a cluster's link.
     pub(super) fn cluster(&self) -> Option<ClusterConnection> {
-        match self {
-            Link::Fed(Fed {
-                backend: Backend::Cluster { conn, .. },
-                ..
-            }) => Some(conn.clone()),
-            _ => None,
+        let fed = match self {
+            Link::Fed(fed) => fed,
+            Link::Slots(slots) => slots.fed(),
+            Link::Pipe(_) => return None,
+        };
+        match &fed.backend {
+            Backend::Cluster { conn, .. } => Some(conn.clone()),
+            Backend::Single(_) => None,
         }
     }
 }
@@ -189,20 +206,26 @@ impl Backend {
     fn gate(&self, packed: &[u8]) -> Option<u16> {
         match self {
             Backend::Single(_) => None,
-            Backend::Cluster { .. } if is_transaction(packed) => {
-                // A transaction (several commands in one entry): its keys' slot.
-                crate::resp::commands(packed)
-                    .filter(|c| c.len() > 1)?
-                    .into_iter()
-                    .find_map(crate::cluster::command_slot)
-            }
-            Backend::Cluster { .. } => crate::cluster::command_slot(packed),
+            Backend::Cluster { .. } => slot_of(packed),
         }
     }
 }
 
+/// The slot of a command (packed as RESP) on a cluster: its first key's, or for a transaction
+/// (several commands in one entry), its keys' slot; `None` without a key.
+pub(super) fn slot_of(packed: &[u8]) -> Option<u16> {
+    if is_transaction(packed) {
+        crate::resp::commands(packed)
+            .filter(|c| c.len() > 1)?
+            .into_iter()
+            .find_map(crate::cluster::command_slot)
+    } else {
+        crate::cluster::command_slot(packed)
+    }
+}
+
 /// A transaction entry: `MULTI`, its commands and `EXEC`, packed one after the other.
-fn is_transaction(packed: &[u8]) -> bool {
+pub(super) fn is_transaction(packed: &[u8]) -> bool {
     packed.starts_with(TRANSACTION_START)
 }
 
@@ -240,7 +263,7 @@ impl Fed {
         Fed { tx, backend, state }
     }
 
-    fn put(&self, cmd: Box<dyn Queued>) -> Result<(), Box<dyn Queued>> {
+    pub(super) fn put(&self, cmd: Box<dyn Queued>) -> Result<(), Box<dyn Queued>> {
         if *self.state.closed.borrow() {
             return Err(cmd);
         }
@@ -251,11 +274,11 @@ impl Fed {
         })
     }
 
-    fn close(&self) {
+    pub(super) fn close(&self) {
         self.state.closed.send_replace(true);
     }
 
-    async fn finished(&self) {
+    pub(super) async fn finished(&self) {
         let mut closed = self.state.closed.subscribe();
         let _ = closed.wait_for(|c| *c).await;
         loop {

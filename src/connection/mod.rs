@@ -19,6 +19,7 @@
 
 mod link;
 pub(crate) mod open;
+mod slots;
 mod timer;
 
 use std::collections::VecDeque;
@@ -828,11 +829,11 @@ impl Connection {
             match tokio::time::timeout(pipe::BUSY_READER_WAIT, &mut rx).await {
                 Ok(reply) => return reply.unwrap_or_else(closed),
                 Err(_) => {
-                    let pipe = match &self.inner.core().phase {
-                        Phase::Ready { link, .. } => link.pipe().cloned(),
-                        _ => None,
+                    let pipes = match &self.inner.core().phase {
+                        Phase::Ready { link, .. } => link.pipes(),
+                        _ => Vec::new(),
                     };
-                    if let Some(pipe) = pipe.filter(Pipe::is_external) {
+                    for pipe in pipes.iter().filter(|p| p.is_external()) {
                         pipe.reader().read_available();
                     }
                 }
@@ -971,13 +972,7 @@ impl Connection {
             Phase::Ready { link, generation } => {
                 cmd.put_on(*generation);
                 return match link.put(cmd) {
-                    Ok(must_flush) => Placed::OnLink {
-                        must_flush,
-                        pipe: link
-                            .pipe()
-                            .filter(|p| must_flush || !p.is_external())
-                            .cloned(),
-                    },
+                    Ok((must_flush, pipe)) => Placed::OnLink { must_flush, pipe },
                     // The link died and its end is not seen yet: whoever killed it starts the
                     // reconnection, which takes the offline queue (a command pinned to this
                     // link fails instead).
@@ -1118,13 +1113,11 @@ impl Connection {
             cmd.put_on(*generation);
             let link = link.clone();
             match link.put(cmd) {
-                Ok(true) => {
+                Ok((true, Some(pipe))) => {
                     drop(core);
-                    if let Some(pipe) = link.pipe() {
-                        pipe.flush();
-                    }
+                    pipe.flush();
                 }
-                Ok(false) => {}
+                Ok(_) => {}
                 Err(cmd) => core.requeue(cmd),
             }
             return;
@@ -1354,6 +1347,8 @@ trait Queued: pipe::Command {
     fn is_settled(&self) -> bool;
     /// Fails it with `err`.
     fn fail(self: Box<Self>, err: Error);
+    /// The command itself, out of whatever a link wrapped it in.
+    fn bare(self: Box<Self>) -> Box<dyn Queued>;
 }
 
 /// How a command's outcome is delivered: at once, or through a slot that the
@@ -1508,6 +1503,9 @@ where
     fn fail(self: Box<Self>, err: Error) {
         self.deliver(Err(err));
     }
+    fn bare(self: Box<Self>) -> Box<dyn Queued> {
+        self
+    }
 }
 
 /// True when the command failed because the socket failed, so it may succeed on a new one.
@@ -1571,7 +1569,7 @@ async fn install(inner: &Arc<Inner>, link: Link, generation: u64) {
         link.close();
         return;
     }
-    let mut must_flush = false;
+    let mut to_flush: Vec<Pipe> = Vec::new();
     while let Some(cmd) = core.offline.pop_front() {
         if cmd.is_settled() {
             continue;
@@ -1579,7 +1577,12 @@ async fn install(inner: &Arc<Inner>, link: Link, generation: u64) {
         let mut cmd = cmd;
         cmd.put_on(generation);
         match link.put(cmd) {
-            Ok(flush) => must_flush |= flush,
+            Ok((true, Some(pipe))) => {
+                if !to_flush.iter().any(|p| p.same(&pipe)) {
+                    to_flush.push(pipe);
+                }
+            }
+            Ok(_) => {}
             // Dead already: its end starts the next attempt, which takes the rest.
             Err(cmd) => {
                 core.offline.push_front(cmd);
@@ -1595,10 +1598,8 @@ async fn install(inner: &Arc<Inner>, link: Link, generation: u64) {
     };
     inner.publish(&core);
     drop(core);
-    if must_flush {
-        if let Some(pipe) = link.pipe() {
-            pipe.flush();
-        }
+    for pipe in to_flush {
+        pipe.flush();
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis::{AsyncConnectionConfig, Value};
 
 use super::link::{Backend, Fed, Link};
+use super::slots::{Opener, Slots};
 use super::{Inner, Target};
 use crate::config::{Addr, ConnectionConfig, TlsConfig};
 use crate::error::{Error, ErrorKind, Result};
@@ -39,12 +40,26 @@ pub(super) async fn connect(
                 let conn = target.connect(&inner.addr).await?;
                 inner.tell_node_changes();
                 let backend = Backend::Cluster {
-                    conn,
+                    conn: conn.clone(),
                     retries: target.max_redirections,
                     delay: target.retry_delay,
                     by_slot: target.reads_from_masters(),
                 };
-                Link::Fed(Fed::new(backend, &inner.runtime))
+                let fed = Fed::new(backend, &inner.runtime);
+                match target.direct_lane() {
+                    // Our own pipes to the masters, where they can do what redis-rs does:
+                    // plain TCP, names resolved by the system, every command to a master.
+                    Some(nat) => {
+                        let opener = Opener {
+                            config: inner.config.clone(),
+                            nat,
+                            every: target.retry_delay.max(std::time::Duration::from_millis(10)),
+                            runtime: inner.runtime.clone(),
+                        };
+                        Link::Slots(Slots::open(fed, conn, opener))
+                    }
+                    None => Link::Fed(fed),
+                }
             }
         };
         reached.store(true, Ordering::Relaxed);
@@ -123,19 +138,7 @@ async fn open(
     let io_error = |e: std::io::Error| Error::from_redis(&redis::RedisError::from(e), &inner.addr);
     let io = match (&inner.config.addr, &inner.config.tls) {
         (Addr::Tcp { host, port }, None) => {
-            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
-                .await
-                .map_err(io_error)?;
-            stream
-                .set_nodelay(inner.config.no_delay)
-                .map_err(io_error)?;
-            if let Some(delay) = inner.config.keep_alive {
-                let keepalive = redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay);
-                redis::io::tcp::socket2::SockRef::from(&stream)
-                    .set_tcp_keepalive(&keepalive)
-                    .map_err(io_error)?;
-            }
-            Io::Tcp(stream)
+            Io::Tcp(tcp(&inner.config, host, *port).await.map_err(io_error)?)
         }
         #[cfg(unix)]
         (Addr::Unix(path), _) => Io::Unix(
@@ -158,18 +161,32 @@ async fn open(
         driver.await;
         on_lost();
     });
-    if let Err(err) = handshake(inner, &pipe).await {
+    if let Err(err) = handshake(&inner.config, &inner.addr, &pipe).await {
         pipe.close();
         return Err(err);
     }
     Ok(Link::Pipe(pipe))
 }
 
+/// A TCP socket to `host:port` with the socket options of `config` (`noDelay`, `keepAlive`).
+pub(super) async fn tcp(
+    config: &ConnectionConfig,
+    host: &str,
+    port: u16,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(config.no_delay)?;
+    if let Some(delay) = config.keep_alive {
+        let keepalive = redis::io::tcp::socket2::TcpKeepalive::new().with_time(delay);
+        redis::io::tcp::socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+    }
+    Ok(stream)
+}
+
 /// AUTH and SELECT on a new pipe, as configured. The handshake's command names are in lower
 /// case, as ioredis sends them (Redis takes either; servers that stand in for Redis in tests,
 /// ioredis's own among them, may compare them as sent).
-async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
-    let config = &inner.config;
+pub(super) async fn handshake(config: &ConnectionConfig, addr: &str, pipe: &Pipe) -> Result<()> {
     let send = |cmd: Vec<u8>| async move {
         match pipe.send(cmd).await {
             Ok(Value::ServerError(err)) => Err(redis::RedisError::from(err)),
@@ -191,14 +208,14 @@ async fn handshake(inner: &Inner, pipe: &Pipe) -> Result<()> {
                         d.contains("without any password configured")
                             || d.contains("no password is set")
                     }) => {}
-            Err(err) => return Err(Error::from_redis(&err, &inner.addr)),
+            Err(err) => return Err(Error::from_redis(&err, addr)),
         }
     }
     if config.db != 0 {
         let db = config.db.to_string();
         send(crate::resp::encode(&[b"select", db.as_bytes()]))
             .await
-            .map_err(|e| Error::from_redis(&e, &inner.addr))?;
+            .map_err(|e| Error::from_redis(&e, addr))?;
     }
     if let Some(name) = &config.client_info {
         // As ioredis: the library's name and version for CLIENT LIST (Redis >= 7.2); an older
