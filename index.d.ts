@@ -232,9 +232,9 @@ declare namespace RedisStorageAdapter {
    * `enableAutoPipelining`, `autoPipeliningIgnoredPrefixes`, `stringNumbers`,
    * `disconnectTimeout`, `maxLoadingRetryTime`, `offlineQueue`.
    *
-   * Refused with `ERR_INVALID_OPTION` (typed `never`): `sentinels`, `name`, `role`,
-   * `sentinelPassword`, `Connector`, `scripts` (taken by `new RedisClient` only), `monitor`,
-   * `readOnly`; and any key not listed here. The README's option tables list them all.
+   * Refused with `ERR_INVALID_OPTION` (typed `never`): `sentinelRetryStrategy`,
+   * `sentinelReconnectStrategy`, `failoverDetector`, `Connector`, `scripts` (taken by
+   * `new RedisClient` only), `monitor`, `readOnly`; and any key not listed here. The README's option tables list them all.
    */
   interface RedisClientOptions {
     /**
@@ -242,6 +242,62 @@ declare namespace RedisStorageAdapter {
      * @default 'localhost'
      */
     host?: string;
+    /**
+     * Redis Sentinel: the sentinels to ask where the master of `name` is (each `host`
+     * defaults to 127.0.0.1, `port` to 26379). `host`, `port` and `path` are then not used.
+     * @example sentinels: [{ host: 'sentinel-1', port: 26379 }, { host: 'sentinel-2', port: 26379 }]
+     */
+    sentinels?: Array<{ host?: string; port?: number }>;
+    /**
+     * With `sentinels`: the master group's name, as the sentinels monitor it (required).
+     */
+    name?: string;
+    /**
+     * With `sentinels`: connect to the master, or to a replica that is up.
+     * @default 'master'
+     */
+    role?: 'master' | 'slave';
+    /** With `sentinels`: the sentinels' ACL user. */
+    sentinelUsername?: string;
+    /** With `sentinels`: the sentinels' password (`password` is the data nodes'). */
+    sentinelPassword?: string;
+    /** With `sentinels`: TLS to the sentinels. */
+    sentinelTLS?: boolean | RedisTlsOptions;
+    /**
+     * With `sentinels`: use `tls` for the master and replicas too (without it, `tls` is not
+     * used with `sentinels`, as in ioredis).
+     * @default false
+     */
+    enableTLSForSentinelMode?: boolean;
+    /**
+     * With `sentinels`: how long a sentinel may take to answer, in ms; without it,
+     * `connectTimeout` bounds each sentinel's answer, so a silent sentinel costs one bound and
+     * the next is asked.
+     */
+    sentinelCommandTimeout?: number;
+    /**
+     * With `sentinels`: add the sentinels a sentinel names to those asked.
+     * @default true
+     */
+    updateSentinels?: boolean;
+    /**
+     * With `sentinels` and `role: 'slave'`: the replicas to take first, lowest `prio` first;
+     * else a random replica that is up. (A function is not supported.)
+     */
+    preferredSlaves?:
+      | Array<{ ip: string; port: string | number; prio?: number }>
+      | { ip: string; port: string | number; prio?: number };
+    /**
+     * No effect: it limits `failoverDetector`'s sentinel connections, and `failoverDetector`
+     * is not supported yet.
+     * @default 10
+     */
+    sentinelMaxConnections?: number;
+    /**
+     * With `sentinels`: the address a sentinel gives -> the address to connect to.
+     * @example natMap: { '10.0.0.1:6379': { host: 'redis-1.example.com', port: 6379 } }
+     */
+    natMap?: Record<string, { host: string; port: number }>;
     /**
      * Server port: a number or a numeric string (`'6379'`), 1 to 65535.
      * @default 6379
@@ -395,25 +451,23 @@ declare namespace RedisStorageAdapter {
     // Refused: these throw ERR_INVALID_OPTION.
 
     /**
-     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
+     * Not supported yet: when no sentinel answers, the connection attempt fails and
+     * `retryStrategy` gives the next. Throws `ERR_INVALID_OPTION`.
      * @default undefined
      */
-    sentinels?: never;
+    sentinelRetryStrategy?: never;
     /**
-     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
+     * Not supported yet (it paces `failoverDetector`'s sentinel connections). Throws
+     * `ERR_INVALID_OPTION`.
      * @default undefined
      */
-    name?: never;
+    sentinelReconnectStrategy?: never;
     /**
-     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
+     * Not supported yet: a failover is followed when the old master closes the connection or
+     * fails, as ioredis does without it. Throws `ERR_INVALID_OPTION`.
      * @default undefined
      */
-    role?: never;
-    /**
-     * Not supported: Redis Sentinel. Throws `ERR_INVALID_OPTION`.
-     * @default undefined
-     */
-    sentinelPassword?: never;
+    failoverDetector?: never;
     /**
      * Not supported: custom connectors. Throws `ERR_INVALID_OPTION`.
      * @default undefined

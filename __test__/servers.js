@@ -18,6 +18,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const util = require('node:util');
 
 const REDIS_SERVER = process.env.REDIS_SERVER || 'redis-server';
 const REDIS_CLI = process.env.REDIS_CLI || 'redis-cli';
@@ -275,10 +276,15 @@ function waitExit(child) {
  *   CA and server certificate made in the server's directory; handle.tls holds `{ ca, clientCert,
  *   clientKey }` (PEM text) for clients. Client certificates are not required.
  * @param {string[]} [opts.args] more arguments for redis-server, e.g. ['--cluster-enabled', 'yes']
+ * @param {string} [opts.config] the text of a config file, written once to `<dir>/redis.conf`
+ *   (handle.configFile) and given as redis-server's first argument; the command-line options
+ *   above override it. A sentinel needs one (it rewrites it); a restart keeps the rewritten file.
  */
 async function startRedis(opts = {}) {
   const port = opts.port || (await freePort());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'alova-redis-'));
+  const configFile = opts.config === undefined ? undefined : path.join(dir, 'redis.conf');
+  if (configFile) fs.writeFileSync(configFile, opts.config, { mode: 0o600 });
   const socketPath = opts.unixSocket ? path.join(dir, 'redis.sock') : undefined;
   let tls;
   if (opts.tls) {
@@ -291,6 +297,7 @@ async function startRedis(opts = {}) {
     }
   }
   const args = [
+    ...(configFile ? [configFile] : []),
     '--port', String(port),
     '--bind', HOST,
     '--save', '',
@@ -321,6 +328,7 @@ async function startRedis(opts = {}) {
     path: socketPath,
     password: opts.password,
     dir,
+    configFile,
     /** With `tls: true`: the TLS port, and the CA and a client certificate (PEM) for clients. */
     tlsPort: tls && tls.port,
     tls: tls && { ca: tls.certs.ca, clientCert: tls.certs.clientCert, clientKey: tls.certs.clientKey },
@@ -550,6 +558,261 @@ async function startCluster({ masters = 3, replicas = 1, password, nodeTimeout =
 }
 
 // ---------------------------------------------------------------------------------------------
+// ======================  SENTINEL  ======================
+// A master, its replicas and the Redis Sentinels that watch them. Every process is a startRedis
+// server (its own free port and directory, stopped by pid, tied to this process by a lifeline);
+// a sentinel runs `redis-server <dir>/redis.conf --sentinel` on the config file it rewrites.
+// ---------------------------------------------------------------------------------------------
+
+/** A Sentinel reply of flat [field, value, ...] arrays as objects. */
+function sentinelRecords(reply) {
+  if (!Array.isArray(reply)) return [];
+  return reply.map((flat) => {
+    const record = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) record[flat[i]] = flat[i + 1];
+    return record;
+  });
+}
+
+/** `record.flags` names a state that makes the instance unusable (down or not connected). */
+function flaggedDown(record) {
+  return String(record.flags).split(',').some((f) => ['s_down', 'o_down', 'disconnected'].includes(f));
+}
+
+/**
+ * Starts 1 master and `replicas` replicas (`--replicaof` the master) and, once every replica's
+ * link to it is up, `sentinels` sentinels that monitor it as `name`. Resolves when every sentinel
+ * knows every replica and every other sentinel, and `SENTINEL CKQUORUM` passes on each.
+ *
+ * @param {object} [opts]
+ * @param {number} [opts.replicas=2]
+ * @param {number} [opts.sentinels=3]
+ * @param {number} [opts.quorum=2]
+ * @param {string} [opts.name='mymaster'] the master's name for Sentinel
+ * @param {string} [opts.password] the data nodes' password (`requirepass` and `masterauth` on
+ *   each, `sentinel auth-pass` on the sentinels)
+ * @param {string} [opts.sentinelPassword] the sentinels' own password (`requirepass` in sentinel
+ *   mode; also `sentinel sentinel-pass`, which they use to talk to each other)
+ * @param {number} [opts.downAfter=1000] `sentinel down-after-milliseconds`
+ * @param {number} [opts.failoverTimeout=3000] `sentinel failover-timeout` (a sentinel also waits
+ *   twice this long before it tries to fail the same master over again)
+ * @returns {Promise<{ name: string, password?: string, sentinelPassword?: string, master: object,
+ *   replicas: object[], servers: object[], sentinels: object[], sentinelNodes: Array<{host: string,
+ *   port: number}>, masterAddress(): Promise<{host: string, port: number}>,
+ *   failover(opts?: { timeout?: number }): Promise<{host: string, port: number}>,
+ *   serverAt(addr: {host?: string, port: number}): object | undefined,
+ *   waitMaster(predicate?: (addr: {host: string, port: number}) => boolean, timeout?: number):
+ *     Promise<{host: string, port: number}>,
+ *   waitReplicas(timeout?: number): Promise<void>, stop(): Promise<void> }>}
+ *   `master` and `replicas` are the roles at start; after a failover ask masterAddress() and
+ *   serverAt(). `sentinelNodes` is what a client takes as its `sentinels` option.
+ */
+async function startSentinel({
+  replicas = 2,
+  sentinels = 3,
+  quorum = 2,
+  name = 'mymaster',
+  password,
+  sentinelPassword,
+  downAfter = 1000,
+  failoverTimeout = 3000,
+} = {}) {
+  const started = [];
+  const stop = () => Promise.all(started.map((s) => s.stop())).then(() => undefined);
+  const dataArgs = [
+    '--repl-diskless-sync-delay', '0',
+    ...(password ? ['--masterauth', password] : []),
+  ];
+  const ask = (sentinel, ...args) => sentinel.command('SENTINEL', ...args);
+
+  let master;
+  let replicaHandles;
+  let sentinelHandles;
+  try {
+    master = await startRedis({ password, args: dataArgs });
+    started.push(master);
+    const replicaResults = await Promise.allSettled(
+      Array.from({ length: replicas }, () =>
+        startRedis({ password, args: [...dataArgs, '--replicaof', HOST, String(master.port)] }),
+      ),
+    );
+    replicaHandles = replicaResults.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+    started.push(...replicaHandles);
+    const replicaFailed = replicaResults.find((r) => r.status === 'rejected');
+    if (replicaFailed) throw replicaFailed.reason;
+
+    // Every replica synced first: a sentinel lists the replicas its first INFO to the master names.
+    const syncDeadline = Date.now() + READY_TIMEOUT_MS * 2;
+    for (;;) {
+      const infos = await Promise.all(replicaHandles.map((r) => r.command('INFO', 'replication')));
+      const down = replicaHandles.filter((r, i) => parseInfo(infos[i]).master_link_status !== 'up');
+      if (down.length === 0) break;
+      if (Date.now() > syncDeadline) {
+        throw new Error(`sentinel topology: replicas ${down.map((r) => r.port).join(', ')} did not sync ` +
+          `with master ${master.port} within ${READY_TIMEOUT_MS * 2} ms:\n${down[0].logs()}`);
+      }
+      await delay(50);
+    }
+
+    const config = [
+      'sentinel resolve-hostnames no',
+      `sentinel monitor ${name} ${HOST} ${master.port} ${quorum}`,
+      `sentinel down-after-milliseconds ${name} ${downAfter}`,
+      `sentinel failover-timeout ${name} ${failoverTimeout}`,
+      `sentinel parallel-syncs ${name} 1`,
+      ...(password ? [`sentinel auth-pass ${name} ${password}`] : []),
+      ...(sentinelPassword ? [`sentinel sentinel-pass ${sentinelPassword}`] : []),
+      '',
+    ].join('\n');
+    const sentinelResults = await Promise.allSettled(
+      Array.from({ length: sentinels }, () =>
+        // startRedis gives `--requirepass sentinelPassword` (the sentinel's own password) and
+        // AUTHs with it for the readiness PING and handle.command().
+        startRedis({ config, password: sentinelPassword, args: ['--sentinel'] }),
+      ),
+    );
+    sentinelHandles = sentinelResults.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+    started.push(...sentinelHandles);
+    const sentinelFailed = sentinelResults.find((r) => r.status === 'rejected');
+    if (sentinelFailed) throw sentinelFailed.reason;
+
+    // Discovery: replicas come from the master's INFO, other sentinels from the hello messages
+    // they publish on the master every 2 s.
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      const missing = [];
+      for (const sentinel of sentinelHandles) {
+        const [known, peers, quorumCheck] = await Promise.all([
+          ask(sentinel, 'replicas', name),
+          ask(sentinel, 'sentinels', name),
+          ask(sentinel, 'ckquorum', name),
+        ]);
+        const usable = sentinelRecords(known).filter((r) => !flaggedDown(r));
+        for (const replica of replicaHandles) {
+          if (!usable.some((r) => Number(r.port) === replica.port)) {
+            missing.push(`sentinel ${sentinel.port} does not know replica ${replica.port}`);
+          }
+        }
+        const others = sentinelRecords(peers).filter((r) => !flaggedDown(r)).length;
+        if (others !== sentinels - 1) {
+          missing.push(`sentinel ${sentinel.port} knows ${others} of ${sentinels - 1} other sentinels`);
+        }
+        if (quorumCheck instanceof Error) missing.push(`sentinel ${sentinel.port}: ${quorumCheck.message}`);
+      }
+      if (missing.length === 0) break;
+      if (Date.now() > deadline) {
+        throw new Error(`sentinel topology not ready within 30000 ms:\n  ${missing.join('\n  ')}\n` +
+          `last log lines of sentinel ${sentinelHandles[0].port}:\n${sentinelHandles[0].logs()}`);
+      }
+      await delay(100);
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+
+  const dataNodes = [master, ...replicaHandles];
+  const serverAt = ({ host = HOST, port }) => dataNodes.find((s) => s.host === host && s.port === Number(port));
+  const runningSentinels = () => sentinelHandles.filter((s) => s.running);
+
+  /** The address `sentinel` gives for the master, or null. */
+  async function addressFrom(sentinel) {
+    const reply = await ask(sentinel, 'get-master-addr-by-name', name);
+    if (!Array.isArray(reply)) return null;
+    return { host: reply[0], port: Number(reply[1]) };
+  }
+
+  /** What the first running sentinel says: SENTINEL get-master-addr-by-name. */
+  async function masterAddress() {
+    const [sentinel] = runningSentinels();
+    if (!sentinel) throw new Error('no sentinel is running');
+    const address = await addressFrom(sentinel);
+    if (!address) throw new Error(`sentinel ${sentinel.port} does not know ${name}`);
+    return address;
+  }
+
+  /**
+   * Waits until every running sentinel names the same master, `predicate` accepts it and that
+   * server answers ROLE master. Resolves with its address.
+   */
+  async function waitMaster(predicate = () => true, timeout = 30000) {
+    const until = Date.now() + timeout;
+    let last;
+    for (;;) {
+      try {
+        const addresses = await Promise.all(runningSentinels().map(addressFrom));
+        const first = addresses[0];
+        const agreed = first && addresses.every((a) => a && a.host === first.host && a.port === first.port);
+        last = addresses;
+        if (agreed && predicate(first)) {
+          const server = serverAt(first);
+          const role = server && server.running ? await server.command('ROLE') : null;
+          if (Array.isArray(role) && role[0] === 'master') return first;
+          last = { addresses, role };
+        }
+      } catch (err) {
+        last = err;
+      }
+      if (Date.now() > until) {
+        throw new Error(`sentinel ${name}: no agreed master within ${timeout} ms ` +
+          `(last: ${util.inspect(last, { depth: 4 })})`);
+      }
+      await delay(50);
+    }
+  }
+
+  return {
+    name,
+    password,
+    sentinelPassword,
+    /** The master at start. */
+    master,
+    /** The replicas at start. */
+    replicas: replicaHandles,
+    /** Every data node: the master at start, then the replicas. */
+    servers: dataNodes,
+    sentinels: sentinelHandles,
+    sentinelNodes: sentinelHandles.map((s) => ({ host: s.host, port: s.port })),
+    masterAddress,
+    /**
+     * SENTINEL FAILOVER (no agreement needed), then waits until every running sentinel names a
+     * new master that answers ROLE master. The other replicas and the old master are moved to it
+     * afterwards (the old master some 8 s later): waitReplicas() waits for that.
+     */
+    async failover({ timeout = 30000 } = {}) {
+      const before = await masterAddress();
+      const [sentinel] = runningSentinels();
+      const reply = await ask(sentinel, 'failover', name);
+      if (reply instanceof Error) throw reply;
+      return waitMaster((a) => a.host !== before.host || a.port !== before.port, timeout);
+    },
+    serverAt,
+    waitMaster,
+    /** Waits until every running data node but the master is its replica with an up link. */
+    async waitReplicas(timeout = 30000) {
+      const current = await waitMaster(() => true, timeout);
+      const until = Date.now() + timeout;
+      for (;;) {
+        const others = dataNodes.filter((s) => s.running && s.port !== current.port);
+        const roles = await Promise.all(others.map((s) => s.command('ROLE').catch((err) => err)));
+        const lagging = others.filter((s, i) => {
+          const role = roles[i];
+          return !(Array.isArray(role) && role[0] === 'slave' && Number(role[2]) === current.port &&
+            role[3] === 'connected');
+        });
+        if (lagging.length === 0) return;
+        if (Date.now() > until) {
+          throw new Error(`sentinel ${name}: ${lagging.map((s) => s.port).join(', ')} not replicas of ` +
+            `${current.port} within ${timeout} ms`);
+        }
+        await delay(50);
+      }
+    },
+    stop,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Clean-up
 // ---------------------------------------------------------------------------------------------
 
@@ -614,5 +877,6 @@ module.exports = {
   startRedis,
   startNodes,
   startCluster,
+  startSentinel,
   stopAll,
 };

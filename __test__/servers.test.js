@@ -8,7 +8,7 @@ const fs = require('node:fs');
 const { spawnSync } = require('node:child_process');
 const Redis = require('ioredis');
 const net = require('node:net');
-const { startRedis, startNodes, startCluster, freePort, rawCommands } = require('./servers');
+const { startRedis, startNodes, startCluster, startSentinel, freePort, rawCommands } = require('./servers');
 const { blackHole, garbageServer, truncatedServer } = require('./fakes');
 const { waitFor, failoverSlotOf, keySlot } = require('./helpers');
 
@@ -205,5 +205,80 @@ describe('test servers', () => {
       await waitFor(async () => (await owner()) === to.port, { what: 'CLUSTER SLOTS to name the new master' });
       assert.equal(await to.command('GET', key), 'kept');
     });
+  });
+
+  it('a sentinel topology: 1 master, 2 replicas, 3 sentinels with passwords; SENTINEL FAILOVER and SIGKILL of the master each promote a replica', { timeout: 90000 }, async () => {
+    const password = 'data-pw';
+    const sentinelPassword = 'sentinel-pw';
+    const topo = await startSentinel({ password, sentinelPassword });
+    const everything = [...topo.servers, ...topo.sentinels];
+    /** Commands on `where` after AUTH with `pw`; the replies after AUTH's. */
+    const authed = async (where, pw, ...commands) => {
+      const [auth, ...replies] = await rawCommands(where, [['AUTH', pw], ...commands]);
+      assert.equal(auth, 'OK');
+      return replies;
+    };
+    try {
+      assert.equal(topo.name, 'mymaster');
+      assert.equal(topo.replicas.length, 2);
+      assert.equal(topo.sentinels.length, 3);
+      assert.equal(new Set(everything.map((s) => s.port)).size, 6);
+      assert.ok(everything.every((s) => alive(s.pid)));
+      assert.deepEqual(topo.sentinelNodes, topo.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })));
+
+      // Both kinds of node want their own password.
+      const [dataNoAuth] = await rawCommands(topo.master, [['GET', 'k']]);
+      assert.match(dataNoAuth.message, /NOAUTH/);
+      const [sentinelNoAuth] = await rawCommands(topo.sentinelNodes[0], [['SENTINEL', 'masters']]);
+      assert.match(sentinelNoAuth.message, /NOAUTH/);
+      const [wrongPw] = await rawCommands(topo.sentinelNodes[0], [['AUTH', password]]);
+      assert.match(wrongPw.message, /WRONGPASS|invalid/);
+      for (const sentinel of topo.sentinelNodes) {
+        const [role] = await authed(sentinel, sentinelPassword, ['ROLE']);
+        assert.deepEqual(role, ['sentinel', ['mymaster']]);
+      }
+      for (const replica of topo.replicas) {
+        const [role] = await authed(replica, password, ['ROLE']);
+        assert.deepEqual([role[0], role[2], role[3]], ['slave', topo.master.port, 'connected']);
+      }
+
+      assert.deepEqual(await topo.masterAddress(), { host: '127.0.0.1', port: topo.master.port });
+      assert.equal(await topo.master.command('SET', 'before-failover', 'kept'), 'OK');
+      assert.equal(await topo.master.command('WAIT', 2, 2000), 2);
+
+      // SENTINEL FAILOVER: a replica becomes the master, and takes writes.
+      const promoted = await topo.failover();
+      assert.notEqual(promoted.port, topo.master.port);
+      assert.ok(topo.replicas.some((r) => r.port === promoted.port), JSON.stringify(promoted));
+      assert.deepEqual(await topo.masterAddress(), promoted);
+      for (const sentinel of topo.sentinelNodes) {
+        const [address] = await authed(sentinel, sentinelPassword, ['SENTINEL', 'get-master-addr-by-name', 'mymaster']);
+        assert.deepEqual(address, ['127.0.0.1', String(promoted.port)]);
+      }
+      const [role, set, kept] = await authed(promoted, password, ['ROLE'], ['SET', 'after-failover', '1'], ['GET', 'before-failover']);
+      assert.equal(role[0], 'master');
+      assert.equal(set, 'OK');
+      assert.equal(kept, 'kept');
+
+      // SIGKILL of that master: the sentinels see it down and promote another node.
+      const victim = topo.serverAt(promoted);
+      assert.equal(victim.port, promoted.port);
+      const victimPid = victim.pid;
+      await victim.kill('SIGKILL');
+      assert.equal(victim.running, false);
+      assert.equal(alive(victimPid), false);
+      const next = await topo.waitMaster((a) => a.port !== promoted.port, 30000);
+      assert.notEqual(next.port, promoted.port);
+      assert.deepEqual(await topo.masterAddress(), next);
+      const [nextRole, nextSet] = await authed(next, password, ['ROLE'], ['SET', 'after-kill', '1']);
+      assert.equal(nextRole[0], 'master');
+      assert.equal(nextSet, 'OK');
+    } finally {
+      await topo.stop();
+    }
+    for (const server of everything) {
+      assert.equal(server.running, false);
+      assert.equal(fs.existsSync(server.dir), false);
+    }
   });
 });

@@ -19,6 +19,7 @@ pub mod pipe;
 pub mod pubsub;
 pub mod resp;
 pub mod retry;
+pub mod sentinel;
 pub mod settings;
 pub mod storage;
 

@@ -112,6 +112,43 @@ pub struct ConnectionConfig {
     /// version as `LIB-VER`): `alova-storage-redis`, or `alova-storage-redis(tag)` with
     /// `clientInfoTag`; `None` with `disableClientInfo`.
     pub client_info: Option<String>,
+    /// Redis Sentinel: the server is the master (or a replica) the sentinels name, not `addr`.
+    pub sentinel: Option<Box<SentinelConfig>>,
+}
+
+/// ioredis `role` with Sentinel: what the connection connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SentinelRole {
+    /// The group's master. Default.
+    #[default]
+    Master,
+    /// A replica that is up (`'slave'`).
+    Replica,
+}
+
+/// Redis Sentinel settings (ioredis's `sentinels`, `name` and the `sentinel*` options).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SentinelConfig {
+    /// `sentinels`: the sentinels to ask, in order.
+    pub sentinels: Vec<(String, u16)>,
+    /// `name`: the group (as the sentinels' `monitor` names it).
+    pub name: String,
+    /// `role`.
+    pub role: SentinelRole,
+    /// `sentinelUsername`.
+    pub username: Option<String>,
+    /// `sentinelPassword`.
+    pub password: Option<Secret>,
+    /// `sentinelTLS`: TLS to the sentinels.
+    pub tls: Option<TlsConfig>,
+    /// `sentinelCommandTimeout`: how long a sentinel may take to answer.
+    pub command_timeout: Option<Duration>,
+    /// `natMap`: the address a sentinel gives -> the address to connect to.
+    pub nat_map: NatMap,
+    /// `updateSentinels`: add the sentinels a sentinel names. Default true.
+    pub update_sentinels: bool,
+    /// `preferredSlaves` (array or object form): host, port, priority (lowest first).
+    pub preferred_replicas: Vec<(String, u16, i64)>,
 }
 
 /// The library name `CLIENT SETINFO` gives (ioredis gives `ioredis`).
@@ -139,6 +176,7 @@ impl Default for ConnectionConfig {
             resend_unfulfilled: true,
             socket_timeout: None,
             client_info: Some(LIB_NAME.to_owned()),
+            sentinel: None,
         }
     }
 }
@@ -322,6 +360,51 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_options() {
+        let Some(BackendConfig::Standalone(c)) = parse(
+            r#"{"sentinels":[{"host":"10.0.0.1","port":26380},{"port":26381}],"name":"g","role":"slave","password":"p","sentinelPassword":"sp","sentinelCommandTimeout":300,"tls":true,"natMap":{"10.0.0.5:6379":{"host":"127.0.0.1","port":7000}},"preferredSlaves":[{"ip":"10.0.0.6","port":"6379","prio":2}]}"#,
+        )
+        .unwrap()
+        .backend
+        else {
+            panic!("a server")
+        };
+        let s = c.sentinel.as_deref().expect("sentinel settings");
+        assert_eq!(
+            s.sentinels,
+            vec![
+                ("10.0.0.1".to_owned(), 26380),
+                ("127.0.0.1".to_owned(), 26381)
+            ]
+        );
+        assert_eq!(s.name, "g");
+        assert_eq!(s.role, SentinelRole::Replica);
+        assert_eq!(s.password, Some(Secret("sp".into())));
+        assert_eq!(c.password, Some(Secret("p".into())));
+        assert_eq!(s.command_timeout, Some(Duration::from_millis(300)));
+        assert!(s.update_sentinels);
+        assert_eq!(s.preferred_replicas, vec![("10.0.0.6".to_owned(), 6379, 2)]);
+        assert_eq!(s.nat_map.len(), 1);
+        // `tls` is for the data nodes only with enableTLSForSentinelMode.
+        assert!(c.tls.is_none());
+        for (json, name) in [
+            (
+                r#"{"sentinels":[{"port":1}],"name":"g","role":"x"}"#,
+                "role",
+            ),
+            (r#"{"sentinels":[5],"name":"g"}"#, "sentinels[0]"),
+            (
+                r#"{"sentinels":[{"port":1}],"name":"g","failoverDetector":true}"#,
+                "failoverDetector",
+            ),
+        ] {
+            let e = parse(json).unwrap_err();
+            assert_eq!(e.code(), "ERR_INVALID_OPTION", "{json}");
+            assert!(e.message().contains(name), "{json}: {e}");
+        }
+    }
+
+    #[test]
     fn defaults_are_iorediss_and_redlocks() {
         let c = parse("{}").unwrap();
         assert_eq!(c.key_prefix, "alova:");
@@ -377,7 +460,8 @@ mod tests {
             ),
             (r#"{"retryStrategy":5}"#, "`retryStrategy`"),
             (r#"{"foo":1}"#, "`foo`"),
-            (r#"{"sentinels":[]}"#, "Sentinel"),
+            (r#"{"sentinels":[]}"#, "sentinels"),
+            (r#"{"sentinels":[{"port":26379}]}"#, "name"),
             (r#"{"Connector":{"$fn":true}}"#, "Connector"),
         ] {
             let e = parse(json).unwrap_err();

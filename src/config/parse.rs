@@ -11,7 +11,7 @@ use super::read::{describe, Reader};
 use super::table::{find, names, Apply, Effect, Place, Setter, OPTIONS};
 use super::{
     AdapterConfig, Addr, BackendConfig, ClusterConfig, ConnectionConfig, LockConfig, NatMap,
-    TlsConfig, DEFAULT_KEY_PREFIX,
+    SentinelConfig, SentinelRole, TlsConfig, DEFAULT_KEY_PREFIX,
 };
 use crate::error::{Error, Result};
 
@@ -67,19 +67,14 @@ impl ConnectionConfig {
     fn from_reader(r: &Reader<'_>, place: Place) -> Result<Self> {
         let mut c = ConnectionConfig::default();
         apply(r, place, &mut c, conn_setter)?;
-        match r.get("tls") {
-            None => {}
-            Some(Value::Bool(true)) => c.tls = Some(TlsConfig::enabled()),
-            Some(Value::Bool(false)) => c.tls = None,
-            Some(Value::Object(o)) => {
-                c.tls = Some(TlsConfig::from_reader(&Reader::new(o, r.name("tls.")))?)
-            }
-            Some(other) => {
-                return Err(Error::config(format!(
-                    "option `{}` must be true or an object {{ ca, cert, key, rejectUnauthorized, servername }}, got {}",
-                    r.name("tls"),
-                    describe(other)
-                )))
+        if let Some(tls) = tls_option(r, "tls")? {
+            c.tls = tls;
+        }
+        if place == Place::Server && r.get("sentinels").is_some() {
+            c.sentinel = Some(Box::new(sentinel_config(r)?));
+            // ioredis: the data nodes get `tls` only with enableTLSForSentinelMode.
+            if r.bool("enableTLSForSentinelMode")? != Some(true) {
+                c.tls = None;
             }
         }
         if matches!(c.addr, Addr::Unix(_)) && c.tls.is_some() {
@@ -173,6 +168,119 @@ impl LockConfig {
         })?;
         Ok(c)
     }
+}
+
+/// A `tls` option: `Some(None)` for false, `Some(Some(..))` for true or an object, `None` when
+/// absent.
+fn tls_option(r: &Reader<'_>, key: &str) -> Result<Option<Option<TlsConfig>>> {
+    match r.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(true)) => Ok(Some(Some(TlsConfig::enabled()))),
+        Some(Value::Bool(false)) => Ok(Some(None)),
+        Some(Value::Object(o)) => Ok(Some(Some(TlsConfig::from_reader(&Reader::new(
+            o,
+            r.name(&format!("{key}.")),
+        ))?))),
+        Some(other) => Err(Error::config(format!(
+            "option `{}` must be true or an object {{ ca, cert, key, rejectUnauthorized, servername }}, got {}",
+            r.name(key),
+            describe(other)
+        ))),
+    }
+}
+
+/// The Sentinel options of a server's options (`sentinels` given).
+fn sentinel_config(r: &Reader<'_>) -> Result<SentinelConfig> {
+    let Some(Value::Array(list)) = r.get("sentinels") else {
+        return Err(Error::config(format!(
+            "option `{}` must be an array of {{ host, port }}",
+            r.name("sentinels")
+        )));
+    };
+    if list.is_empty() {
+        return Err(Error::config(format!(
+            "option `{}` needs at least one sentinel",
+            r.name("sentinels")
+        )));
+    }
+    let mut sentinels = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let Value::Object(o) = item else {
+            return Err(Error::config(format!(
+                "option `{}[{i}]` must be {{ host, port }}, got {}",
+                r.name("sentinels"),
+                describe(item)
+            )));
+        };
+        let one = Reader::new(o, format!("{}[{i}].", r.name("sentinels")));
+        let host = one
+            .string("host")?
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        let port = one.port("port")?.unwrap_or(26379);
+        sentinels.push((host, port));
+    }
+    let name = r.string("name")?.filter(|n| !n.is_empty()).ok_or_else(|| {
+        Error::config(format!(
+            "option `{}` (the master group's name, as the sentinels monitor it) is required with `sentinels`",
+            r.name("name")
+        ))
+    })?;
+    let role = match r.string("role")?.as_deref() {
+        None | Some("master") => SentinelRole::Master,
+        Some("slave") => SentinelRole::Replica,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "option `{}` must be 'master' or 'slave', got {other:?}",
+                r.name("role")
+            )))
+        }
+    };
+    let preferred_replicas = match r.get("preferredSlaves") {
+        None => Vec::new(),
+        Some(v) if super::read::is_function(v) => {
+            return Err(Error::config(format!(
+                "option `{}` as a function is not supported; give [{{ ip, port, prio }}]",
+                r.name("preferredSlaves")
+            )))
+        }
+        Some(v) => {
+            let items: Vec<&Value> = match v {
+                Value::Array(a) => a.iter().collect(),
+                other => vec![other],
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let bad = || {
+                    Error::config(format!(
+                        "option `{}` must be {{ ip, port, prio }} or an array of them, got {}",
+                        r.name("preferredSlaves"),
+                        describe(item)
+                    ))
+                };
+                let Value::Object(o) = item else {
+                    return Err(bad());
+                };
+                let one = Reader::new(o, r.name("preferredSlaves."));
+                let ip = one.string("ip")?.ok_or_else(bad)?;
+                let port = one.port("port")?.ok_or_else(bad)?;
+                let prio = one.integer("prio", i64::MIN, i64::MAX)?.unwrap_or(1);
+                out.push((ip, port, prio));
+            }
+            out
+        }
+    };
+    Ok(SentinelConfig {
+        sentinels,
+        name,
+        role,
+        username: r.string("sentinelUsername")?,
+        password: r.string("sentinelPassword")?.map(super::Secret),
+        tls: tls_option(r, "sentinelTLS")?.flatten(),
+        command_timeout: r.millis("sentinelCommandTimeout", 1)?,
+        nat_map: nat_map(r, "natMap")?,
+        update_sentinels: r.bool("updateSentinels")?.unwrap_or(true),
+        preferred_replicas,
+    })
 }
 
 /// `natMap`: `"host:port"` -> `{ host, port }`.

@@ -561,36 +561,117 @@ pub static OPTIONS: &[Opt] = &[
         note: "",
     },
     // --- Refused ---------------------------------------------------------------------------
+    // --- Redis Sentinel (a server's options) -------------------------------------------------
     Opt {
         name: "sentinels",
         places: &[Server],
-        ty: "never",
+        ty: "Array<{ host?: string; port?: number }>",
         default: None,
-        effect: Effect::Refused("Redis Sentinel is not supported; connect to the master"),
-        note: "",
+        effect: Effect::Applied(Apply::Shape),
+        note: "Redis Sentinel: the sentinels to ask where the master of `name` is (host defaults to 127.0.0.1, port to 26379); `host`/`port` are then not used",
     },
     Opt {
         name: "name",
         places: &[Server],
-        ty: "never",
+        ty: "string",
         default: None,
-        effect: Effect::Refused("Redis Sentinel (name) is not supported"),
-        note: "",
+        effect: Effect::Applied(Apply::Shape),
+        note: "the master group's name, as the sentinels monitor it (required with `sentinels`)",
     },
     Opt {
         name: "role",
         places: &[Server],
-        ty: "never",
+        ty: "'master' | 'slave'",
+        default: Some("'master'"),
+        effect: Effect::Applied(Apply::Shape),
+        note: "connect to the master, or to a replica that is up",
+    },
+    Opt {
+        name: "sentinelUsername",
+        places: &[Server],
+        ty: "string",
         default: None,
-        effect: Effect::Refused("Redis Sentinel (role) is not supported"),
-        note: "",
+        effect: Effect::Applied(Apply::Shape),
+        note: "ACL user of the sentinels",
     },
     Opt {
         name: "sentinelPassword",
         places: &[Server],
+        ty: "string",
+        default: None,
+        effect: Effect::Applied(Apply::Shape),
+        note: "password of the sentinels (`password` is the data nodes')",
+    },
+    Opt {
+        name: "sentinelTLS",
+        places: &[Server],
+        ty: "boolean | RedisTlsOptions",
+        default: None,
+        effect: Effect::Applied(Apply::Shape),
+        note: "TLS to the sentinels",
+    },
+    Opt {
+        name: "enableTLSForSentinelMode",
+        places: &[Server],
+        ty: "boolean",
+        default: Some("false"),
+        effect: Effect::Applied(Apply::Shape),
+        note: "use `tls` for the master and replicas too (else `tls` is not used with `sentinels`)",
+    },
+    Opt {
+        name: "sentinelCommandTimeout",
+        places: &[Server],
+        ty: "number",
+        default: None,
+        effect: Effect::Applied(Apply::Shape),
+        note: "how long a sentinel may take to answer, in ms (without it, `connectTimeout`)",
+    },
+    Opt {
+        name: "updateSentinels",
+        places: &[Server],
+        ty: "boolean",
+        default: Some("true"),
+        effect: Effect::Applied(Apply::Shape),
+        note: "add the sentinels a sentinel names to those asked",
+    },
+    Opt {
+        name: "preferredSlaves",
+        places: &[Server],
+        ty: "Array<{ ip: string; port: string | number; prio?: number }> | { ip: string; port: string | number; prio?: number }",
+        default: None,
+        effect: Effect::Applied(Apply::Shape),
+        note: "with `role: 'slave'`: the replicas to take first, lowest `prio` first (else a random one that is up)",
+    },
+    Opt {
+        name: "sentinelRetryStrategy",
+        places: &[Server],
         ty: "never",
         default: None,
-        effect: Effect::Refused("Redis Sentinel is not supported"),
+        effect: Effect::Refused("not supported yet: when no sentinel answers, the attempt fails and `retryStrategy` gives the next"),
+        note: "",
+    },
+    Opt {
+        name: "sentinelReconnectStrategy",
+        places: &[Server],
+        ty: "never",
+        default: None,
+        effect: Effect::Refused("not supported yet (it paces failoverDetector's sentinel connections)"),
+        note: "",
+    },
+    Opt {
+        name: "failoverDetector",
+        places: &[Server],
+        ty: "never",
+        default: None,
+        effect: Effect::Refused("not supported yet: a failover is followed when the old master closes the connection or fails, as ioredis does without it"),
+        note: "",
+    },
+    Opt {
+        name: "sentinelMaxConnections",
+        places: &[Server],
+        ty: "number",
+        default: Some("10"),
+        effect: Effect::NoOp("it limits failoverDetector's sentinel connections, and failoverDetector is not supported yet"),
         note: "",
     },
     Opt {
@@ -656,11 +737,11 @@ pub static OPTIONS: &[Opt] = &[
     },
     Opt {
         name: "natMap",
-        places: &[Cluster],
+        places: &[Cluster, Server],
         ty: "Record<string, { host: string; port: number }>",
         default: None,
         effect: cluster!(|c, r, k| c.nat_map = super::parse::nat_map(r, k)?),
-        note: "announced `\"host:port\"` -> the address to connect to",
+        note: "announced `\"host:port\"` -> the address to connect to (a cluster's nodes, or the servers the sentinels name)",
     },
     Opt {
         name: "maxRedirections",
@@ -1003,7 +1084,10 @@ mod tests {
         assert_eq!(url["name"], "url");
         assert_eq!(url["places"], serde_json::json!(["server", "lock node"]));
         assert_eq!(url["effect"], "applied");
-        let refused = rows.iter().find(|r| r["name"] == "sentinels").unwrap();
+        let refused = rows
+            .iter()
+            .find(|r| r["name"] == "failoverDetector")
+            .unwrap();
         assert_eq!(refused["effect"], "refused");
         assert!(!refused["why"].as_str().unwrap().is_empty());
         assert!(rows.iter().all(|r| !r["type"].as_str().unwrap().is_empty()));

@@ -100,6 +100,8 @@ enum Target {
     Single {
         client: redis::Client,
         async_config: AsyncConnectionConfig,
+        /// With Sentinel: the server is the one the sentinels name at each attempt.
+        sentinel: Option<Arc<crate::sentinel::Sentinels>>,
     },
     Cluster(ClusterTarget),
 }
@@ -316,10 +318,20 @@ impl Connection {
         runtime: Handle,
         host: Arc<dyn Host>,
     ) -> Result<Self> {
-        let addr = config.addr.to_string();
+        let sentinel = config.sentinel.as_ref().map(|s| {
+            Arc::new(crate::sentinel::Sentinels::new(
+                (**s).clone(),
+                config.connect_timeout,
+            ))
+        });
+        let addr = match &sentinel {
+            Some(s) => s.label(),
+            None => config.addr.to_string(),
+        };
         let target = Target::Single {
             client: crate::settings::build_client(&config)?,
             async_config: open::async_config(&config),
+            sentinel,
         };
         let twin: Twin = {
             let (config, retry, runtime, host) =
@@ -513,7 +525,21 @@ impl Connection {
                     port: *port,
                 })
                 .collect(),
-            Target::Single { .. } => vec![self.inner.config.addr.clone()],
+            Target::Single { .. } => vec![self.server_addr()],
+        }
+    }
+
+    /// The server of a connection to one server: its address, or with Sentinel the one the
+    /// sentinels named last.
+    fn server_addr(&self) -> Addr {
+        match &self.inner.target {
+            Target::Single {
+                sentinel: Some(s), ..
+            } => s.current().map_or_else(
+                || self.inner.config.addr.clone(),
+                |(host, port)| Addr::Tcp { host, port },
+            ),
+            _ => self.inner.config.addr.clone(),
         }
     }
 
@@ -531,8 +557,8 @@ impl Connection {
     /// The connection's errors.
     pub async fn masters(&self) -> Result<Vec<(String, u16)>> {
         let Target::Cluster(target) = &self.inner.target else {
-            return Ok(match &self.inner.config.addr {
-                Addr::Tcp { host, port } => vec![(host.clone(), *port)],
+            return Ok(match self.server_addr() {
+                Addr::Tcp { host, port } => vec![(host, port)],
                 Addr::Unix(_) => vec![(String::new(), 0)],
             });
         };
@@ -593,7 +619,7 @@ impl Connection {
     /// hears every publish), with the same settings.
     pub fn subscriber_clients(&self) -> Vec<redis::Client> {
         let addrs: Vec<Addr> = match &self.inner.target {
-            Target::Single { .. } => vec![self.inner.config.addr.clone()],
+            Target::Single { .. } => vec![self.server_addr()],
             Target::Cluster(c) => {
                 let known: Vec<(String, u16)> =
                     c.topology().into_iter().map(|n| (n.host, n.port)).collect();

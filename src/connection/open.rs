@@ -29,14 +29,66 @@ pub(super) async fn connect(
     inner: &Inner,
     on_lost: impl FnOnce() + Send + 'static,
 ) -> std::result::Result<Link, Failed> {
+    // With Sentinel, where the server is: asked before the attempt, each sentinel within its
+    // own bounds (see `crate::sentinel`).
+    let resolved = match &inner.target {
+        Target::Single {
+            sentinel: Some(sentinels),
+            ..
+        } => match sentinels.resolve().await {
+            Ok((host, port)) => Some(ConnectionConfig {
+                addr: Addr::Tcp { host, port },
+                ..inner.config.clone()
+            }),
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    reached: false,
+                })
+            }
+        },
+        _ => None,
+    };
     let reached = AtomicBool::new(false);
+    // The server is not in the role asked for (a failover under way): try again later.
+    let wrong_role = AtomicBool::new(false);
     let attempt = async {
-        let link = match &inner.target {
-            Target::Single {
-                client,
-                async_config,
-            } => open(inner, client, async_config, &reached, on_lost).await?,
-            Target::Cluster(target) => {
+        let link = match (&inner.target, &resolved) {
+            (Target::Single { sentinel, .. }, Some(config)) => {
+                let client = crate::settings::build_client(config)?;
+                let link = open(
+                    inner,
+                    config,
+                    &client,
+                    &async_config(config),
+                    &reached,
+                    on_lost,
+                )
+                .await?;
+                if let Some(sentinels) = sentinel {
+                    check_role(inner, &link, config, sentinels.role(), &wrong_role).await?;
+                }
+                link
+            }
+            (
+                Target::Single {
+                    client,
+                    async_config,
+                    ..
+                },
+                None,
+            ) => {
+                open(
+                    inner,
+                    &inner.config,
+                    client,
+                    async_config,
+                    &reached,
+                    on_lost,
+                )
+                .await?
+            }
+            (Target::Cluster(target), _) => {
                 let conn = target.connect(&inner.addr).await?;
                 inner.tell_node_changes();
                 let backend = Backend::Cluster {
@@ -120,8 +172,47 @@ pub(super) async fn connect(
     };
     outcome.map_err(|error| Failed {
         error,
-        reached: reached.load(Ordering::Relaxed),
+        reached: reached.load(Ordering::Relaxed) && !wrong_role.load(Ordering::Relaxed),
     })
+}
+
+/// With Sentinel: the server must be in the role asked for (`ROLE`), as ioredis checks it
+/// before it is ready; a server that is not (demoted, or not yet promoted) fails the attempt.
+async fn check_role(
+    inner: &Inner,
+    link: &Link,
+    config: &ConnectionConfig,
+    wanted: crate::config::SentinelRole,
+    wrong_role: &AtomicBool,
+) -> Result<()> {
+    let reply = link.send_now(crate::resp::encode(&[b"role"])).await;
+    let role = match reply {
+        Ok(Value::ServerError(err)) => {
+            link.close();
+            return Err(Error::from_redis(&err.into(), &inner.addr));
+        }
+        Err(err) => {
+            link.close();
+            return Err(Error::from_redis(&err, &inner.addr));
+        }
+        Ok(value) => crate::sentinel::role_of(&value).unwrap_or_default(),
+    };
+    let want = match wanted {
+        crate::config::SentinelRole::Master => "master",
+        crate::config::SentinelRole::Replica => "slave",
+    };
+    if role == want {
+        return Ok(());
+    }
+    link.close();
+    wrong_role.store(true, Ordering::Relaxed);
+    Err(Error::new(
+        ErrorKind::Connection,
+        format!(
+            "{}: the sentinels named {} as the {want}, but it says it is a {role} (a failover may be under way)",
+            inner.addr, config.addr
+        ),
+    ))
 }
 
 /// Opens a link to one server (TCP or unix socket, TLS, AUTH, SELECT). Plain TCP and unix
@@ -130,15 +221,16 @@ pub(super) async fn connect(
 /// socket, and a lost server is noticed by the next command.
 async fn open(
     inner: &Inner,
+    config: &ConnectionConfig,
     client: &redis::Client,
     async_config: &AsyncConnectionConfig,
     reached: &AtomicBool,
     on_lost: impl FnOnce() + Send + 'static,
 ) -> Result<Link> {
     let io_error = |e: std::io::Error| Error::from_redis(&redis::RedisError::from(e), &inner.addr);
-    let io = match (&inner.config.addr, &inner.config.tls) {
+    let io = match (&config.addr, &config.tls) {
         (Addr::Tcp { host, port }, None) => {
-            Io::Tcp(tcp(&inner.config, host, *port).await.map_err(io_error)?)
+            Io::Tcp(tcp(config, host, *port).await.map_err(io_error)?)
         }
         #[cfg(unix)]
         (Addr::Unix(path), _) => Io::Unix(
@@ -161,7 +253,7 @@ async fn open(
         driver.await;
         on_lost();
     });
-    if let Err(err) = handshake(&inner.config, &inner.addr, &pipe).await {
+    if let Err(err) = handshake(config, &inner.addr, &pipe).await {
         pipe.close();
         return Err(err);
     }
@@ -169,7 +261,7 @@ async fn open(
 }
 
 /// A TCP socket to `host:port` with the socket options of `config` (`noDelay`, `keepAlive`).
-pub(super) async fn tcp(
+pub(crate) async fn tcp(
     config: &ConnectionConfig,
     host: &str,
     port: u16,
@@ -186,7 +278,7 @@ pub(super) async fn tcp(
 /// AUTH and SELECT on a new pipe, as configured. The handshake's command names are in lower
 /// case, as ioredis sends them (Redis takes either; servers that stand in for Redis in tests,
 /// ioredis's own among them, may compare them as sent).
-pub(super) async fn handshake(config: &ConnectionConfig, addr: &str, pipe: &Pipe) -> Result<()> {
+pub(crate) async fn handshake(config: &ConnectionConfig, addr: &str, pipe: &Pipe) -> Result<()> {
     let send = |cmd: Vec<u8>| async move {
         match pipe.send(cmd).await {
             Ok(Value::ServerError(err)) => Err(redis::RedisError::from(err)),

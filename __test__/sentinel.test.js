@@ -1,0 +1,151 @@
+'use strict';
+
+// Redis Sentinel (issue 12, item 2): the adapter and RedisClient find the master through the
+// sentinels, follow a failover (SENTINEL FAILOVER, and SIGKILL of the master) under traffic with
+// every call settled, call order kept and writes on the new master, read from a replica with
+// `role: 'slave'`, and fail clearly for a wrong group name and for sentinels that are all down.
+// A real topology: 1 master + 2 replicas + 3 sentinels (quorum 2), passwords on both.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const RedisStorageAdapter = require('..');
+const { RedisClient } = RedisStorageAdapter;
+const { startSentinel, freePort } = require('./servers');
+const { closeAll, rejectsWithCode, within } = require('./helpers');
+
+const PASSWORD = 'data-secret-pw';
+const SENTINEL_PASSWORD = 'sentinel-secret-pw';
+const CODES = ['ERR_CONNECTION', 'ERR_TIMEOUT', 'ERR_REPLY', 'ERR_CLOSED'];
+
+describe('Redis Sentinel', () => {
+  let topo;
+  const registry = [];
+  const options = (extra = {}) => ({
+    sentinels: topo.sentinelNodes,
+    name: topo.name,
+    password: PASSWORD,
+    sentinelPassword: SENTINEL_PASSWORD,
+    ...extra,
+  });
+  before(async () => {
+    topo = await startSentinel({ password: PASSWORD, sentinelPassword: SENTINEL_PASSWORD });
+  });
+  after(async () => {
+    await closeAll(registry);
+    await topo.stop();
+  });
+
+  it('the adapter and its client reach the master the sentinels name; locks work on it', async () => {
+    const adapter = new RedisStorageAdapter(options());
+    registry.push(adapter);
+    await adapter.set('s:k', { v: 1 });
+    assert.deepEqual(await adapter.get('s:k'), { v: 1 });
+    const master = await topo.masterAddress();
+    assert.equal(await adapter.client.call('role').then((r) => r[0]), 'master');
+    const port = await adapter.client.config('GET', 'port').then((r) => Number(r[1]));
+    assert.equal(port, master.port);
+    await adapter.locker.lock('s:resource');
+    await adapter.locker.unlock('s:resource');
+  });
+
+  it("role 'slave' reads from a replica", async () => {
+    const client = new RedisClient(options({ role: 'slave' }));
+    // After the failovers below, a replica the sentinels name may be a master for a moment.
+    client.on('error', () => {});
+    registry.push(client);
+    const role = await client.call('role');
+    assert.equal(role[0], 'slave');
+    const replicaPorts = topo.replicas.map((r) => r.port).concat(topo.master.port);
+    const port = await client.config('GET', 'port').then((r) => Number(r[1]));
+    assert.ok(replicaPorts.includes(port));
+    assert.notEqual(port, (await topo.masterAddress()).port);
+  });
+
+  /**
+   * RPUSHes 0, 1, 2... one after another with bursts beside them until `fault()` resolved and a
+   * push succeeded on the new master; every call settles, failures carry codes, and the list
+   * on the new master is in call order.
+   */
+  async function underTraffic(fault) {
+    const client = new RedisClient(options({ commandTimeout: 2000 }));
+    client.on('error', () => {});
+    registry.push(client);
+    const key = `s:list:${Date.now()}`;
+    await client.del(key);
+    let i = 0;
+    let stop = false;
+    const settled = [];
+    const codes = new Map();
+    const push = async () => {
+      const n = i++;
+      try {
+        await client.rpush(key, String(n));
+        settled.push(n);
+      } catch (err) {
+        assert.ok(CODES.includes(err.code), `a failure without a known code: ${err.code} ${err.message}`);
+        assert.ok(!String(err.message).includes(PASSWORD) && !String(err.message).includes(SENTINEL_PASSWORD));
+        codes.set(err.code, (codes.get(err.code) || 0) + 1);
+      }
+    };
+    const lanes = Array.from({ length: 4 }, async () => {
+      while (!stop) await push();
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const before = await topo.masterAddress();
+    const after = await fault(before);
+    const newMaster = topo.serverAt(after);
+    // Writes land on the new master through the same client (once the sentinels demoted the
+    // old master and closed its connections, or the client's socket to it failed).
+    await within(60000, (async () => {
+      for (;;) {
+        const count = settled.length;
+        await push();
+        const list = await newMaster.command('LRANGE', key, '-1', '-1');
+        if (settled.length > count && list.map(Number).includes(settled[settled.length - 1])) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })(), 'a write on the new master');
+    stop = true;
+    await within(10000, Promise.all(lanes), 'every call settles');
+    const list = (await newMaster.command('LRANGE', key, '0', '-1')).map(Number);
+    for (let j = 1; j < list.length; j++) {
+      assert.ok(list[j] > list[j - 1], `call order: ${list[j - 1]} before ${list[j]} in ${list.slice(Math.max(0, j - 5), j + 5)}`);
+    }
+    assert.equal(await client.call('role').then((r) => r[0]), 'master');
+    return { settled: settled.length, codes: Object.fromEntries(codes) };
+  }
+
+  it('follows SENTINEL FAILOVER under traffic', { timeout: 90000 }, async () => {
+    const outcome = await underTraffic(() => topo.failover());
+    console.log(`# sentinel failover: ${JSON.stringify(outcome)}`);
+    await topo.waitReplicas();
+  });
+
+  it('follows a SIGKILL of the master under traffic', { timeout: 90000 }, async () => {
+    const outcome = await underTraffic(async (before) => {
+      await topo.serverAt(before).kill('SIGKILL');
+      return topo.waitMaster((a) => a.port !== before.port, 60000);
+    });
+    console.log(`# sentinel SIGKILL: ${JSON.stringify(outcome)}`);
+  });
+
+  it('a wrong group name fails clearly, within bounds, with no password in it', async () => {
+    const client = new RedisClient(options({ name: 'no-such-group', maxRetriesPerRequest: 1 }));
+    client.on('error', () => {});
+    registry.push(client);
+    await within(20000, rejectsWithCode(client.get('k'), 'ERR_CONNECTION', { mentions: ['no-such-group'], secrets: [PASSWORD, SENTINEL_PASSWORD] }));
+  });
+
+  it('sentinels that are all down fail clearly, within bounds', async () => {
+    const dead = [{ host: '127.0.0.1', port: await freePort() }, { host: '127.0.0.1', port: await freePort() }];
+    const client = new RedisClient(options({ sentinels: dead, maxRetriesPerRequest: 1 }));
+    client.on('error', () => {});
+    registry.push(client);
+    await within(20000, rejectsWithCode(client.get('k'), 'ERR_CONNECTION', { mentions: ['sentinels'], secrets: [PASSWORD, SENTINEL_PASSWORD] }));
+  });
+
+  it('options: a missing name and a wrong role are refused at construction', () => {
+    assert.throws(() => new RedisClient({ sentinels: topo.sentinelNodes }), (e) => e.code === 'ERR_INVALID_OPTION' && /`name`/.test(e.message));
+    assert.throws(() => new RedisClient(options({ role: 'primary' })), (e) => e.code === 'ERR_INVALID_OPTION' && /`role`/.test(e.message));
+  });
+});
