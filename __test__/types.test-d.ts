@@ -121,8 +121,11 @@ new RedisStorageAdapter({ hots: 'localhost' });
 new RedisStorageAdapter({ host: 'localhost', prot: 6379 });
 // @ts-expect-error db is a number
 new RedisStorageAdapter({ db: '0' });
-// @ts-expect-error Sentinel is refused
-new RedisStorageAdapter({ sentinels: [{ host: 'localhost', port: 26379 }], name: 'mymaster' });
+new RedisStorageAdapter({ sentinels: [{ host: 'localhost', port: 26379 }], name: 'mymaster', sentinelPassword: 'pw', role: 'slave' });
+// @ts-expect-error role is 'master' or 'slave'
+new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', role: 'primary' });
+// @ts-expect-error failoverDetector is not supported yet
+new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', failoverDetector: true });
 // @ts-expect-error socketTimeout is a number of milliseconds
 new RedisStorageAdapter({ socketTimeout: '1000' });
 new RedisStorageAdapter({ socketTimeout: 1000, reconnectOnError: (err) => err.message.startsWith('READONLY') });
