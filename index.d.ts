@@ -233,7 +233,7 @@ declare namespace RedisStorageAdapter {
    * `disconnectTimeout`, `maxLoadingRetryTime`, `offlineQueue`.
    *
    * Refused with `ERR_INVALID_OPTION` (typed `never`): `sentinelRetryStrategy`,
-   * `sentinelReconnectStrategy`, `failoverDetector`, `Connector`, `scripts` (taken by
+   * `sentinelReconnectStrategy`, `Connector`, `scripts` (taken by
    * `new RedisClient` only), `monitor`, `readOnly`; and any key not listed here. The README's option tables list them all.
    */
   interface RedisClientOptions {
@@ -288,8 +288,15 @@ declare namespace RedisStorageAdapter {
       | Array<{ ip: string; port: string | number; prio?: number }>
       | { ip: string; port: string | number; prio?: number };
     /**
-     * No effect: it limits `failoverDetector`'s sentinel connections, and `failoverDetector`
-     * is not supported yet.
+     * With `sentinels`: listen for `+switch-master` on the sentinels and reconnect as soon as
+     * the group fails over. Without it, a failover is followed when the old master closes the
+     * connection (the sentinels demote it some seconds later) or fails; writes in between go
+     * to the old master, as with ioredis.
+     * @default false
+     */
+    failoverDetector?: boolean;
+    /**
+     * With `failoverDetector`: how many sentinels it listens to.
      * @default 10
      */
     sentinelMaxConnections?: number;
@@ -457,17 +464,11 @@ declare namespace RedisStorageAdapter {
      */
     sentinelRetryStrategy?: never;
     /**
-     * Not supported yet (it paces `failoverDetector`'s sentinel connections). Throws
-     * `ERR_INVALID_OPTION`.
+     * Not supported yet: `failoverDetector`'s connection to a sentinel is made again a minute
+     * after it is lost (ioredis's default). Throws `ERR_INVALID_OPTION`.
      * @default undefined
      */
     sentinelReconnectStrategy?: never;
-    /**
-     * Not supported yet: a failover is followed when the old master closes the connection or
-     * fails, as ioredis does without it. Throws `ERR_INVALID_OPTION`.
-     * @default undefined
-     */
-    failoverDetector?: never;
     /**
      * Not supported: custom connectors. Throws `ERR_INVALID_OPTION`.
      * @default undefined

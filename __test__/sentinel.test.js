@@ -61,6 +61,28 @@ describe('Redis Sentinel', () => {
     assert.notEqual(port, (await topo.masterAddress()).port);
   });
 
+  it('failoverDetector: on +switch-master the client moves to the new master at once', { timeout: 90000 }, async () => {
+    const client = new RedisClient(options({ failoverDetector: true }));
+    client.on('error', () => {});
+    registry.push(client);
+    const portOf = () => client.config('GET', 'port').then((r) => Number(r[1]));
+    const before = await topo.masterAddress();
+    assert.equal(await portOf(), before.port);
+    // Let the detector subscribe before the failover.
+    await new Promise((r) => setTimeout(r, 500));
+    const after = await topo.failover();
+    // The sentinels demote the old master (and close its clients) only seconds later: a client
+    // without the detector would still be there.
+    const moved = Date.now();
+    await within(4000, (async () => {
+      while ((await portOf().catch(() => 0)) !== after.port) await new Promise((r) => setTimeout(r, 20));
+    })(), 'the move to the new master');
+    const oldRole = await topo.serverAt(before).command('ROLE');
+    console.log(`# failoverDetector: on the new master ${Date.now() - moved} ms after the failover was seen; the old one says ${oldRole[0]}`);
+    assert.equal(await client.call('role').then((r) => r[0]), 'master');
+    await topo.waitReplicas();
+  });
+
   /**
    * RPUSHes 0, 1, 2... one after another with bursts beside them until `fault()` resolved and a
    * push succeeded on the new master; every call settles, failures carry codes, and the list

@@ -124,8 +124,9 @@ new RedisStorageAdapter({ db: '0' });
 new RedisStorageAdapter({ sentinels: [{ host: 'localhost', port: 26379 }], name: 'mymaster', sentinelPassword: 'pw', role: 'slave' });
 // @ts-expect-error role is 'master' or 'slave'
 new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', role: 'primary' });
-// @ts-expect-error failoverDetector is not supported yet
 new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', failoverDetector: true });
+// @ts-expect-error sentinelRetryStrategy is not supported yet
+new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', sentinelRetryStrategy: () => 10 });
 // @ts-expect-error socketTimeout is a number of milliseconds
 new RedisStorageAdapter({ socketTimeout: '1000' });
 new RedisStorageAdapter({ socketTimeout: 1000, reconnectOnError: (err) => err.message.startsWith('READONLY') });

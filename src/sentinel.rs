@@ -8,6 +8,10 @@
 //! `ROLE`. A failover is followed by the next attempt: the sentinels close the old master's
 //! client connections when they demote it, and a master that died fails its socket.
 //!
+//! With `failoverDetector`, [`Sentinels::switch_master`] listens for `+switch-master` on up to
+//! `sentinelMaxConnections` sentinels, so that the connection reconnects as soon as the group
+//! fails over, before the old master is demoted.
+//!
 //! The sentinels are asked on a socket of our own (plain TCP) or through redis-rs (TLS), each
 //! ask bounded by `connectTimeout` to connect and `sentinelCommandTimeout` (else
 //! `connectTimeout`) for its replies, so that a sentinel that does not answer costs one bound
@@ -61,6 +65,81 @@ impl Sentinels {
             .map(|(h, p)| format!("{h}:{p}"))
             .collect();
         format!("sentinel group {} ({})", self.config.name, list.join(","))
+    }
+
+    /// True with `failoverDetector`.
+    pub fn detects_failovers(&self) -> bool {
+        self.config.failover_detector
+    }
+
+    /// Resolves when a sentinel announces that the group failed over (`+switch-master`), as
+    /// ioredis's `FailoverDetector` hears it: listening to the first `sentinelMaxConnections`
+    /// sentinels; one that cannot be reached, or whose connection is lost, is tried again a
+    /// minute later (ioredis's `sentinelReconnectStrategy`).
+    pub async fn switch_master(&self) {
+        let list: Vec<(String, u16)> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .take(self.config.max_connections.max(1))
+            .cloned()
+            .collect();
+        let listeners = list.iter().map(|(host, port)| {
+            Box::pin(async move {
+                loop {
+                    if self.listen(host, *port).await.is_ok() {
+                        return;
+                    }
+                    tokio::time::sleep(SENTINEL_RECONNECT).await;
+                }
+            })
+        });
+        futures_util::future::select_all(listeners).await;
+    }
+
+    /// Subscribes to `+switch-master` on one sentinel; `Ok` once it announced this group's.
+    async fn listen(&self, host: &str, port: u16) -> Result<()> {
+        use futures_util::StreamExt;
+        let label = format!("sentinel {host}:{port}");
+        let client = crate::settings::build_client(&self.settings(host, port))?;
+        let bound = self.connect_timeout.unwrap_or(Duration::from_secs(10));
+        let mut pubsub = tokio::time::timeout(bound, client.get_async_pubsub())
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout, format!("connecting to {label}")))?
+            .map_err(|e| Error::from_redis(&e, &label))?;
+        tokio::time::timeout(bound, pubsub.subscribe("+switch-master"))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout, format!("subscribing on {label}")))?
+            .map_err(|e| Error::from_redis(&e, &label))?;
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            // "<name> <old ip> <old port> <new ip> <new port>"
+            let payload: String = msg.get_payload().unwrap_or_default();
+            if payload.split(' ').next() == Some(self.config.name.as_str()) {
+                return Ok(());
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Connection,
+            format!("{label} closed the connection"),
+        ))
+    }
+
+    /// Connection settings for the sentinel at `host:port`.
+    fn settings(&self, host: &str, port: u16) -> ConnectionConfig {
+        ConnectionConfig {
+            addr: Addr::Tcp {
+                host: host.to_owned(),
+                port,
+            },
+            tls: self.config.tls.clone(),
+            username: self.config.username.clone(),
+            password: self.config.password.clone(),
+            connect_timeout: self.connect_timeout,
+            client_info: None,
+            ..ConnectionConfig::default()
+        }
     }
 
     /// The role the connection wants.
@@ -159,18 +238,7 @@ impl Sentinels {
         port: u16,
     ) -> Result<(Option<(String, u16)>, Vec<(String, u16)>)> {
         let label = format!("sentinel {host}:{port}");
-        let settings = ConnectionConfig {
-            addr: Addr::Tcp {
-                host: host.to_owned(),
-                port,
-            },
-            tls: self.config.tls.clone(),
-            username: self.config.username.clone(),
-            password: self.config.password.clone(),
-            connect_timeout: self.connect_timeout,
-            client_info: None,
-            ..ConnectionConfig::default()
-        };
+        let settings = self.settings(host, port);
         let session = tokio::time::timeout(
             self.connect_timeout.unwrap_or(Duration::from_secs(10)),
             Session::open(&settings, &label),
@@ -256,6 +324,9 @@ impl Sentinels {
         up.into_iter().nth(pick)
     }
 }
+
+/// How long `failoverDetector` waits before it listens again to a sentinel it lost.
+const SENTINEL_RECONNECT: Duration = Duration::from_secs(60);
 
 /// A short-lived connection to a sentinel.
 enum Session {

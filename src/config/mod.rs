@@ -149,6 +149,10 @@ pub struct SentinelConfig {
     pub update_sentinels: bool,
     /// `preferredSlaves` (array or object form): host, port, priority (lowest first).
     pub preferred_replicas: Vec<(String, u16, i64)>,
+    /// `failoverDetector`: follow a failover as soon as a sentinel announces it. Default false.
+    pub failover_detector: bool,
+    /// `sentinelMaxConnections`: how many sentinels `failoverDetector` listens to. Default 10.
+    pub max_connections: usize,
 }
 
 /// The library name `CLIENT SETINFO` gives (ioredis gives `ioredis`).
@@ -394,8 +398,12 @@ mod tests {
             ),
             (r#"{"sentinels":[5],"name":"g"}"#, "sentinels[0]"),
             (
-                r#"{"sentinels":[{"port":1}],"name":"g","failoverDetector":true}"#,
+                r#"{"sentinels":[{"port":1}],"name":"g","failoverDetector":1}"#,
                 "failoverDetector",
+            ),
+            (
+                r#"{"sentinels":[{"port":1}],"name":"g","sentinelRetryStrategy":{"$fn":true}}"#,
+                "sentinelRetryStrategy",
             ),
         ] {
             let e = parse(json).unwrap_err();

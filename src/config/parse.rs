@@ -280,6 +280,10 @@ fn sentinel_config(r: &Reader<'_>) -> Result<SentinelConfig> {
         nat_map: nat_map(r, "natMap")?,
         update_sentinels: r.bool("updateSentinels")?.unwrap_or(true),
         preferred_replicas,
+        failover_detector: r.bool("failoverDetector")?.unwrap_or(false),
+        max_connections: r
+            .integer("sentinelMaxConnections", 1, 1000)?
+            .map_or(10, |n| n as usize),
     })
 }
 

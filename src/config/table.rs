@@ -655,24 +655,24 @@ pub static OPTIONS: &[Opt] = &[
         places: &[Server],
         ty: "never",
         default: None,
-        effect: Effect::Refused("not supported yet (it paces failoverDetector's sentinel connections)"),
+        effect: Effect::Refused("not supported yet: failoverDetector's connection to a sentinel is made again a minute after it is lost (ioredis's default)"),
         note: "",
     },
     Opt {
         name: "failoverDetector",
         places: &[Server],
-        ty: "never",
-        default: None,
-        effect: Effect::Refused("not supported yet: a failover is followed when the old master closes the connection or fails, as ioredis does without it"),
-        note: "",
+        ty: "boolean",
+        default: Some("false"),
+        effect: Effect::Applied(Apply::Shape),
+        note: "listen for `+switch-master` on the sentinels and reconnect at once when the group fails over (else on the old master's disconnection or failure)",
     },
     Opt {
         name: "sentinelMaxConnections",
         places: &[Server],
         ty: "number",
         default: Some("10"),
-        effect: Effect::NoOp("it limits failoverDetector's sentinel connections, and failoverDetector is not supported yet"),
-        note: "",
+        effect: Effect::Applied(Apply::Shape),
+        note: "how many sentinels `failoverDetector` listens to",
     },
     Opt {
         name: "Connector",
@@ -1086,7 +1086,7 @@ mod tests {
         assert_eq!(url["effect"], "applied");
         let refused = rows
             .iter()
-            .find(|r| r["name"] == "failoverDetector")
+            .find(|r| r["name"] == "sentinelRetryStrategy")
             .unwrap();
         assert_eq!(refused["effect"], "refused");
         assert!(!refused["why"].as_str().unwrap().is_empty());

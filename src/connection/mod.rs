@@ -1571,6 +1571,18 @@ async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
         match attempt {
             Ok(link) => {
                 install(&inner, link, generation).await;
+                if let Target::Single {
+                    sentinel: Some(sentinels),
+                    ..
+                } = &inner.target
+                {
+                    if sentinels.detects_failovers() {
+                        let (weak, sentinels) = (weak.clone(), sentinels.clone());
+                        inner
+                            .runtime
+                            .spawn(detect_failover(weak, generation, sentinels));
+                    }
+                }
                 return;
             }
             Err(failed) => attempt_failed(&inner, failed),
@@ -1579,6 +1591,27 @@ async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
         if !backoff(&weak, &mut times).await {
             return;
         }
+    }
+}
+
+/// `failoverDetector`: while the link of `generation` is live, a sentinel's `+switch-master`
+/// for the group gives it up, and the next attempt asks the sentinels again.
+async fn detect_failover(
+    weak: Weak<Inner>,
+    generation: u64,
+    sentinels: Arc<crate::sentinel::Sentinels>,
+) {
+    let Some(mut status) = weak.upgrade().map(|inner| inner.status.subscribe()) else {
+        return;
+    };
+    let live = |s: &Status| *s != Status::Ready;
+    tokio::select! {
+        () = sentinels.switch_master() => {
+            if let Some(inner) = weak.upgrade() {
+                Connection { inner }.connection_lost(generation);
+            }
+        }
+        _ = status.wait_for(live) => {}
     }
 }
 
