@@ -8,7 +8,7 @@ const Redis = require('ioredis');
 // Loading ./servers registers a root after-hook under node:test: load it here, at the top level
 // of the test file (a hook registered later, from inside a test, would run too early). Fixtures
 // (child processes) must therefore not load this file.
-const { startRedis, startCluster } = require('./servers');
+const { startRedis, startCluster, startSentinel } = require('./servers');
 
 /** Every code the product may put on an error. */
 const ERROR_CODES = new Set([
@@ -517,6 +517,33 @@ function connectionMatrix() {
       options: (target) => ({ host: target.host, port: target.tlsPort, tls: { ca: target.tls.ca } }),
     },
     { ...cluster, name: 'cluster', options: (target) => cluster.adapterOptions(target) },
+    {
+      // Redis Sentinel: 1 master + 2 replicas + 3 sentinels, passwords on both. (No failover
+      // here: a sentinel failover loses the writes the old master takes until it is demoted,
+      // which no model of call order can tell from a client's fault; tests/sentinel.rs and
+      // sentinel.test.js check order on the new master instead.)
+      ...standalone,
+      name: 'Sentinel',
+      start: () => startSentinel({ password: 'order-data-pw', sentinelPassword: 'order-sentinel-pw' }),
+      options: (target) => ({
+        sentinels: target.sentinelNodes,
+        name: target.name,
+        password: target.password,
+        sentinelPassword: target.sentinelPassword,
+      }),
+      observer: (target, registry) => {
+        const client = new Redis({
+          sentinels: target.sentinelNodes,
+          name: target.name,
+          password: target.password,
+          sentinelPassword: target.sentinelPassword,
+          maxRetriesPerRequest: 1,
+        });
+        client.on('error', () => {});
+        registry.push(client);
+        return client;
+      },
+    },
     {
       ...cluster,
       name: 'cluster failover',
