@@ -12,7 +12,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** The storage half of the adapter; the JavaScript face adds JSON and argument checks. */
 export declare class NativeAdapter {
   /** Parses the adapter's options (JSON) and connects, or shares `client`'s connection. */
-  constructor(optionsJson: string, client?: NativeClient | undefined | null, retryStrategy?: ((arg: number) => number | null) | undefined | null, dnsLookup?: ((arg: string) => Promise<string>) | undefined | null)
+  constructor(optionsJson: string, client?: NativeClient | undefined | null, retryStrategy?: ((arg: number) => number | null) | undefined | null, dnsLookup?: ((arg: string) => Promise<string>) | undefined | null, sentinelHooks?: ((arg: string) => string | null) | undefined | null)
   /** The effective lock settings, defaults filled in. */
   lockOptions(): LockOptions
   /**
@@ -48,7 +48,7 @@ export declare class NativeClient {
    * Connects with ioredis options given as JSON (see `config`): RedisOptions, or
    * `{ nodes, options }` for a cluster.
    */
-  constructor(optionsJson: string, retryStrategy?: ((arg: number) => number | null) | undefined | null, dnsLookup?: ((arg: string) => Promise<string>) | undefined | null)
+  constructor(optionsJson: string, retryStrategy?: ((arg: number) => number | null) | undefined | null, dnsLookup?: ((arg: string) => Promise<string>) | undefined | null, sentinelHooks?: ((arg: string) => string | null) | undefined | null)
   /**
    * Calls `listener` with each message of the client's subscriptions, on the JavaScript
    * thread, in order (replacing an earlier listener).

@@ -232,9 +232,9 @@ declare namespace RedisStorageAdapter {
    * `enableAutoPipelining`, `autoPipeliningIgnoredPrefixes`, `stringNumbers`,
    * `disconnectTimeout`, `maxLoadingRetryTime`, `offlineQueue`.
    *
-   * Refused with `ERR_INVALID_OPTION` (typed `never`): `sentinelRetryStrategy`,
-   * `sentinelReconnectStrategy`, `Connector`, `scripts` (taken by
-   * `new RedisClient` only), `monitor`, `readOnly`; and any key not listed here. The README's option tables list them all.
+   * Refused with `ERR_INVALID_OPTION` (typed `never`): `Connector`, `scripts` (taken by
+   * `new RedisClient` only), `monitor`, `readOnly`; and any key not listed here. The README's
+   * option tables list them all.
    */
   interface RedisClientOptions {
     /**
@@ -282,11 +282,13 @@ declare namespace RedisStorageAdapter {
     updateSentinels?: boolean;
     /**
      * With `sentinels` and `role: 'slave'`: the replicas to take first, lowest `prio` first;
-     * else a random replica that is up. (A function is not supported.)
+     * or a function that picks one of those that are up (given as `sentinel replicas`
+     * describes them: `ip`, `port`, `flags`, ...); else a random replica that is up.
      */
     preferredSlaves?:
       | Array<{ ip: string; port: string | number; prio?: number }>
-      | { ip: string; port: string | number; prio?: number };
+      | { ip: string; port: string | number; prio?: number }
+      | ((slaves: Array<Record<string, string>>) => { ip: string; port: string | number } | null);
     /**
      * With `sentinels`: listen for `+switch-master` on the sentinels and reconnect as soon as
      * the group fails over. Without it, a failover is followed when the old master closes the
@@ -296,15 +298,28 @@ declare namespace RedisStorageAdapter {
      */
     failoverDetector?: boolean;
     /**
+     * With `sentinels`: the pause in ms before the next connection attempt when no sentinel
+     * gave an address (instead of `retryStrategy`); anything but a number stops reconnecting.
+     * @default times => Math.min(times * 10, 1000)
+     */
+    sentinelRetryStrategy?: (times: number) => number | void | null;
+    /**
+     * With `failoverDetector`: the pause in ms before it listens again to a sentinel whose
+     * connection was lost; anything but a number stops listening to that sentinel.
+     * @default () => 60000
+     */
+    sentinelReconnectStrategy?: (times: number) => number | void | null;
+    /**
      * With `failoverDetector`: how many sentinels it listens to.
      * @default 10
      */
     sentinelMaxConnections?: number;
     /**
-     * With `sentinels`: the address a sentinel gives -> the address to connect to.
+     * With `sentinels`: the address a sentinel gives -> the address to connect to, as a map
+     * or a function of `"host:port"` (null keeps the address).
      * @example natMap: { '10.0.0.1:6379': { host: 'redis-1.example.com', port: 6379 } }
      */
-    natMap?: Record<string, { host: string; port: number }>;
+    natMap?: Record<string, { host: string; port: number }> | ((key: string) => { host: string; port: number } | null);
     /**
      * Server port: a number or a numeric string (`'6379'`), 1 to 65535.
      * @default 6379
@@ -457,18 +472,6 @@ declare namespace RedisStorageAdapter {
 
     // Refused: these throw ERR_INVALID_OPTION.
 
-    /**
-     * Not supported yet: when no sentinel answers, the connection attempt fails and
-     * `retryStrategy` gives the next. Throws `ERR_INVALID_OPTION`.
-     * @default undefined
-     */
-    sentinelRetryStrategy?: never;
-    /**
-     * Not supported yet: `failoverDetector`'s connection to a sentinel is made again a minute
-     * after it is lost (ioredis's default). Throws `ERR_INVALID_OPTION`.
-     * @default undefined
-     */
-    sentinelReconnectStrategy?: never;
     /**
      * Not supported: custom connectors. Throws `ERR_INVALID_OPTION`.
      * @default undefined

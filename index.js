@@ -601,7 +601,7 @@ class RedisClient extends EventEmitter {
     const { opts, scripts } = withoutScripts(normaliseOptions(options));
     this[OPTIONS] = opts;
     this[KEY_PREFIX] = clientKeyPrefixOf(opts);
-    this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)), lookupOf(opts));
+    this[NATIVE] = new NativeClient(optionsJson(opts), guardRetryStrategy(retryStrategyOf(opts)), lookupOf(opts), sentinelHooksOf(opts));
     whereOf(this, this[NATIVE]);
     watchReplyErrors(this, opts.reconnectOnError);
     limitBlocking(this, opts);
@@ -1215,6 +1215,40 @@ function lookupOf(opts) {
     });
 }
 
+/**
+ * The Sentinel options that are functions (sentinelRetryStrategy, sentinelReconnectStrategy,
+ * preferredSlaves, natMap), as one function the core calls with `{ kind, arg }` as JSON and
+ * whose answer it reads as JSON; `undefined` when there are none. An exception is a warning
+ * and counts as no answer (stop retrying; a random replica; the address as given).
+ */
+function sentinelHooksOf(opts) {
+  if (!opts || 'nodes' in opts || !Array.isArray(opts.sentinels)) return undefined;
+  const fns = {
+    retry: opts.sentinelRetryStrategy,
+    reconnect: opts.sentinelReconnectStrategy,
+    pick: opts.preferredSlaves,
+    nat: opts.natMap,
+  };
+  if (!Object.values(fns).some((f) => typeof f === 'function')) return undefined;
+  return function sentinelHook(json) {
+    const { kind, arg } = JSON.parse(json);
+    const fn = fns[kind];
+    if (typeof fn !== 'function') return null;
+    try {
+      const out = fn(arg);
+      if (kind === 'retry' || kind === 'reconnect') return typeof out === 'number' ? JSON.stringify(out) : null;
+      if (!out || typeof out !== 'object') return null;
+      const host = kind === 'pick' ? out.ip : out.host;
+      return JSON.stringify({ host: String(host), port: Number(out.port) });
+    } catch (err) {
+      process.emitWarning(`${kind === 'pick' ? 'preferredSlaves' : kind === 'nat' ? 'natMap' : `sentinel${kind === 'retry' ? 'Retry' : 'Reconnect'}Strategy`} threw: ${err && err.message}`, {
+        code: 'ERR_SENTINEL_HOOK',
+      });
+      return null;
+    }
+  };
+}
+
 /** The function that retries the first connection: retryStrategy, or a cluster's clusterRetryStrategy. */
 function retryStrategyOf(opts) {
   return 'nodes' in opts ? opts.options && opts.options.clusterRetryStrategy : opts.retryStrategy;
@@ -1354,7 +1388,7 @@ class RedisStorageAdapter {
         );
       }
     }
-    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(retryStrategyOf(rest)), lookupOf(rest));
+    this[NATIVE] = new NativeAdapter(optionsJson(rest), shared, guardRetryStrategy(retryStrategyOf(rest)), lookupOf(rest), sentinelHooksOf(rest));
     // set/get/remove as plain functions bound to the native storage (the per-call fast path).
     this[OPS] = this[NATIVE].operations();
     this[LOCK_SETUP] = {

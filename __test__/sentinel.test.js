@@ -166,6 +166,44 @@ describe('Redis Sentinel', () => {
     await within(20000, rejectsWithCode(client.get('k'), 'ERR_CONNECTION', { mentions: ['sentinels'], secrets: [PASSWORD, SENTINEL_PASSWORD] }));
   });
 
+  it('the options that are functions: preferredSlaves, natMap, sentinelRetryStrategy', { timeout: 60000 }, async () => {
+    // preferredSlaves as a function picks among the replicas that are up.
+    let chosen = null;
+    const picky = new RedisClient(options({
+      role: 'slave',
+      preferredSlaves: (slaves) => {
+        assert.ok(slaves.length > 0 && slaves.every((s) => s.ip && s.port && !/s_down|o_down|disconnected/.test(s.flags)));
+        chosen = slaves[slaves.length - 1];
+        return chosen;
+      },
+    }));
+    picky.on('error', () => {});
+    registry.push(picky);
+    assert.equal((await picky.call('role'))[0], 'slave');
+    const port = await picky.config('GET', 'port').then((r) => Number(r[1]));
+    assert.equal(port, Number(chosen.port));
+    // natMap as a function is asked with "host:port" as the sentinel gives it.
+    const asked = [];
+    const mapped = new RedisClient(options({ natMap: (key) => { asked.push(key); return null; } }));
+    registry.push(mapped);
+    await mapped.ping();
+    const master = await topo.masterAddress();
+    assert.ok(asked.includes(`${master.host}:${master.port}`), `natMap saw ${asked}`);
+    // sentinelRetryStrategy paces the attempts in which no sentinel answered; null gives up.
+    const times = [];
+    const dead = [{ host: '127.0.0.1', port: await freePort() }];
+    const giving = new RedisClient(options({
+      sentinels: dead,
+      maxRetriesPerRequest: null,
+      sentinelRetryStrategy: (n) => { times.push(n); return n < 3 ? 10 : null; },
+    }));
+    giving.on('error', () => {});
+    registry.push(giving);
+    await within(20000, rejectsWithCode(giving.get('k'), 'ERR_CONNECTION', { mentions: ['sentinelRetryStrategy'] }));
+    assert.deepEqual(times, [1, 2, 3]);
+    assert.equal(giving.status, 'end');
+  });
+
   it('options: a missing name and a wrong role are refused at construction', () => {
     assert.throws(() => new RedisClient({ sentinels: topo.sentinelNodes }), (e) => e.code === 'ERR_INVALID_OPTION' && /`name`/.test(e.message));
     assert.throws(() => new RedisClient(options({ role: 'primary' })), (e) => e.code === 'ERR_INVALID_OPTION' && /`role`/.test(e.message));

@@ -125,8 +125,9 @@ new RedisStorageAdapter({ sentinels: [{ host: 'localhost', port: 26379 }], name:
 // @ts-expect-error role is 'master' or 'slave'
 new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', role: 'primary' });
 new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', failoverDetector: true });
-// @ts-expect-error sentinelRetryStrategy is not supported yet
-new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', sentinelRetryStrategy: () => 10 });
+new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', sentinelRetryStrategy: (times) => times * 10, preferredSlaves: (slaves) => slaves[0] ? { ip: slaves[0].ip, port: slaves[0].port } : null });
+// @ts-expect-error sentinelRetryStrategy is a function
+new RedisStorageAdapter({ sentinels: [{ port: 26379 }], name: 'mymaster', sentinelRetryStrategy: 10 });
 // @ts-expect-error socketTimeout is a number of milliseconds
 new RedisStorageAdapter({ socketTimeout: '1000' });
 new RedisStorageAdapter({ socketTimeout: 1000, reconnectOnError: (err) => err.message.startsWith('READONLY') });

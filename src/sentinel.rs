@@ -87,11 +87,21 @@ impl Sentinels {
             .collect();
         let listeners = list.iter().map(|(host, port)| {
             Box::pin(async move {
+                let mut times = 0;
                 loop {
                     if self.listen(host, *port).await.is_ok() {
                         return;
                     }
-                    tokio::time::sleep(SENTINEL_RECONNECT).await;
+                    times += 1;
+                    let pause = match &self.config.hooks.reconnect {
+                        Some(strategy) => strategy(times).await,
+                        None => Some(SENTINEL_RECONNECT),
+                    };
+                    match pause {
+                        Some(pause) => tokio::time::sleep(pause).await,
+                        // Not listening to this one any more.
+                        None => std::future::pending::<()>().await,
+                    }
                 }
             })
         });
@@ -142,6 +152,11 @@ impl Sentinels {
         }
     }
 
+    /// `sentinelRetryStrategy`, when given.
+    pub fn retry_strategy(&self) -> Option<crate::retry::RetryStrategy> {
+        self.config.hooks.retry.clone()
+    }
+
     /// The role the connection wants.
     pub fn role(&self) -> SentinelRole {
         self.config.role
@@ -159,7 +174,7 @@ impl Sentinels {
             match self.ask(host, *port).await {
                 Ok((Some(address), more)) => {
                     self.learned(host, *port, more);
-                    let address = self.nat(address);
+                    let address = self.nat(address).await;
                     *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(address.clone());
                     return Ok(address);
                 }
@@ -222,7 +237,10 @@ impl Sentinels {
         }
     }
 
-    fn nat(&self, (host, port): (String, u16)) -> (String, u16) {
+    async fn nat(&self, (host, port): (String, u16)) -> (String, u16) {
+        if let Some(map) = &self.config.hooks.nat {
+            return map(format!("{host}:{port}")).await.unwrap_or((host, port));
+        }
         self.config
             .nat_map
             .iter()
@@ -268,7 +286,18 @@ impl Sentinels {
                     let reply = session
                         .send(&[b"sentinel", b"replicas", name], &label)
                         .await?;
-                    self.pick_replica(&reply)
+                    match &self.config.hooks.pick_replica {
+                        Some(pick) => {
+                            let up = up_replicas(&reply);
+                            if up.is_empty() {
+                                None
+                            } else {
+                                let random = self.pick_replica(&reply);
+                                pick(up).await.or(random)
+                            }
+                        }
+                        None => self.pick_replica(&reply),
+                    }
                 }
             };
             let mut more = Vec::new();
@@ -300,15 +329,9 @@ impl Sentinels {
     /// A replica that is up: the first of `preferredSlaves` (by `prio`) that is, else a random
     /// one.
     fn pick_replica(&self, reply: &Value) -> Option<(String, u16)> {
-        let up: Vec<(String, u16)> = records(reply)
-            .into_iter()
-            .filter(|r| {
-                field(r, "flags").is_some_and(|f| {
-                    !f.split(',')
-                        .any(|f| matches!(f, "disconnected" | "s_down" | "o_down"))
-                })
-            })
-            .filter_map(|r| address_of(&r))
+        let up: Vec<(String, u16)> = up_replicas(reply)
+            .iter()
+            .filter_map(|r| address_of(r))
             .collect();
         if up.is_empty() {
             return None;
@@ -427,6 +450,19 @@ fn records(reply: &Value) -> Vec<Vec<(String, String)>> {
                     .collect(),
             ),
             _ => None,
+        })
+        .collect()
+}
+
+/// The replicas of a `sentinel replicas` reply that are up.
+fn up_replicas(reply: &Value) -> Vec<Vec<(String, String)>> {
+    records(reply)
+        .into_iter()
+        .filter(|r| {
+            field(r, "flags").is_some_and(|f| {
+                !f.split(',')
+                    .any(|f| matches!(f, "disconnected" | "s_down" | "o_down"))
+            })
         })
         .collect()
 }

@@ -37,12 +37,16 @@ impl NativeAdapter {
         client: Option<&NativeClient>,
         retry_strategy: Option<Function<'_, u32, Option<f64>>>,
         dns_lookup: Option<Function<'_, String, Promise<String>>>,
+        sentinel_hooks: Option<Function<'_, String, Option<String>>>,
     ) -> napi::Result<Self> {
         let config = AdapterConfig::from_json(&options_json, client.is_some())
             .map_err(|e| throw(&env, &e))?;
         let (conn, owns_connection) = match (client, &config.backend) {
             (Some(client), _) => (client.conn.clone(), false),
-            (None, Some(backend)) => (open(&env, backend, retry_strategy, dns_lookup)?, true),
+            (None, Some(backend)) => (
+                open(&env, backend, retry_strategy, dns_lookup, sentinel_hooks)?,
+                true,
+            ),
             (None, None) => unreachable!("a config without a shared client has a connection"),
         };
         Ok(NativeAdapter {

@@ -80,11 +80,16 @@ pub(crate) fn open(
     config: &BackendConfig,
     retry_strategy: Option<Function<'_, u32, Option<f64>>>,
     dns_lookup: Option<Function<'_, String, Promise<String>>>,
+    sentinel_hooks: Option<Function<'_, String, Option<String>>>,
 ) -> napi::Result<Connection> {
     let opened = match config {
         BackendConfig::Standalone(c) => {
             let retry = super::retry::from_js(retry_strategy, default_retry_strategy)?;
-            Connection::hosted(c.clone(), retry, runtime(), bridge::JsHost::shared())
+            let mut c = c.clone();
+            if let Some(sentinel) = c.sentinel.as_deref_mut() {
+                super::retry::sentinel_hooks(sentinel_hooks, sentinel)?;
+            }
+            Connection::hosted(c, retry, runtime(), bridge::JsHost::shared())
         }
         BackendConfig::Cluster(c) => {
             let retry = super::retry::from_js(retry_strategy, default_cluster_retry_strategy)?;
@@ -283,6 +288,7 @@ impl NativeClient {
         options_json: String,
         retry_strategy: Option<Function<'_, u32, Option<f64>>>,
         dns_lookup: Option<Function<'_, String, Promise<String>>>,
+        sentinel_hooks: Option<Function<'_, String, Option<String>>>,
     ) -> napi::Result<Self> {
         let config = BackendConfig::from_json(&options_json).map_err(|e| throw(&env, &e))?;
         Ok(NativeClient::over(open(
@@ -290,6 +296,7 @@ impl NativeClient {
             &config,
             retry_strategy,
             dns_lookup,
+            sentinel_hooks,
         )?))
     }
 

@@ -44,3 +44,80 @@ pub fn from_js(
         })
     }))
 }
+
+type JsHook = ThreadsafeFunction<String, Option<String>, String, napi::Status, false, true>;
+
+/// The Sentinel options that are functions, through `hook` (index.js's `sentinelHooksOf`: one
+/// function called with `{ kind, arg }` as JSON, answering JSON or null), into `sentinel`.
+///
+/// # Errors
+/// When napi cannot make the threadsafe function.
+pub fn sentinel_hooks(
+    hook: Option<Function<'_, String, Option<String>>>,
+    sentinel: &mut crate::config::SentinelConfig,
+) -> napi::Result<()> {
+    use crate::config::SentinelHooks;
+    let Some(hook) = hook else {
+        return Ok(());
+    };
+    let tsfn: Arc<JsHook> = Arc::new(
+        hook.build_threadsafe_function::<String>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?,
+    );
+    let ask = move |kind: &'static str, arg: serde_json::Value| {
+        let tsfn = tsfn.clone();
+        async move {
+            let question = serde_json::json!({ "kind": kind, "arg": arg }).to_string();
+            match tsfn.call_async(question).await {
+                Ok(Some(answer)) => serde_json::from_str::<serde_json::Value>(&answer).ok(),
+                _ => None,
+            }
+        }
+    };
+    let delay = |answer: Option<serde_json::Value>| {
+        answer
+            .and_then(|v| v.as_f64())
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .map(|ms| Duration::from_millis(ms.min(MAX_DELAY_MS) as u64))
+    };
+    let address = |answer: Option<serde_json::Value>| {
+        let v = answer?;
+        let host = v.get("host")?.as_str()?.to_owned();
+        let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
+        Some((host, port))
+    };
+    let kinds: [&'static str; 2] = ["retry", "reconnect"];
+    let mut hooks = SentinelHooks::default();
+    for (kind, slot) in kinds
+        .into_iter()
+        .zip([&mut hooks.retry, &mut hooks.reconnect])
+    {
+        let ask = ask.clone();
+        *slot = Some(Arc::new(move |times: u32| {
+            let answer = ask(kind, serde_json::json!(times));
+            Box::pin(async move { delay(answer.await) }) as crate::retry::BoxFuture<_>
+        }));
+    }
+    let pick = ask.clone();
+    hooks.pick_replica = Some(Arc::new(move |records| {
+        let list: Vec<serde_json::Map<String, serde_json::Value>> = records
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect()
+            })
+            .collect();
+        let answer = pick("pick", serde_json::json!(list));
+        Box::pin(async move { address(answer.await) })
+    }));
+    let nat = ask;
+    hooks.nat = Some(Arc::new(move |key| {
+        let answer = nat("nat", serde_json::Value::String(key));
+        Box::pin(async move { address(answer.await) })
+    }));
+    sentinel.hooks = hooks;
+    Ok(())
+}

@@ -153,6 +153,57 @@ pub struct SentinelConfig {
     pub failover_detector: bool,
     /// `sentinelMaxConnections`: how many sentinels `failoverDetector` listens to. Default 10.
     pub max_connections: usize,
+    /// The options that are functions (the binding's JavaScript ones).
+    pub hooks: SentinelHooks,
+}
+
+/// A replica as `sentinel replicas` describes it: its fields (`ip`, `port`, `flags`, ...).
+pub type ReplicaRecord = Vec<(String, String)>;
+
+/// Picks a replica among those that are up (`preferredSlaves` as a function): its address, or
+/// `None` for a random one.
+pub type PickReplica = std::sync::Arc<
+    dyn Fn(Vec<ReplicaRecord>) -> crate::retry::BoxFuture<Option<(String, u16)>> + Send + Sync,
+>;
+
+/// Maps `"host:port"` as a sentinel gives it to the address to connect to (`natMap` as a
+/// function); `None` keeps it.
+pub type MapAddress =
+    std::sync::Arc<dyn Fn(String) -> crate::retry::BoxFuture<Option<(String, u16)>> + Send + Sync>;
+
+/// The Sentinel options that are functions. They compare equal whatever they hold (settings
+/// are compared for what they say, and a function says nothing comparable).
+#[derive(Clone, Default)]
+pub struct SentinelHooks {
+    /// `sentinelRetryStrategy`: the pause before the next attempt when no sentinel gave an
+    /// address (instead of `retryStrategy`); `None` from it gives up.
+    pub retry: Option<crate::retry::RetryStrategy>,
+    /// `sentinelReconnectStrategy`: the pause before `failoverDetector` listens again to a
+    /// sentinel it lost; `None` from it stops listening to that one.
+    pub reconnect: Option<crate::retry::RetryStrategy>,
+    /// `preferredSlaves` as a function.
+    pub pick_replica: Option<PickReplica>,
+    /// `natMap` as a function.
+    pub nat: Option<MapAddress>,
+}
+
+impl PartialEq for SentinelHooks {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SentinelHooks {}
+
+impl fmt::Debug for SentinelHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelHooks")
+            .field("retry", &self.retry.is_some())
+            .field("reconnect", &self.reconnect.is_some())
+            .field("pick_replica", &self.pick_replica.is_some())
+            .field("nat", &self.nat.is_some())
+            .finish()
+    }
 }
 
 /// The library name `CLIENT SETINFO` gives (ioredis gives `ioredis`).
@@ -402,7 +453,7 @@ mod tests {
                 "failoverDetector",
             ),
             (
-                r#"{"sentinels":[{"port":1}],"name":"g","sentinelRetryStrategy":{"$fn":true}}"#,
+                r#"{"sentinels":[{"port":1}],"name":"g","sentinelRetryStrategy":5}"#,
                 "sentinelRetryStrategy",
             ),
         ] {

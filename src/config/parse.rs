@@ -237,12 +237,8 @@ fn sentinel_config(r: &Reader<'_>) -> Result<SentinelConfig> {
     };
     let preferred_replicas = match r.get("preferredSlaves") {
         None => Vec::new(),
-        Some(v) if super::read::is_function(v) => {
-            return Err(Error::config(format!(
-                "option `{}` as a function is not supported; give [{{ ip, port, prio }}]",
-                r.name("preferredSlaves")
-            )))
-        }
+        // A function: the binding holds it (`hooks`).
+        Some(v) if super::read::is_function(v) => Vec::new(),
         Some(v) => {
             let items: Vec<&Value> = match v {
                 Value::Array(a) => a.iter().collect(),
@@ -277,13 +273,18 @@ fn sentinel_config(r: &Reader<'_>) -> Result<SentinelConfig> {
         password: r.string("sentinelPassword")?.map(super::Secret),
         tls: tls_option(r, "sentinelTLS")?.flatten(),
         command_timeout: r.millis("sentinelCommandTimeout", 1)?,
-        nat_map: nat_map(r, "natMap")?,
+        // A function: the binding holds it (`hooks`).
+        nat_map: match r.get("natMap") {
+            Some(v) if super::read::is_function(v) => Vec::new(),
+            _ => nat_map(r, "natMap")?,
+        },
         update_sentinels: r.bool("updateSentinels")?.unwrap_or(true),
         preferred_replicas,
         failover_detector: r.bool("failoverDetector")?.unwrap_or(false),
         max_connections: r
             .integer("sentinelMaxConnections", 1, 1000)?
             .map_or(10, |n| n as usize),
+        hooks: super::SentinelHooks::default(),
     })
 }
 

@@ -637,26 +637,26 @@ pub static OPTIONS: &[Opt] = &[
     Opt {
         name: "preferredSlaves",
         places: &[Server],
-        ty: "Array<{ ip: string; port: string | number; prio?: number }> | { ip: string; port: string | number; prio?: number }",
+        ty: "Array<{ ip: string; port: string | number; prio?: number }> | { ip: string; port: string | number; prio?: number } | ((slaves: Array<Record<string, string>>) => { ip: string; port: string | number } | null)",
         default: None,
         effect: Effect::Applied(Apply::Shape),
-        note: "with `role: 'slave'`: the replicas to take first, lowest `prio` first (else a random one that is up)",
+        note: "with `role: 'slave'`: the replicas to take first, lowest `prio` first, or a function that picks one of those that are up (else a random one that is up)",
     },
     Opt {
         name: "sentinelRetryStrategy",
         places: &[Server],
-        ty: "never",
-        default: None,
-        effect: Effect::Refused("not supported yet: when no sentinel answers, the attempt fails and `retryStrategy` gives the next"),
-        note: "",
+        ty: "(times: number) => number | void | null",
+        default: Some("times => Math.min(times * 10, 1000)"),
+        effect: Effect::Applied(Apply::Function),
+        note: "with `sentinels`: the pause before the next attempt when no sentinel gave an address (instead of `retryStrategy`); no number: stop",
     },
     Opt {
         name: "sentinelReconnectStrategy",
         places: &[Server],
-        ty: "never",
-        default: None,
-        effect: Effect::Refused("not supported yet: failoverDetector's connection to a sentinel is made again a minute after it is lost (ioredis's default)"),
-        note: "",
+        ty: "(times: number) => number | void | null",
+        default: Some("() => 60000"),
+        effect: Effect::Applied(Apply::Function),
+        note: "with `failoverDetector`: the pause before listening again to a sentinel it lost; no number: stop listening to it",
     },
     Opt {
         name: "failoverDetector",
@@ -1084,10 +1084,7 @@ mod tests {
         assert_eq!(url["name"], "url");
         assert_eq!(url["places"], serde_json::json!(["server", "lock node"]));
         assert_eq!(url["effect"], "applied");
-        let refused = rows
-            .iter()
-            .find(|r| r["name"] == "sentinelRetryStrategy")
-            .unwrap();
+        let refused = rows.iter().find(|r| r["name"] == "Connector").unwrap();
         assert_eq!(refused["effect"], "refused");
         assert!(!refused["why"].as_str().unwrap().is_empty());
         assert!(rows.iter().all(|r| !r["type"].as_str().unwrap().is_empty()));

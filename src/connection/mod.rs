@@ -1544,7 +1544,9 @@ fn is_socket_failure(err: &redis::RedisError) -> bool {
 /// strategy, until a link is up, the strategy gives up, or the connection is closed or dropped.
 async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
     let mut times = 0u32;
-    if after_drop && !backoff(&weak, &mut times).await {
+    // Attempts in which no sentinel gave an address (`sentinelRetryStrategy` counts them).
+    let mut sentinel_times = 0u32;
+    if after_drop && !backoff(&weak, &mut times, None).await {
         return;
     }
     loop {
@@ -1585,11 +1587,32 @@ async fn connect_loop(weak: Weak<Inner>, after_drop: bool) {
                 }
                 return;
             }
-            Err(failed) => attempt_failed(&inner, failed),
-        }
-        drop(inner);
-        if !backoff(&weak, &mut times).await {
-            return;
+            Err(failed) => {
+                let strategy = match &inner.target {
+                    Target::Single {
+                        sentinel: Some(sentinels),
+                        ..
+                    } if failed.at_sentinels => sentinels.retry_strategy(),
+                    _ => None,
+                };
+                attempt_failed(&inner, failed);
+                drop(inner);
+                let gave_up = match strategy {
+                    Some(strategy) => {
+                        !backoff(
+                            &weak,
+                            &mut sentinel_times,
+                            Some((strategy, "sentinelRetryStrategy")),
+                        )
+                        .await
+                    }
+                    None => !backoff(&weak, &mut times, None).await,
+                };
+                if gave_up {
+                    return;
+                }
+                continue;
+            }
         }
     }
 }
@@ -1704,7 +1727,12 @@ fn attempt_failed(inner: &Arc<Inner>, failed: open::Failed) {
 
 /// Waits as the retry strategy says before attempt `times + 1`; false when it gave up (the
 /// connection then ends, failing what waits) or the connection is gone.
-async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
+/// `strategy`: another strategy than the connection's, and its name for messages.
+async fn backoff(
+    weak: &Weak<Inner>,
+    times: &mut u32,
+    strategy: Option<(RetryStrategy, &'static str)>,
+) -> bool {
     *times = times.saturating_add(1);
     let Some((retry, mut status)) = weak
         .upgrade()
@@ -1712,6 +1740,7 @@ async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
     else {
         return false;
     };
+    let (retry, name) = strategy.unwrap_or((retry, "retryStrategy"));
     match retry(*times).await {
         Some(delay) => {
             if let Some(inner) = weak.upgrade() {
@@ -1741,7 +1770,7 @@ async fn backoff(weak: &Weak<Inner>, times: &mut u32) -> bool {
                     let err = Error::new(
                         kind,
                         format!(
-                            "gave up reconnecting to {} after {attempts} attempts (retryStrategy returned no delay){reason}",
+                            "gave up reconnecting to {} after {attempts} attempts ({name} returned no delay){reason}",
                             inner.addr
                         ),
                     );

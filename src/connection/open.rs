@@ -21,6 +21,8 @@ const PIPELINE_BUFFER: usize = 1 << 28;
 pub(super) struct Failed {
     pub(super) error: Error,
     pub(super) reached: bool,
+    /// With Sentinel: no sentinel gave an address (`sentinelRetryStrategy` paces the next).
+    pub(super) at_sentinels: bool,
 }
 
 /// One connection attempt, bounded by `connectTimeout` as a whole (TCP, TLS, AUTH, SELECT, the
@@ -44,6 +46,7 @@ pub(super) async fn connect(
                 return Err(Failed {
                     error,
                     reached: false,
+                    at_sentinels: true,
                 })
             }
         },
@@ -173,6 +176,7 @@ pub(super) async fn connect(
     outcome.map_err(|error| Failed {
         error,
         reached: reached.load(Ordering::Relaxed) && !wrong_role.load(Ordering::Relaxed),
+        at_sentinels: false,
     })
 }
 
