@@ -229,7 +229,8 @@ declare namespace RedisStorageAdapter {
    *
    * Accepted but without effect (so existing ioredis option objects keep working):
    * `family`, `showFriendlyErrorStack`, `enableReadyCheck`, `autoResubscribe`,
-   * `enableAutoPipelining`, `autoPipeliningIgnoredPrefixes`, `stringNumbers`,
+   * `enableAutoPipelining`, `autoPipeliningIgnoredPrefixes`, `autoPipeliningIgnoredCommands`,
+   * `stringNumbers`,
    * `disconnectTimeout`, `maxLoadingRetryTime`, `offlineQueue`.
    *
    * Refused with `ERR_INVALID_OPTION` (typed `never`): `Connector`, `scripts` (taken by
@@ -449,6 +450,11 @@ declare namespace RedisStorageAdapter {
      * @default []
      */
     autoPipeliningIgnoredPrefixes?: string[];
+    /**
+     * No effect (see `enableAutoPipelining`).
+     * @default []
+     */
+    autoPipeliningIgnoredCommands?: string[];
     /**
      * No effect: integer replies are numbers.
      * @default false
@@ -714,6 +720,8 @@ declare namespace RedisStorageAdapter {
     retryDelayOnClusterDown?: number;
     /** @default 100 */
     retryDelayOnTryAgain?: number;
+    /** No effect: a command answered MOVED goes to the node named at once. @default 0 */
+    retryDelayOnMoved?: number;
     /**
      * Commands wait for the first connection.
      * @default true
@@ -739,6 +747,8 @@ declare namespace RedisStorageAdapter {
     enableAutoPipelining?: boolean;
     /** No effect. @default [] */
     autoPipeliningIgnoredPrefixes?: string[];
+    /** No effect. @default [] */
+    autoPipeliningIgnoredCommands?: string[];
     /** No effect. @default false */
     showFriendlyErrorStack?: boolean;
     /** No effect. @default false */

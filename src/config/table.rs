@@ -529,6 +529,14 @@ pub static OPTIONS: &[Opt] = &[
         note: "",
     },
     Opt {
+        name: "autoPipeliningIgnoredCommands",
+        places: EVERYWHERE,
+        ty: "string[]",
+        default: Some("[]"),
+        effect: Effect::NoOp("every command is always pipelined on one socket"),
+        note: "",
+    },
+    Opt {
         name: "stringNumbers",
         places: SERVERS,
         ty: "boolean",
@@ -768,6 +776,14 @@ pub static OPTIONS: &[Opt] = &[
         default: Some("100"),
         effect: cluster!(|c, r, k| c.lower_retry_delay(r.millis(k, 0)?)),
         note: "ms before retrying a `CLUSTERDOWN`",
+    },
+    Opt {
+        name: "retryDelayOnMoved",
+        places: &[Cluster],
+        ty: "number",
+        default: Some("0"),
+        effect: Effect::NoOp("a command answered MOVED goes to the node named at once (ioredis's default)"),
+        note: "",
     },
     Opt {
         name: "retryDelayOnTryAgain",

@@ -191,15 +191,17 @@ async fn check_role(
 ) -> Result<()> {
     let reply = link.send_now(crate::resp::encode(&[b"role"])).await;
     let role = match reply {
-        Ok(Value::ServerError(err)) => {
-            link.close();
-            return Err(Error::from_redis(&err.into(), &inner.addr));
-        }
         Err(err) => {
             link.close();
             return Err(Error::from_redis(&err, &inner.addr));
         }
-        Ok(value) => crate::sentinel::role_of(&value).unwrap_or_default(),
+        // A server that does not say (ROLE refused to this ACL user): taken as it is, as ioredis
+        // takes a ready check without a role.
+        Ok(Value::ServerError(_)) => return Ok(()),
+        Ok(value) => match crate::sentinel::role_of(&value) {
+            Some(role) => role,
+            None => return Ok(()),
+        },
     };
     let want = match wanted {
         crate::config::SentinelRole::Master => "master",
