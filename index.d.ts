@@ -1548,8 +1548,18 @@ declare namespace RedisStorageAdapter {
      * within a second: what still waits then rejects with `ERR_CLOSED`.
      */
     quit(callback?: RedisCallback<'OK'>): Promise<'OK'>;
-    /** Closes the connection at once; every pending command rejects with `ERR_CLOSED`. */
-    disconnect(): void;
+    /**
+     * Closes the connection at once; every pending command rejects with `ERR_CLOSED`. With
+     * `reconnect` true (ioredis's `disconnect(true)`), the connection is made again instead: what
+     * was on it is sent again as `autoResendUnfulfilledCommands` says.
+     */
+    disconnect(reconnect?: boolean): void;
+    /**
+     * Stands for ioredis's socket, which lives in native code here: `end()` and `destroy()` drop
+     * the connection as a socket closed under the client would (it is made again), `writable`
+     * is true while it is ready.
+     */
+    readonly stream: { readonly writable: boolean; end(): void; destroy(): void };
     /**
      * `WATCH keys`: the next `multi().exec()` resolves `null` (running nothing) when a watched
      * key changed before it, as in ioredis. The watch and that transaction live on a connection

@@ -725,6 +725,27 @@ class RedisClient extends EventEmitter {
     return this[NATIVE].status;
   }
 
+  /**
+   * ioredis's `stream` (its socket): the socket lives in native code, so this stands for it in
+   * what code does with it: `end()` and `destroy()` drop the connection as a socket closed under
+   * the client would (it is made again; what was on it is sent again as
+   * autoResendUnfulfilledCommands says), `writable` is true while it is ready.
+   */
+  get stream() {
+    const client = this;
+    return {
+      get writable() {
+        return client.status === 'ready';
+      },
+      end() {
+        client[NATIVE].reconnect();
+      },
+      destroy() {
+        client[NATIVE].reconnect();
+      },
+    };
+  }
+
   /** True for a Redis Cluster client. */
   get isCluster() {
     return this[NATIVE].isCluster;
@@ -905,7 +926,13 @@ class RedisClient extends EventEmitter {
   }
 
   /** Closes the connection at once. */
-  disconnect() {
+  disconnect(reconnect) {
+    // ioredis's disconnect(true): the connection is made again (what was on it is sent again
+    // as autoResendUnfulfilledCommands says); subscriptions stay.
+    if (reconnect === true) {
+      this[NATIVE].reconnect();
+      return;
+    }
     const subs = this[SUBS];
     subs.plain = 0;
     subs.shard = 0;

@@ -135,3 +135,34 @@ describe('RedisClient events (standalone: faults)', () => {
     await adapter.close();
   });
 });
+
+describe('RedisClient: disconnect(true) and stream, as ioredis code uses them', () => {
+  it('disconnect(true) and stream.end() make the connection again; commands around them are answered', { timeout: 20000 }, async () => {
+    const server = await startRedis();
+    const client = new RedisClient({ host: HOST, port: server.port });
+    try {
+      await client.set('foo', 'bar');
+      const idOf = () => client.client('ID');
+      const first = await idOf();
+      // As ioredis's own test: a command issued before the socket ends still gets its reply.
+      const got = new Promise((resolve, reject) => {
+        client.set('foo', 'baz', () => client.stream.end());
+        client.get('foo', (err, res) => (err ? reject(err) : resolve(res)));
+      });
+      assert.equal(await got, 'baz');
+      await waitFor(async () => client.status === 'ready' && (await idOf()) !== first, { what: 'a new connection' });
+      const seen = record(client);
+      const second = await idOf();
+      assert.equal(client.stream.writable, true);
+      client.disconnect(true);
+      assert.equal(await client.get('foo'), 'baz');
+      await waitFor(() => names(seen).includes('ready'), { what: 'ready again' });
+      assert.ok(names(seen).includes('close') && names(seen).includes('reconnecting'), names(seen).join(' '));
+      assert.notEqual(await idOf(), second);
+      assert.notEqual(client.status, 'end');
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  });
+});
