@@ -11,7 +11,7 @@ const assert = require('node:assert/strict');
 const RedisStorageAdapter = require('..');
 const { RedisClient } = RedisStorageAdapter;
 const { startSentinel, freePort } = require('./servers');
-const { closeAll, rejectsWithCode, within } = require('./helpers');
+const { closeAll, rejectsWithCode, within, waitFor } = require('./helpers');
 
 const PASSWORD = 'data-secret-pw';
 const SENTINEL_PASSWORD = 'sentinel-secret-pw';
@@ -202,6 +202,19 @@ describe('Redis Sentinel', () => {
     await within(20000, rejectsWithCode(giving.get('k'), 'ERR_CONNECTION', { mentions: ['sentinelRetryStrategy'] }));
     assert.deepEqual(times, [1, 2, 3]);
     assert.equal(giving.status, 'end');
+  });
+
+  it('sentinelRetryStrategy: null ends the connection when no sentinel answers, as in ioredis', { timeout: 20000 }, async () => {
+    const dead = [{ host: '127.0.0.1', port: await freePort() }];
+    const client = new RedisClient(options({ sentinels: dead, sentinelRetryStrategy: null }));
+    const errors = [];
+    client.on('error', (err) => errors.push(err.message));
+    registry.push(client);
+    await within(10000, rejectsWithCode(client.get('k'), 'ERR_CONNECTION', { mentions: ['are unreachable'] }));
+    await within(5000, new Promise((resolve) => (client.status === 'end' ? resolve() : client.once('end', resolve))));
+    // The events come on their own channel, maybe after the rejection.
+    await waitFor(() => errors.length > 0, { what: 'an error event' });
+    assert.ok(errors.some((m) => /are unreachable/.test(m)), errors.join('; '));
   });
 
   it('options: a missing name and a wrong role are refused at construction', () => {

@@ -284,7 +284,16 @@ fn sentinel_config(r: &Reader<'_>) -> Result<SentinelConfig> {
         max_connections: r
             .integer("sentinelMaxConnections", 1, 1000)?
             .map_or(10, |n| n as usize),
-        hooks: super::SentinelHooks::default(),
+        hooks: super::SentinelHooks {
+            // `sentinelRetryStrategy: null`, as ioredis reads it: no sentinel answering ends the
+            // connection ("retry is disabled").
+            retry: matches!(r.raw("sentinelRetryStrategy"), Some(Value::Null)).then(|| {
+                std::sync::Arc::new(|_| {
+                    Box::pin(async { None }) as crate::retry::BoxFuture<Option<Duration>>
+                }) as crate::retry::RetryStrategy
+            }),
+            ..super::SentinelHooks::default()
+        },
     })
 }
 
