@@ -78,7 +78,8 @@ declare class RedisStorageAdapter<
   /**
    * Stores `JSON.stringify(value)` under `keyPrefix + key`. When `value` is an array whose `[1]`
    * is a number (alova's `[data, expireTimestamp, tag]`), the key expires at that timestamp (ms);
-   * a timestamp already past writes nothing.
+   * a positive timestamp already past writes nothing, and 0 or less (alova's `-1`: never) is stored
+   * without expiry.
    *
    * @throws {RedisStorageAdapter.RedisStorageError} (rejects) `ERR_INVALID_ARG` for a key that is
    *   not a string or a value JSON cannot hold (circular, BigInt), in which case nothing is

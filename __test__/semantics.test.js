@@ -192,12 +192,15 @@ for (const topo of topologies()) describe(`storage semantics (${topo.name})`, ()
       assert.equal(await a.get('past'), undefined);
     });
 
-    it('writes nothing for an expiry timestamp of 0 or in 1970', async () => {
+    it('writes nothing for a positive expiry timestamp in 1970; 0 or less is stored without expiry', async () => {
       const a = adapter({ keyPrefix: 'exp:' });
       await a.set('zero', ['data', 0]);
+      await a.set('never', ['data', -1]);
       await a.set('epoch', ['a', 5]);
-      // (One EXISTS per key: a multi-key EXISTS is CROSSSLOT on a cluster.)
-      assert.equal(await existsCount(observer, 'exp:zero', 'exp:epoch'), 0);
+      assert.equal(await existsCount(observer, 'exp:epoch'), 0);
+      assert.equal(await observer.pttl('exp:zero'), -1);
+      assert.equal(await observer.pttl('exp:never'), -1);
+      assert.deepEqual(await a.get('never'), ['data', -1]);
     });
 
     it('gives an [data, expire] entry a PX close to expire - now', async () => {

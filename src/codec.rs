@@ -9,7 +9,7 @@ pub enum Expiry {
     Never,
     /// `SET ... PX ms`.
     In(u64),
-    /// Already expired: nothing is written.
+    /// Already expired (a positive timestamp not after now): nothing is written.
     Passed,
 }
 
@@ -17,11 +17,14 @@ impl Expiry {
     /// The expiry of an entry whose timestamp (ms since the epoch) is `expire_at`, at `now_ms`.
     ///
     /// alova stores `[data, expireTimestamp?, tag?]`; a timestamp that is not a finite number
-    /// means no expiry. A fraction of a millisecond left rounds up, so that an entry still valid
-    /// now is written.
+    /// means no expiry, and so does one of 0 or less: alova's rate limiter (`alova/server`,
+    /// `createRateLimiter` with `duration: 0`, and `block(key, 0)`) stores `[points, -1]` for
+    /// "never expires", as alova's own reads take it. A positive timestamp is an instant: one
+    /// not after now has passed. A fraction of a millisecond left rounds up, so that an entry
+    /// still valid now is written.
     pub fn at(expire_at: Option<f64>, now_ms: f64) -> Self {
         match expire_at {
-            Some(ts) if ts.is_finite() => {
+            Some(ts) if ts.is_finite() && ts > 0.0 => {
                 let left = (ts - now_ms).ceil();
                 if left <= 0.0 {
                     Expiry::Passed
@@ -113,6 +116,34 @@ mod tests {
         assert_eq!(Expiry::at(Some(999.0), 1000.0), Expiry::Passed);
         assert_eq!(Expiry::at(Some(1000.4), 1000.0), Expiry::In(1));
         assert_eq!(Expiry::at(Some(61_000.0), 1000.0), Expiry::In(60_000));
+        assert_eq!(Expiry::at(Some(f64::NEG_INFINITY), 1000.0), Expiry::Never);
+    }
+
+    #[test]
+    fn non_positive_timestamp_never_expires() {
+        // alova's rate limiter writes `[points, -1]` for a lifetime quota or a permanent block.
+        let now = 1_700_000_000_000.0;
+        assert_eq!(Expiry::at(Some(-1.0), now), Expiry::Never);
+        assert_eq!(Expiry::at(Some(0.0), now), Expiry::Never);
+        assert_eq!(Expiry::at(Some(-0.0), now), Expiry::Never);
+        assert_eq!(Expiry::at(Some(-0.5), now), Expiry::Never);
+        assert_eq!(Expiry::at(Some(-1e300), now), Expiry::Never);
+        assert_eq!(Expiry::at(Some(-1.0), 0.0), Expiry::Never);
+    }
+
+    #[test]
+    fn positive_timestamp_in_the_past_writes_nothing() {
+        let now = 1_700_000_000_000.0;
+        assert_eq!(Expiry::at(Some(now - 1.0), now), Expiry::Passed);
+        assert_eq!(Expiry::at(Some(now), now), Expiry::Passed);
+        // Positive but long gone (1970), and the smallest positive numbers.
+        assert_eq!(Expiry::at(Some(5.0), now), Expiry::Passed);
+        assert_eq!(Expiry::at(Some(0.5), now), Expiry::Passed);
+        assert_eq!(Expiry::at(Some(f64::MIN_POSITIVE), now), Expiry::Passed);
+        // Still valid by a fraction of a millisecond: written, with 1 ms.
+        assert_eq!(Expiry::at(Some(now + 0.25), now), Expiry::In(1));
+        // Far in the future: clamped, never wraps.
+        assert_eq!(Expiry::at(Some(f64::MAX), now), Expiry::In(u64::MAX));
     }
 
     #[test]
