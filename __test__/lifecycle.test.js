@@ -219,7 +219,16 @@ for (const topo of topologies()) describe(`lifecycle (${topo.name})`, () => {
       // earlier test that closes meanwhile must not hide a new one, nor fail the test.
       const a = adapterWith({ keyPrefix: 'owner:' });
       await a.set('k', 'a');
-      const before = await connectionIds(observer);
+      // On a cluster, the first keyed command also opens the pipes to the masters (the direct
+      // lane), in the background: wait until the owner's connections are all open.
+      let before = await connectionIds(observer);
+      await waitFor(async () => {
+        await a.set('k', 'a');
+        const now = await connectionIds(observer);
+        const same = now.size === before.size && [...now].every((id) => before.has(id));
+        before = now;
+        return same;
+      }, { interval: 150, what: 'the owner\'s connections to settle' });
       const opened = async () => [...(await connectionIds(observer))].filter((id) => !before.has(id));
 
       const shared = Array.from({ length: 10 }, (_, i) =>

@@ -201,7 +201,17 @@ impl ClusterTarget {
             .await
         {
             Ok(conn) => conn,
-            Err(e) => return Err(self.diagnose(Error::from_redis(&e, addr)).await),
+            Err(e) => {
+                let err = self.diagnose(Error::from_redis(&e, addr)).await;
+                if err.kind() != ErrorKind::Connection {
+                    return Err(err);
+                }
+                // ioredis's words first: code written for ioredis may look for them.
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!("None of startup nodes is available ({})", err.message()),
+                ));
+            }
         };
         self.refresh(&mut conn, addr).await?;
         Ok(conn)

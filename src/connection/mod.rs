@@ -1074,8 +1074,9 @@ impl Connection {
     fn offline_disabled(&self) -> Error {
         Error::new(
             ErrorKind::Connection,
+            // ioredis's words first: code written for ioredis may look for them.
             format!(
-                "not connected to {} and enableOfflineQueue is false",
+                "Stream isn't writeable and enableOfflineQueue options is false (not connected to {})",
                 self.inner.addr
             ),
         )
@@ -1190,10 +1191,8 @@ impl Connection {
     /// `ERR_CLOSED` after `quit()`.
     pub fn track(&self) -> Result<InFlight> {
         if self.inner.closing.load(Ordering::Acquire) {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                "the connection is closed (quit() was called)",
-            ));
+            // ioredis's words, exactly (quit() was called).
+            return Err(Error::new(ErrorKind::Closed, "Connection is closed."));
         }
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         Ok(InFlight {
@@ -1268,7 +1267,8 @@ impl Connection {
         if let Some(side) = self.inner.side.get() {
             side.disconnect();
         }
-        let closed = Error::new(ErrorKind::Closed, "the connection was closed by the client");
+        // ioredis's words, exactly: code written for ioredis compares them.
+        let closed = Error::new(ErrorKind::Closed, "Connection is closed.");
         let (link, waiting) = {
             let mut core = self.inner.core();
             if matches!(core.phase, Phase::End(_)) {

@@ -627,8 +627,12 @@ async fn open_pipe(shared: &Arc<Shared>, opener: &Opener, address: &Address) -> 
             pipe.close();
             return Err(err);
         }
-        // The ready check.
-        match pipe.send(crate::resp::encode(&[b"ping"])).await {
+        // The ready check, which names the connection (`connectionName`) as on every link.
+        let hello = match &opener.config.connection_name {
+            Some(name) => crate::resp::encode(&[b"client", b"setname", name.as_bytes()]),
+            None => crate::resp::encode(&[b"ping"]),
+        };
+        match pipe.send(hello).await {
             Ok(Value::ServerError(e)) => {
                 pipe.close();
                 Err(crate::error::Error::from_redis(&e.into(), &label))
