@@ -25,8 +25,13 @@ pub(super) trait Expire: Send + Sync {
 
 struct Shared {
     entries: Mutex<VecDeque<(Instant, Weak<dyn Expire>)>>,
-    /// Wakes the task: a first entry was added, or the timer is dropped.
+    /// Wakes the task: a first entry was added while it waited with no deadline, or the timer
+    /// is dropped.
     wake: Notify,
+    /// The task waits with no deadline (it saw no entry). Otherwise it sleeps until a deadline
+    /// no later than any new entry's (every entry has the same limit), so an entry added then
+    /// needs no wake-up: a burst of commands costs the task nothing.
+    idle: std::sync::atomic::AtomicBool,
 }
 
 /// The deadlines of one connection's commands.
@@ -46,6 +51,7 @@ impl Timer {
         let shared = Arc::new(Shared {
             entries: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
+            idle: std::sync::atomic::AtomicBool::new(false),
         });
         runtime.spawn(run(Arc::downgrade(&shared), error));
         Timer { limit, shared }
@@ -67,10 +73,13 @@ impl Timer {
         {
             entries.pop_front();
         }
-        let first = entries.is_empty();
         entries.push_back((deadline, cmd));
         drop(entries);
-        if first {
+        if self
+            .shared
+            .idle
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
             self.shared.wake.notify_one();
         }
     }
@@ -112,7 +121,21 @@ async fn run(weak: Weak<Shared>, error: Arc<dyn Fn() -> Error + Send + Sync>) {
                     () = wake => {}
                 }
             }
-            None => wake.await,
+            None => {
+                // Idle until an entry comes (set before looking again, so that an entry added
+                // meanwhile is seen here or wakes the task).
+                shared
+                    .idle
+                    .store(true, std::sync::atomic::Ordering::Release);
+                let empty = shared
+                    .entries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty();
+                if empty {
+                    wake.await;
+                }
+            }
         }
     }
 }
