@@ -74,8 +74,9 @@ impl Sentinels {
 
     /// Resolves when a sentinel announces that the group failed over (`+switch-master`), as
     /// ioredis's `FailoverDetector` hears it: listening to the first `sentinelMaxConnections`
-    /// sentinels; one that cannot be reached, or whose connection is lost, is tried again a
-    /// minute later (ioredis's `sentinelReconnectStrategy`).
+    /// sentinels; one that cannot be reached, or whose connection is lost, is tried again after
+    /// `sentinelReconnectStrategy`'s pause (a minute by default, as in ioredis), or no more when
+    /// it gives none.
     pub async fn switch_master(&self) {
         let list: Vec<(String, u16)> = self
             .known

@@ -308,15 +308,7 @@ async fn a_slot_moving_between_masters_under_traffic_keeps_call_order() {
                 let mut pipes = Vec::new();
                 for j in 0..20 {
                     let i = burst * 20 + j;
-                    let tx = tx.clone();
-                    let packed = alova_storage_redis::resp::encode(&[
-                        b"RPUSH",
-                        key.as_bytes(),
-                        i.to_string().as_bytes(),
-                    ]);
-                    if let Some(pipe) = conn.submit(packed, move |reply| {
-                        let _ = tx.send((i, reply));
-                    }) {
+                    if let Some(pipe) = common::submit_rpush(&conn, &key, i, tx.clone(), |r| r) {
                         pipes.push(pipe);
                     }
                 }

@@ -51,18 +51,10 @@ async fn burst(conn: &Connection, key: &str, from: usize, n: usize) -> Vec<Resul
     let (tx, rx) = mpsc::channel();
     let mut pipes = Vec::new();
     for i in from..from + n {
-        let tx = tx.clone();
-        let packed = alova_storage_redis::resp::encode(&[
-            b"RPUSH",
-            key.as_bytes(),
-            i.to_string().as_bytes(),
-        ]);
-        if let Some(pipe) = conn.submit(packed, move |reply| {
-            let _ = tx.send((
-                i,
-                reply.map_err(|e| format!("{} {}", e.code(), e.message())),
-            ));
-        }) {
+        let described = |r: alova_storage_redis::error::Result<Value>| {
+            r.map_err(|e| format!("{} {}", e.code(), e.message()))
+        };
+        if let Some(pipe) = common::submit_rpush(conn, key, i, tx.clone(), described) {
             pipes.push(pipe);
         }
     }

@@ -158,9 +158,8 @@ impl Slots {
                     }
                 }
             }
-            if !transaction {
-                shared.refresh.notify_one();
-            }
+            // No live pipe for the slot: the slot map is read again.
+            shared.refresh.notify_one();
         }
         shared.divert(&mut st, slot, cmd).map(|()| (false, None))
     }

@@ -168,6 +168,21 @@ pub fn cmd(words: &[&str]) -> redis::Cmd {
     c
 }
 
+/// Submits `RPUSH key i` on `conn`, its outcome sent to `tx` with `i`; the pipe to flush, if any.
+pub fn submit_rpush<T: Send + 'static>(
+    conn: &Connection,
+    key: &str,
+    i: usize,
+    tx: std::sync::mpsc::Sender<(usize, T)>,
+    map: fn(alova_storage_redis::error::Result<redis::Value>) -> T,
+) -> Option<alova_storage_redis::pipe::Pipe> {
+    let packed =
+        alova_storage_redis::resp::encode(&[b"RPUSH", key.as_bytes(), i.to_string().as_bytes()]);
+    conn.submit(packed, move |reply| {
+        let _ = tx.send((i, map(reply)));
+    })
+}
+
 /// A real Redis Cluster of `masters` masters with `replicas` replicas each, made by
 /// `redis-cli --cluster create`; its servers are killed when it is dropped.
 pub struct RedisCluster {
