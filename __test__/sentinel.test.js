@@ -189,6 +189,17 @@ describe('Redis Sentinel', () => {
     await mapped.ping();
     const master = await topo.masterAddress();
     assert.ok(asked.includes(`${master.host}:${master.port}`), `natMap saw ${asked}`);
+    // A function for one option leaves the others as they are: without sentinelRetryStrategy,
+    // retryStrategy goes on when no sentinel answers (the connection does not end).
+    const onlyNat = new RedisClient(options({
+      sentinels: [{ host: '127.0.0.1', port: await freePort() }],
+      maxRetriesPerRequest: 1,
+      natMap: () => null,
+    }));
+    onlyNat.on('error', () => {});
+    registry.push(onlyNat);
+    await within(20000, rejectsWithCode(onlyNat.get('k'), 'ERR_CONNECTION'));
+    assert.notEqual(onlyNat.status, 'end');
     // sentinelRetryStrategy paces the attempts in which no sentinel answered; null gives up.
     const times = [];
     const dead = [{ host: '127.0.0.1', port: await freePort() }];

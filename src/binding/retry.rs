@@ -56,7 +56,6 @@ pub fn sentinel_hooks(
     hook: Option<Function<'_, String, Option<String>>>,
     sentinel: &mut crate::config::SentinelConfig,
 ) -> napi::Result<()> {
-    use crate::config::SentinelHooks;
     let Some(hook) = hook else {
         return Ok(());
     };
@@ -88,36 +87,44 @@ pub fn sentinel_hooks(
         let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
         Some((host, port))
     };
-    let kinds: [&'static str; 2] = ["retry", "reconnect"];
-    let mut hooks = SentinelHooks::default();
-    for (kind, slot) in kinds
+    // Only the options given as functions: the others keep their meaning (a map, an array, a
+    // default, or `null`).
+    let given = sentinel.functions;
+    let hooks = &mut sentinel.hooks;
+    let kinds = [("retry", given.retry), ("reconnect", given.reconnect)];
+    for ((kind, wanted), slot) in kinds
         .into_iter()
         .zip([&mut hooks.retry, &mut hooks.reconnect])
     {
+        if !wanted {
+            continue;
+        }
         let ask = ask.clone();
         *slot = Some(Arc::new(move |times: u32| {
             let answer = ask(kind, serde_json::json!(times));
             Box::pin(async move { delay(answer.await) }) as crate::retry::BoxFuture<_>
         }));
     }
-    let pick = ask.clone();
-    hooks.pick_replica = Some(Arc::new(move |records| {
-        let list: Vec<serde_json::Map<String, serde_json::Value>> = records
-            .into_iter()
-            .map(|r| {
-                r.into_iter()
-                    .map(|(k, v)| (k, serde_json::Value::String(v)))
-                    .collect()
-            })
-            .collect();
-        let answer = pick("pick", serde_json::json!(list));
-        Box::pin(async move { address(answer.await) })
-    }));
-    let nat = ask;
-    hooks.nat = Some(Arc::new(move |key| {
-        let answer = nat("nat", serde_json::Value::String(key));
-        Box::pin(async move { address(answer.await) })
-    }));
-    sentinel.hooks = hooks;
+    if given.pick_replica {
+        let pick = ask.clone();
+        hooks.pick_replica = Some(Arc::new(move |records| {
+            let list: Vec<serde_json::Map<String, serde_json::Value>> = records
+                .into_iter()
+                .map(|r| {
+                    r.into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::String(v)))
+                        .collect()
+                })
+                .collect();
+            let answer = pick("pick", serde_json::json!(list));
+            Box::pin(async move { address(answer.await) })
+        }));
+    }
+    if given.nat {
+        hooks.nat = Some(Arc::new(move |key| {
+            let answer = ask("nat", serde_json::Value::String(key));
+            Box::pin(async move { address(answer.await) })
+        }));
+    }
     Ok(())
 }

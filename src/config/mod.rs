@@ -155,6 +155,21 @@ pub struct SentinelConfig {
     pub max_connections: usize,
     /// The options that are functions (the binding's JavaScript ones).
     pub hooks: SentinelHooks,
+    /// Which options were given as functions (the binding makes hooks of those only).
+    pub functions: SentinelFunctions,
+}
+
+/// Which Sentinel options were given as functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SentinelFunctions {
+    /// `sentinelRetryStrategy`.
+    pub retry: bool,
+    /// `sentinelReconnectStrategy`.
+    pub reconnect: bool,
+    /// `preferredSlaves`.
+    pub pick_replica: bool,
+    /// `natMap`.
+    pub nat: bool,
 }
 
 /// A replica as `sentinel replicas` describes it: its fields (`ip`, `port`, `flags`, ...).

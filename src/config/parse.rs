@@ -294,6 +294,18 @@ fn sentinel_config(r: &Reader<'_>) -> Result<SentinelConfig> {
             }),
             ..super::SentinelHooks::default()
         },
+        functions: super::SentinelFunctions {
+            retry: r
+                .get("sentinelRetryStrategy")
+                .is_some_and(super::read::is_function),
+            reconnect: r
+                .get("sentinelReconnectStrategy")
+                .is_some_and(super::read::is_function),
+            pick_replica: r
+                .get("preferredSlaves")
+                .is_some_and(super::read::is_function),
+            nat: r.get("natMap").is_some_and(super::read::is_function),
+        },
     })
 }
 
